@@ -1,0 +1,8 @@
+"""MLproject entry point `analyze`: parses the MLproject parameters and runs the step."""
+
+import sys
+
+from xlinfluence.cli import cli
+
+if __name__ == "__main__":
+    cli(["analyze", *sys.argv[1:]])

@@ -1,0 +1,8 @@
+"""MLproject entry point `influence`: parses the MLproject parameters and runs the step."""
+
+import sys
+
+from xlinfluence.cli import cli
+
+if __name__ == "__main__":
+    cli(["influence", *sys.argv[1:]])

@@ -1,0 +1,8 @@
+"""MLproject entry point `main`: parses the MLproject parameters and runs the step."""
+
+import sys
+
+from xlinfluence.cli import cli
+
+if __name__ == "__main__":
+    cli(["main", *sys.argv[1:]])

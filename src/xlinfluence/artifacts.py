@@ -1,0 +1,117 @@
+"""Artifact names and formats: the contract between steps, in one place.
+
+Every artifact is safetensors, JSON or Parquet (never pickle). Each has a path constant
+and save/load functions; loads validate and raise ArtifactError naming the file and the fix.
+
+    train run       data/train.parquet, data/test.parquet   manifests, rows in tensor order
+                    data/labels.json                        label names by class index
+                    checkpoints/<name>/                     safetensors weights, config, tokenizer
+                    checkpoints/index.json                  [{name, epoch, step, learning_rate}]
+    influence run   influence/scores.safetensors            "total" and one tensor per checkpoint,
+                                                            each float32 [n_test, n_train]
+                    influence/topk.parquet                  top-k proponents/opponents per test example
+                    influence/manifest.json                 ids in tensor order, checkpoints, lineage
+    analyze run     analysis/...                            tables (Parquet + CSV) and figures
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from xlinfluence.data import schema
+from xlinfluence.errors import ArtifactError
+
+DATA = "data"
+TRAIN_MANIFEST = "data/train.parquet"
+TEST_MANIFEST = "data/test.parquet"
+LABELS = "data/labels.json"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_INDEX = "checkpoints/index.json"
+INFLUENCE = "influence"
+SCORES = "influence/scores.safetensors"
+TOPK = "influence/topk.parquet"
+INFLUENCE_MANIFEST = "influence/manifest.json"
+ANALYSIS = "analysis"
+
+TOTAL = "total"  # name of the learning-rate-weighted sum over checkpoints in SCORES
+
+
+def _corrupt(path: Path, err: Exception) -> ArtifactError:
+    return ArtifactError(
+        f"artifact {path} is unreadable or corrupt ({err}); re-run the step that produced it."
+    )
+
+
+def write_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path):
+    if not path.is_file():
+        raise ArtifactError(f"artifact {path} is missing; re-run the step that produced it.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _corrupt(path, err) from err
+
+
+def save_manifest(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+
+
+def load_manifest(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ArtifactError(f"manifest {path} is missing; re-run the train step.")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several unrelated types for bad files
+        raise _corrupt(path, err) from err
+    return schema.validate(frame, where=str(path))
+
+
+def save_checkpoint_index(checkpoints: list[dict], path: Path) -> None:
+    write_json({"checkpoints": checkpoints}, path)
+
+
+def load_checkpoint_index(path: Path) -> list[dict]:
+    index = read_json(path)
+    entries = index.get("checkpoints") if isinstance(index, dict) else None
+    required = {"name", "epoch", "step", "learning_rate"}
+    if not entries or not all(isinstance(e, dict) and required <= set(e) for e in entries):
+        raise ArtifactError(
+            f"checkpoint index {path} lacks entries with {sorted(required)}; "
+            "re-run the train step."
+        )
+    return entries
+
+
+def save_scores(scores: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.float().contiguous().cpu() for k, v in scores.items()}, str(path))
+
+
+def load_scores(path: Path, *, n_test: int, n_train: int) -> dict[str, torch.Tensor]:
+    """Score tensors by name, checked against the manifests' sizes."""
+    if not path.is_file():
+        raise ArtifactError(f"scores {path} are missing; re-run the influence step.")
+    try:
+        scores = load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as err:
+        raise _corrupt(path, err) from err
+    if TOTAL not in scores:
+        raise ArtifactError(f"scores {path} hold no '{TOTAL}' tensor; re-run the influence step.")
+    for name, tensor in scores.items():
+        if tuple(tensor.shape) != (n_test, n_train):
+            raise ArtifactError(
+                f"scores[{name!r}] in {path} has shape {tuple(tensor.shape)}, expected "
+                f"({n_test}, {n_train}) from the manifests; the artifacts do not belong together."
+            )
+    return scores

@@ -1,0 +1,108 @@
+"""The `xlinfluence` command: one subcommand per step, options built from the step configs.
+
+With `--accelerate-config FILE`, a step re-runs itself under `accelerate launch`; every
+launched process attaches to the same MLflow run and only the main one logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from xlinfluence import tracking
+from xlinfluence.config import STEP_CONFIGS, StepConfig
+from xlinfluence.errors import ConfigError, XlinfluenceError
+
+LAUNCHED_ENV = "XLINFLUENCE_LAUNCHED"
+
+
+def _runner(step: str) -> Callable[[StepConfig], object]:
+    """The step's `run` function, imported late so `--help` stays fast."""
+    import importlib
+
+    return importlib.import_module(f"xlinfluence.steps.{step}").run
+
+
+def execute(config: StepConfig) -> object:
+    """Run a step here, or under `accelerate launch` when the config names an Accelerate file."""
+    accelerate_config = getattr(config, "accelerate_config", "")
+    if config.step == "main" or not accelerate_config or os.environ.get(LAUNCHED_ENV):
+        return _runner(config.step)(config)
+    return launch(config, Path(accelerate_config))
+
+
+def launch(config: StepConfig, accelerate_config: Path) -> str:
+    if not accelerate_config.is_file():
+        raise ConfigError(
+            f"accelerate_config={str(accelerate_config)!r} is not a file; use one of configs/*.yaml "
+            "or write one with `accelerate config --config_file FILE`."
+        )
+    with tracking.step_run(config) as run:
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--config_file", str(accelerate_config),
+            "-m", "xlinfluence.cli", config.step,
+            *(f"--{k.replace('_', '-')}={v}" for k, v in config.to_params().items()),
+        ]  # fmt: skip
+        env = os.environ | {
+            "MLFLOW_RUN_ID": run.run_id,
+            "MLFLOW_TRACKING_URI": tracking.setup(),
+            LAUNCHED_ENV: "1",
+        }
+        result = subprocess.run(command, env=env, check=False)
+        if result.returncode != 0:
+            raise XlinfluenceError(
+                f"`accelerate launch` of step '{config.step}' exited with {result.returncode}; "
+                "see the processes' output above."
+            )
+        return run.run_id
+
+
+def _make_command(config_cls: type[StepConfig]) -> click.Command:
+    options = [
+        click.Option(
+            [f"--{f.name.replace('_', '-')}", f.name],
+            type=type(f.default),
+            default=f.default,
+            show_default=True,
+            help=f.metadata.get("help"),
+        )
+        for f in dataclasses.fields(config_cls)
+    ]
+
+    def callback(**values):
+        try:
+            result = execute(config_cls(**values))
+        except XlinfluenceError as err:
+            raise click.ClickException(str(err)) from err
+        if result:
+            click.echo(result)
+
+    return click.Command(
+        config_cls.step, callback=callback, params=options, help=config_cls.__doc__
+    )
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """Which languages' training data does a multilingual model learn from?"""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _config_cls in STEP_CONFIGS.values():
+    cli.add_command(_make_command(_config_cls))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,110 @@
+"""Models and tokenizers: a pretrained XLM-R (hub or local path) or the offline `tiny` preset.
+
+The tiny preset is an `XLMRobertaForSequenceClassification` built from a small config with
+random weights and a SentencePiece-style Unigram tokenizer trained on the training texts,
+so the whole pipeline runs with no model hub. Its special-token ids match XLM-R's
+(<s>=0, <pad>=1, </s>=2, <unk>=3), which XLM-R's position-id logic relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+)
+
+from xlinfluence.errors import ConfigError
+
+TINY = "tiny"
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's ids 0..4
+
+#: The tiny preset: XLM-R's shape at a size a 2-core CPU fine-tunes in seconds.
+TINY_CONFIG = dict(
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=512,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+)
+TINY_VOCAB_SIZE = 4000
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """A Unigram tokenizer with Metaspace pre-tokenisation, as XLM-R's SentencePiece model."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>"
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
+
+
+def build(
+    model_name: str, *, num_labels: int, train_texts: Iterable[str], seed: int
+) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """A sequence classifier and its tokenizer, ready to fine-tune."""
+    torch.manual_seed(seed)
+    if model_name == TINY:
+        tokenizer = train_tokenizer(train_texts)
+        config = XLMRobertaConfig(
+            vocab_size=len(tokenizer),
+            num_labels=num_labels,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **TINY_CONFIG,
+        )
+        return XLMRobertaForSequenceClassification(config), tokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        model = AutoModelForSequenceClassification.from_pretrained(model_name, num_labels=num_labels)
+    except OSError as err:
+        raise ConfigError(
+            f"could not load model {model_name!r} ({err}). Give a local path to a saved model, "
+            "make the hub reachable (or its cache present), or use model=tiny offline."
+        ) from err
+    return model, tokenizer
+
+
+def save_checkpoint(model: torch.nn.Module, tokenizer, directory: Path) -> None:
+    """Weights as safetensors, config and tokenizer: everything needed to reload offline."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def load_checkpoint(directory: Path, *, dtype: torch.dtype = torch.float32):
+    """Reload a saved checkpoint in eval mode (dropout off, as TracIn requires)."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory, dtype=dtype, use_safetensors=True
+    )
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(directory)

@@ -1,0 +1,1 @@
+"""Pipeline steps: each turns a step config into a tracked MLflow run of its kind."""

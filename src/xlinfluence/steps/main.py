@@ -1,0 +1,45 @@
+"""The main step: train -> influence -> analyze as child runs of one parent run.
+
+Each child is an MLflow Projects run of its entry point (so it may itself `accelerate
+launch`); a FINISHED run with the same step, parameters, code version and upstream run
+is reused instead, so re-running main with the same parameters recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from xlinfluence import tracking
+from xlinfluence.config import MainConfig
+from xlinfluence.errors import ConfigError
+
+PROJECT_FILE = "MLproject"
+
+
+def run(config: MainConfig) -> dict[str, str]:
+    """Run or reuse each step; returns {step: run_id}."""
+    project = find_project()
+    # Children run `python entrypoints/...`: make that this interpreter, venv or not.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    with tracking.step_run(config) as parent:
+        train_id = tracking.run_or_reuse(config.train(), project)
+        influence_id = tracking.run_or_reuse(config.influence(train_id), project)
+        analyze_id = tracking.run_or_reuse(config.analyze(influence_id), project)
+        runs = {"train": train_id, "influence": influence_id, "analyze": analyze_id}
+        parent.set_tags({f"xlinfluence.{step}_run_id": run_id for step, run_id in runs.items()})
+    return runs
+
+
+def find_project() -> Path:
+    """The folder holding MLproject: the working directory or one above it, else the checkout."""
+    here = Path.cwd().resolve()
+    candidates = [here, *here.parents, Path(__file__).resolve().parents[3]]
+    for folder in candidates:
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    raise ConfigError(
+        "no MLproject found in the working directory or above it; run main from the "
+        "xlinfluence checkout (or `mlflow run <checkout>`)."
+    )

@@ -1,0 +1,218 @@
+"""Everything that talks to MLflow: where runs live, starting and checking them, reuse.
+
+Steps call these functions and never import mlflow themselves. Under Accelerate every
+process attaches to the same run (MLFLOW_RUN_ID), and only the main process writes to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from matplotlib.figure import Figure
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+import xlinfluence
+from xlinfluence.config import StepConfig
+from xlinfluence.errors import RunLookupError
+
+STEP_TAG = "xlinfluence.step"
+CODE_VERSION_TAG = "xlinfluence.code_version"
+UPSTREAM_TAG = "xlinfluence.upstream_run_id"
+REUSED_TAG = "xlinfluence.reused_run_id"
+PARENT_TAG = "mlflow.parentRunId"
+DEFAULT_DB = "mlflow.db"
+
+
+def setup() -> str:
+    """Use MLFLOW_TRACKING_URI if set, else an embedded SQLite file in the working directory."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(f"sqlite:///{Path.cwd().resolve() / DEFAULT_DB}")
+    return mlflow.get_tracking_uri()
+
+
+def code_version() -> str:
+    """Hash of the package's source files: runs are reused only by the same code."""
+    digest = hashlib.sha256()
+    root = Path(xlinfluence.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class StepRun:
+    """Logging handle for one step's run; every call is a no-op off the main process."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+        self._client = MlflowClient() if run_id else None
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.active:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
+        if self.active:
+            mlflow.log_artifacts(str(local_dir), artifact_path)
+
+    def log_artifact(self, local_file: Path, artifact_path: str | None = None) -> None:
+        if self.active:
+            mlflow.log_artifact(str(local_file), artifact_path)
+
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        if self.active:
+            mlflow.log_figure(figure, artifact_file)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.active:
+            mlflow.set_tags(tags)
+
+
+@contextmanager
+def step_run(config: StepConfig, *, is_main: bool = True) -> Iterator[StepRun]:
+    """Open (or attach to, via MLFLOW_RUN_ID) the step's run, tagged with kind and lineage.
+
+    Params already logged by `mlflow run` are left alone; missing ones are added, so a run
+    started from the plain CLI carries the same params as one started by MLflow Projects.
+    The run ends FINISHED, or FAILED if the block raises. The accelerate launcher holds
+    the run open this way while the processes it launched attach to it.
+    """
+    if not is_main:
+        yield StepRun(None)
+        return
+    setup()
+    with mlflow.start_run() as run:
+        logged = run.data.params
+        missing = {k: v for k, v in config.to_params().items() if k not in logged}
+        if missing:
+            mlflow.log_params(missing)
+        tags = {STEP_TAG: config.step, CODE_VERSION_TAG: code_version()}
+        if config.upstream_run_id:
+            tags[UPSTREAM_TAG] = config.upstream_run_id
+        mlflow.set_tags(tags)
+        yield StepRun(run.info.run_id)
+
+
+def fetch_run(run_id: str, *, step: str) -> Run:
+    """A FINISHED run of the given step, or a RunLookupError that says what is wrong."""
+    setup()
+    if not run_id:
+        raise RunLookupError(f"no run ID given; pass the ID of a finished '{step}' run.")
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        raise RunLookupError(
+            f"run {run_id!r} does not exist in the tracking store {mlflow.get_tracking_uri()}; "
+            f"check the ID (MLflow UI or `mlflow runs list`) and MLFLOW_TRACKING_URI."
+        ) from err
+    kind = run.data.tags.get(STEP_TAG) or run.data.tags.get("mlflow.project.entryPoint")
+    if kind != step:
+        raise RunLookupError(
+            f"run {run_id} is a {kind or 'non-xlinfluence'!s} run, not a '{step}' run; "
+            f"pass the ID of a '{step}' run."
+        )
+    if run.info.status != "FINISHED":
+        raise RunLookupError(
+            f"run {run_id} ('{step}') is {run.info.status}, not FINISHED; wait for it to "
+            "finish, or re-run it."
+        )
+    return run
+
+
+def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None) -> Path:
+    """Download a run's artifact (file or folder) once into a per-run local cache.
+
+    The cache (XLINFLUENCE_CACHE, default ~/.cache/xlinfluence) makes repeated and
+    multi-process reads free; a folder is only used once its download completed.
+    """
+    root = cache_root or Path(
+        os.environ.get("XLINFLUENCE_CACHE", Path.home() / ".cache" / "xlinfluence")
+    )
+    target = root / run_id / artifact_path
+    done = target.parent / f".{target.name}.complete"
+    if done.exists() and target.exists():
+        return target
+    staging = Path(tempfile.mkdtemp(dir=_ensure(root / run_id), prefix=".download-"))
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(staging)
+            )
+        )
+    except (MlflowException, OSError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RunLookupError(
+            f"run {run_id} has no artifact {artifact_path!r} ({err}); the run is incomplete "
+            "or from an older version: re-run it."
+        ) from err
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    local.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    done.touch()
+    return target
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_or_reuse(config: StepConfig, project: Path) -> str:
+    """Run the step's entry point as a child of the active run, unless a match is finished.
+
+    A reused run is recorded on the parent as a tag, so its lineage stays visible.
+    """
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id
+    reused = find_reusable(config, experiment_id=experiment_id)
+    if reused:
+        mlflow.set_tag(f"{REUSED_TAG}.{config.step}", reused)
+        return reused
+    submitted = mlflow.projects.run(
+        uri=str(project),
+        entry_point=config.step,
+        parameters=config.to_params(),
+        experiment_id=experiment_id,
+        env_manager="local",
+        synchronous=True,
+    )
+    return submitted.run_id
+
+
+def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
+    """The newest FINISHED run of this step with the same parameters and code, if any.
+
+    Parameters are compared in canonical string form (so '1e-3' matches '0.001'), which
+    includes upstream run IDs; the code version tag must match this checkout's.
+    """
+    wanted = config.to_params()
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{STEP_TAG}` = '{config.step}' and attributes.status = 'FINISHED' "
+            f"and tags.`{CODE_VERSION_TAG}` = '{code_version()}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        try:
+            if type(config).canonical(run.data.params) == wanted:
+                return run.info.run_id
+        except Exception:  # a run with params from another version: not a match
+            continue
+    return None

@@ -1,0 +1,135 @@
+"""Fine-tuning with Accelerate: one loop that runs unchanged on CPU, one GPU or many.
+
+Knows nothing of MLflow: after each epoch it saves a checkpoint and hands the epoch's
+metrics to a callback, which the train step uses to log as it goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from xlinfluence import modeling
+from xlinfluence.data import schema
+from xlinfluence.data.batching import TokenizedExamples, make_loader
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One saved checkpoint and the learning rate TracIn weighs it by.
+
+    learning_rate is the mean step size of the epoch that ended at this checkpoint: the
+    checkpoint's gradients stand for that epoch's updates (Pruthi et al. 2020, eq. 3).
+    """
+
+    name: str
+    epoch: int
+    step: int
+    learning_rate: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    step: int
+    train_loss: float
+    accuracy: dict[str, float]  # test language -> accuracy; "all" for the whole test set
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch}"
+
+
+def fine_tune(
+    model: torch.nn.Module,
+    tokenizer,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    warmup_ratio: float,
+    max_length: int,
+    seed: int,
+    accelerator: Accelerator,
+    checkpoint_root: Path,
+    on_epoch_end: Callable[[EpochMetrics, CheckpointInfo, Path], None],
+) -> list[CheckpointInfo]:
+    """Train for `epochs`, saving `checkpoint_root/epoch-<e>` (main process) after each."""
+    train_loader = make_loader(
+        TokenizedExamples(train, tokenizer, max_length), batch_size, shuffle=True, seed=seed
+    )
+    test_loader = make_loader(TokenizedExamples(test, tokenizer, max_length), 2 * batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    model, optimizer, train_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, test_loader
+    )
+    total_steps = epochs * len(train_loader)  # per process, after prepare() sharded it
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(warmup_ratio * total_steps), total_steps
+    )
+    test_languages = test[schema.LANGUAGE].to_numpy()
+    checkpoints: list[CheckpointInfo] = []
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        loss_sum, lr_sum, n_batches = 0.0, 0.0, 0
+        bar = tqdm(
+            train_loader, desc=f"epoch {epoch}/{epochs}", disable=not accelerator.is_main_process
+        )
+        for batch in bar:
+            outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            loss = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
+            accelerator.backward(loss)
+            lr_sum += scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            loss_sum += loss.item()
+            n_batches += 1
+            step += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        epoch_loss = accelerator.reduce(
+            torch.tensor(loss_sum / max(n_batches, 1), device=accelerator.device), "mean"
+        ).item()
+        accuracy = evaluate(model, test_loader, test_languages, accelerator)
+        info = CheckpointInfo(checkpoint_name(epoch), epoch, step, lr_sum / max(n_batches, 1))
+        directory = checkpoint_root / info.name
+        if accelerator.is_main_process:
+            modeling.save_checkpoint(accelerator.unwrap_model(model), tokenizer, directory)
+        accelerator.wait_for_everyone()
+        checkpoints.append(info)
+        on_epoch_end(EpochMetrics(epoch, step, epoch_loss, accuracy), info, directory)
+    return checkpoints
+
+
+@torch.no_grad()
+def evaluate(model, loader, languages, accelerator: Accelerator) -> dict[str, float]:
+    """Accuracy per test language (and overall), gathered across processes."""
+    model.eval()
+    correct, index = [], []
+    for batch in loader:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        hits, rows = accelerator.gather_for_metrics(
+            ((logits.argmax(-1) == batch["labels"]).long(), batch["index"])
+        )
+        correct.append(hits.cpu())
+        index.append(rows.cpu())
+    frame = pd.DataFrame(
+        {"correct": torch.cat(correct).numpy(), "language": languages[torch.cat(index).numpy()]}
+    )
+    accuracy = frame.groupby("language", sort=False)["correct"].mean().to_dict()
+    accuracy["all"] = float(frame["correct"].mean())
+    return {k: float(v) for k, v in accuracy.items()}
