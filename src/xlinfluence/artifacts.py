@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xlinfluence.data import schema
@@ -104,7 +104,7 @@ def load_scores(path: Path, *, n_test: int, n_train: int) -> dict[str, torch.Ten
         raise ArtifactError(f"scores {path} are missing; re-run the influence step.")
     try:
         scores = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise _corrupt(path, err) from err
     if TOTAL not in scores:
         raise ArtifactError(f"scores {path} hold no '{TOTAL}' tensor; re-run the influence step.")

@@ -14,13 +14,13 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import (
     OPPONENT,
+    aggregate_translation_share,
     PROPONENT,
     language_shares,
     self_shares,
     share_matrix,
     topk_table,
     translation_share_per_example,
-    aggregate_translation_share,
 )
 from xlinfluence.analysis.plots import self_share_curve, share_heatmap, translation_share_bars
 from xlinfluence.config import AnalyzeConfig, InfluenceConfig
@@ -43,7 +43,7 @@ def run(config: AnalyzeConfig) -> str:
         n_train=len(train),
     )
     table = topk_table(scores, train, test, config.top_k)
-    shares = language_shares(table)
+    shares = language_shares(table, train_languages=list(pd.unique(train["language"])))
     own = self_shares(shares)
     per_example = translation_share_per_example(table, train)
     translation = aggregate_translation_share(per_example)

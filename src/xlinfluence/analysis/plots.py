@@ -1,0 +1,155 @@
+"""Figures for the language-share analysis. Each function returns a Figure; the caller
+saves or logs it.
+
+Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot: nothing is
+shown, no display or global backend is needed (saving uses Agg), and figures are freed
+when dropped instead of piling up in pyplot's registry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import PercentFormatter
+
+from xlinfluence.analysis.shares import CROSS_SHARE, SELF_SHARE
+from xlinfluence.analysis.topk import CHECKPOINT, KIND, PROPONENT, TEST_LANGUAGE, TOTAL
+from xlinfluence.analysis.translation import N_EXAMPLES, TRANSLATION_SHARE
+from xlinfluence.errors import ConfigError
+
+
+def share_heatmap(matrix: pd.DataFrame, title: str) -> Figure:
+    """Heatmap of a test language x training language share matrix, cells annotated in %.
+
+    Own-language cells (same label on both axes) are outlined, so the diagonal reads
+    even when training and test languages differ or come in different orders.
+    """
+    values = matrix.to_numpy(dtype=float)  # (n_test_langs, n_train_langs)
+    n_rows, n_cols = values.shape
+    fig = Figure(figsize=(1.0 + 0.8 * n_cols + 1.2, 1.2 + 0.6 * n_rows + 0.6))
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(n_rows):
+        for j in range(n_cols):
+            v = values[i, j]
+            label = "–" if np.isnan(v) else _percent(v)
+            color = "white" if not np.isnan(v) and v > 0.55 else "black"
+            ax.text(j, i, label, ha="center", va="center", color=color, fontsize=9)
+            if str(matrix.index[i]) == str(matrix.columns[j]):
+                ax.add_patch(
+                    Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5)
+                )
+    ax.set_xticks(range(n_cols), [str(c) for c in matrix.columns])
+    ax.set_yticks(range(n_rows), [str(r) for r in matrix.index])
+    ax.set_xlabel("training language")
+    ax.set_ylabel("test language")
+    ax.set_title(title)
+    colorbar = fig.colorbar(image, ax=ax, format=PercentFormatter(xmax=1.0))
+    colorbar.set_label("share of top-k")
+    fig.tight_layout()
+    return fig
+
+
+def self_share_curve(
+    self_shares: pd.DataFrame,
+    kind: str = PROPONENT,
+    column: str = SELF_SHARE,
+    title: str | None = None,
+) -> Figure:
+    """Own-language share (or ``column="cross_share"``) per test language over checkpoints.
+
+    One line per test language, x = checkpoints in table order with ``"total"`` left out
+    (it is a sum over checkpoints, not a point in training). Languages whose value is
+    undefined at every checkpoint (zero-shot languages for self_share) get no line; the
+    figure notes them instead.
+    """
+    if column not in (SELF_SHARE, CROSS_SHARE):
+        raise ConfigError(f"column={column!r} must be {SELF_SHARE!r} or {CROSS_SHARE!r}.")
+    rows = self_shares[(self_shares[KIND] == kind) & (self_shares[CHECKPOINT] != TOTAL)]
+    if rows.empty:
+        raise ConfigError(
+            f"no per-checkpoint rows for kind={kind!r} (only {TOTAL!r}?); a curve needs "
+            "the scores of the individual checkpoints."
+        )
+    checkpoints = list(pd.unique(rows[CHECKPOINT]))
+    curves = rows.pivot(index=CHECKPOINT, columns=TEST_LANGUAGE, values=column)
+    curves = curves.loc[checkpoints, pd.unique(rows[TEST_LANGUAGE])]  # (n_ckpt, n_langs)
+
+    fig = Figure(figsize=(max(6.5, 2.5 + 0.9 * len(checkpoints)), 4.2))
+    ax = fig.subplots()
+    x = np.arange(len(checkpoints))
+    skipped = []
+    for language in curves.columns:
+        y = curves[language].to_numpy(dtype=float)
+        if np.isnan(y).all():
+            skipped.append(str(language))
+            continue
+        ax.plot(x, y, marker="o", label=str(language))
+    ax.set_xticks(x, [str(c) for c in checkpoints])
+    ax.margins(x=0.08)
+    ax.set_ylim(-0.02, 1.04)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_xlabel("checkpoint")
+    what = "own-language" if column == SELF_SHARE else "cross-lingual"
+    ax.set_ylabel(f"{what} share of top-k {kind}s")
+    ax.set_title(title or f"{what.capitalize()} share over fine-tuning")
+    ax.grid(alpha=0.3)
+    if ax.get_lines():
+        ax.legend(title="test language", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if skipped:
+        ax.annotate(
+            f"not shown (zero-shot, undefined): {', '.join(skipped)}",
+            xy=(0.0, -0.2),
+            xycoords="axes fraction",
+            fontsize=8,
+            color="dimgray",
+        )
+    fig.tight_layout()
+    return fig
+
+
+def translation_share_bars(
+    aggregated: pd.DataFrame, checkpoint: str = TOTAL, title: str | None = None
+) -> Figure:
+    """Bar per test language: fraction of cross-lingual proponents that are translations of
+    its own-language proponents (reinforcing); the rest are complementary."""
+    rows = aggregated[aggregated[CHECKPOINT] == checkpoint]
+    if rows.empty:
+        raise ConfigError(
+            f"no translation shares for checkpoint={checkpoint!r}; available "
+            f"{list(pd.unique(aggregated[CHECKPOINT]))}."
+        )
+    languages = [str(lang) for lang in rows[TEST_LANGUAGE]]
+    values = rows[TRANSLATION_SHARE].to_numpy(dtype=float)
+    fig = Figure(figsize=(max(5.5, 3.0 + 0.8 * len(languages)), 4.0))
+    ax = fig.subplots()
+    x = np.arange(len(languages))
+    bars = ax.bar(x, np.nan_to_num(values), color="tab:blue", label="reinforcing")
+    ax.bar(
+        x,
+        np.where(np.isnan(values), 0.0, 1.0 - values),
+        bottom=np.nan_to_num(values),
+        color="tab:orange",
+        alpha=0.6,
+        label="complementary",
+    )
+    for bar, v, n in zip(bars, values, rows[N_EXAMPLES], strict=True):
+        label = "n/a" if np.isnan(v) else f"{_percent(v)}\nn={n}"
+        y = 0.5 if np.isnan(v) else (v / 2 if v >= 0.15 else v + 0.08)
+        ax.text(bar.get_x() + bar.get_width() / 2, y, label, ha="center", va="center", fontsize=8)
+    ax.set_xticks(x, languages)
+    ax.set_ylim(0.0, 1.0)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_xlabel("test language (n = test examples with cross-lingual proponents)")
+    ax.set_ylabel("share of cross-lingual proponents")
+    ax.set_title(title or f"Translations of own-language proponents ({checkpoint})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def _percent(value: float) -> str:
+    """Whole percent, rounding halves up (f"{0.125:.0%}" would give the banker's "12%")."""
+    return f"{int(np.floor(100 * value + 0.5))}%"

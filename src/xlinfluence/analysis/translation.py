@@ -1,0 +1,108 @@
+"""Reinforcing vs complementary cross-lingual proponents (Choenni et al. 2023, Sec. 6).
+
+With parallel training data (``pair_id`` links translations), a cross-lingual proponent of
+a test example is *reinforcing* when it is a translation of one of the example's own-language
+top-k proponents: it brings the same content again. Otherwise it is *complementary*: it
+brings something the own-language data did not. The translation share is the fraction of
+reinforcing ones among the cross-lingual proponents.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from xlinfluence.analysis.topk import (
+    CHECKPOINT,
+    KIND,
+    PROPONENT,
+    TEST_ID,
+    TEST_INDEX,
+    TEST_LANGUAGE,
+    TRAIN_INDEX,
+    TRAIN_LANGUAGE,
+    require_columns,
+)
+from xlinfluence.data import schema
+from xlinfluence.errors import ArtifactError
+
+TRANSLATION_SHARE = "translation_share"
+N_OWN_PROPONENTS = "n_own_proponents"
+N_CROSS_PROPONENTS = "n_cross_proponents"
+N_REINFORCING = "n_reinforcing"
+N_EXAMPLES = "n_examples"
+
+
+def translation_share_per_example(topk_table: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """Translation share of every (checkpoint, test example), from its top-k proponents.
+
+    Columns: checkpoint, test_index, test_id, test_language, n_own_proponents,
+    n_cross_proponents, n_reinforcing, translation_share.
+    ``translation_share`` = n_reinforcing / n_cross_proponents, where a cross-lingual
+    proponent (train language != test language) is reinforcing when its pair_id equals the
+    pair_id of one of the example's own-language top-k proponents. NaN when the example has
+    no cross-lingual proponent, or when none of its proponents has a pair_id (nothing is
+    known about translations). With no own-language proponent (e.g. zero-shot) it is 0.
+    """
+    require_columns(
+        topk_table,
+        (CHECKPOINT, TEST_INDEX, TEST_LANGUAGE, KIND, TRAIN_INDEX, TRAIN_LANGUAGE),
+        what="the top-k table",
+    )
+    pro = topk_table.loc[topk_table[KIND] == PROPONENT]
+    if len(pro) and int(pro[TRAIN_INDEX].max()) >= len(train):
+        raise ArtifactError(
+            f"the top-k table points at training example {int(pro[TRAIN_INDEX].max())} but "
+            f"the training set has {len(train)}; they come from different runs."
+        )
+    pair_ids = (
+        train[schema.PAIR_ID].astype("string")
+        if schema.PAIR_ID in train
+        else pd.Series(pd.NA, index=train.index, dtype="string")
+    ).to_numpy(dtype=object, na_value=None)
+    own = (pro[TRAIN_LANGUAGE] == pro[TEST_LANGUAGE]).to_numpy()
+    pair = pair_ids[pro[TRAIN_INDEX].to_numpy()]
+
+    keys = [CHECKPOINT, TEST_INDEX]
+    rows = []
+    for group_key, idx in pro.groupby(keys, sort=False).indices.items():
+        is_own, pairs = own[idx], pair[idx]
+        own_pairs = {p for p in pairs[is_own] if p is not None}
+        cross = pairs[~is_own]
+        n_reinforcing = sum(p is not None and p in own_pairs for p in cross)
+        known = any(p is not None for p in pairs)
+        share = n_reinforcing / len(cross) if len(cross) and known else np.nan
+        rows.append((*group_key, int(is_own.sum()), len(cross), n_reinforcing, share))
+    columns = [*keys, N_OWN_PROPONENTS, N_CROSS_PROPONENTS, N_REINFORCING, TRANSLATION_SHARE]
+    counts = pd.DataFrame(rows, columns=columns)
+    meta_columns = [*keys, *([TEST_ID] if TEST_ID in pro else []), TEST_LANGUAGE]
+    out = pro.drop_duplicates(keys)[meta_columns].merge(counts, on=keys, how="left")
+    out[TRANSLATION_SHARE] = out[TRANSLATION_SHARE].astype("float64")
+    return out.reset_index(drop=True)
+
+
+def aggregate_translation_share(per_example: pd.DataFrame) -> pd.DataFrame:
+    """Per (checkpoint, test_language): mean translation share over test examples.
+
+    Columns: checkpoint, test_language, translation_share (NaN-skipping mean over examples),
+    n_examples (examples with a defined share), n_cross_proponents and n_reinforcing (sums
+    over all the language's examples). Rows in checkpoint order, then test order.
+    """
+    group = [CHECKPOINT, TEST_LANGUAGE]
+    grouped = per_example.groupby(group, sort=False)
+    return pd.DataFrame(
+        {
+            TRANSLATION_SHARE: grouped[TRANSLATION_SHARE].mean(),  # skips NaN
+            N_EXAMPLES: grouped[TRANSLATION_SHARE].count(),
+            N_CROSS_PROPONENTS: grouped[N_CROSS_PROPONENTS].sum(),
+            N_REINFORCING: grouped[N_REINFORCING].sum(),
+        }
+    ).reset_index()
+
+
+def translation_share(topk_table: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """Aggregated translation share per checkpoint and test language (see module doc).
+
+    Same as ``aggregate_translation_share(translation_share_per_example(topk_table, train))``.
+    """
+    return aggregate_translation_share(translation_share_per_example(topk_table, train))

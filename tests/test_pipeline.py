@@ -1,0 +1,192 @@
+"""The entry points end to end, through MLflow Projects, on a small built-in-corpus setting.
+
+One `main` run (module fixture) feeds every test here: artifacts and metrics as the
+contract says, scores equal to an independent per-example autograd reference, reuse on
+a second `main`, and clear errors for bad run IDs.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import mlflow
+import pytest
+import torch
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from xlinfluence import artifacts, modeling, tracking
+from xlinfluence.cli import cli
+from xlinfluence.data.batching import TokenizedExamples, make_loader
+from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.tracin.reference import reference_scores
+
+pytestmark = pytest.mark.slow
+
+SETTING = [
+    "--languages", "en,de,ru", "--train-per-language", "en=24,de=16,ru=16",
+    "--test-per-language", "4", "--epochs", "2", "--batch-size", "8",
+    "--influence-batch-size", "16", "--top-k", "5", "--seed", "3",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tracking_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracking")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    patch.setenv("XLINFLUENCE_CACHE", str(root / "cache"))
+    patch.chdir(root)
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    yield root
+    patch.undo()
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def main_runs(tracking_env):
+    code, output = run_cli("main", *SETTING)
+    assert code == 0, output
+    client = MlflowClient()
+    parents = [r for r in client.search_runs(["0"]) if r.data.tags.get(tracking.STEP_TAG) == "main"]
+    assert len(parents) == 1
+    parent = parents[0]
+    return {
+        "main": parent.info.run_id,
+        **{s: parent.data.tags[f"xlinfluence.{s}_run_id"] for s in ("train", "influence", "analyze")},
+    }
+
+
+def test_main_leaves_four_finished_runs_with_lineage(main_runs):
+    client = MlflowClient()
+    runs = {step: client.get_run(run_id) for step, run_id in main_runs.items()}
+    assert {step: r.info.status for step, r in runs.items()} == dict.fromkeys(runs, "FINISHED")
+    for step in ("train", "influence", "analyze"):
+        assert runs[step].data.tags[tracking.PARENT_TAG] == main_runs["main"]
+        assert runs[step].data.tags[tracking.STEP_TAG] == step
+    assert runs["influence"].data.tags[tracking.UPSTREAM_TAG] == main_runs["train"]
+    assert runs["analyze"].data.tags[tracking.UPSTREAM_TAG] == main_runs["influence"]
+
+
+def test_train_run_logs_manifests_checkpoints_and_metrics(main_runs):
+    run_id = main_runs["train"]
+    train, test = train_manifests(run_id)
+    assert train["language"].value_counts().to_dict() == {"en": 24, "de": 16, "ru": 16}
+    assert test["language"].value_counts().to_dict() == {"en": 4, "de": 4, "ru": 4}
+    index = artifacts.load_checkpoint_index(tracking.download(run_id, artifacts.CHECKPOINT_INDEX))
+    assert [c["name"] for c in index] == ["epoch-1", "epoch-2"]
+    assert all(c["learning_rate"] > 0 for c in index)
+    checkpoint = tracking.download(run_id, f"{artifacts.CHECKPOINTS}/epoch-2")
+    assert (checkpoint / "model.safetensors").is_file()
+    metrics = MlflowClient().get_metric_history(run_id, "accuracy.de")
+    assert [m.step for m in metrics] == [1, 2]
+
+
+def test_influence_scores_equal_the_per_example_reference(main_runs):
+    """The whole step (tokenisation, bucketing, lr weighting) against float64 autograd."""
+    train_id, influence_id = main_runs["train"], main_runs["influence"]
+    train, test = train_manifests(train_id)
+    scores = artifacts.load_scores(
+        tracking.download(influence_id, artifacts.SCORES), n_test=len(test), n_train=len(train)
+    )
+    index = artifacts.load_checkpoint_index(tracking.download(train_id, artifacts.CHECKPOINT_INDEX))
+    assert set(scores) == {"epoch-1", "epoch-2", artifacts.TOTAL}
+    expected_total = torch.zeros(len(test), len(train), dtype=torch.float64)
+    for checkpoint in index:
+        model, tokenizer = modeling.load_checkpoint(
+            tracking.download(train_id, f"{artifacts.CHECKPOINTS}/{checkpoint['name']}")
+        )
+        reference = reference_scores(
+            copy.deepcopy(model).double(),
+            make_loader(TokenizedExamples(train, tokenizer, 128), 7),
+            make_loader(TokenizedExamples(test, tokenizer, 128), 5),
+            n_train=len(train),
+            n_test=len(test),
+        )
+        got = scores[checkpoint["name"]].double()
+        assert (got - reference).abs().max() / reference.abs().max() < 1e-5
+        expected_total += checkpoint["learning_rate"] * reference
+    total = scores[artifacts.TOTAL].double()
+    assert (total - expected_total).abs().max() / expected_total.abs().max() < 1e-5
+
+
+def test_influence_logs_topk_and_manifest(main_runs):
+    influence_id = main_runs["influence"]
+    manifest = artifacts.read_json(tracking.download(influence_id, artifacts.INFLUENCE_MANIFEST))
+    train, test = train_manifests(main_runs["train"])
+    assert manifest["train_run_id"] == main_runs["train"]
+    assert manifest["train_ids"] == train["id"].tolist()
+    assert manifest["test_ids"] == test["id"].tolist()
+    import pandas as pd
+
+    topk = pd.read_parquet(tracking.download(influence_id, artifacts.TOPK))
+    per_example = topk.groupby(["checkpoint", "test_index", "kind"]).size()
+    assert (per_example == 5).all()
+    assert len(per_example) == 3 * len(test) * 2  # 2 checkpoints + total, x 2 kinds
+
+
+def test_analyze_logs_tables_figures_and_self_share_metrics(main_runs):
+    run_id = main_runs["analyze"]
+    client = MlflowClient()
+    names = {a.path for a in client.list_artifacts(run_id, artifacts.ANALYSIS)}
+    for table in ("shares", "self_shares", "translation_share"):
+        assert f"{artifacts.ANALYSIS}/{table}.parquet" in names
+        assert f"{artifacts.ANALYSIS}/{table}.csv" in names
+    figures = {a.path for a in client.list_artifacts(run_id, f"{artifacts.ANALYSIS}/figures")}
+    assert f"{artifacts.ANALYSIS}/figures/self_share.png" in figures
+    assert f"{artifacts.ANALYSIS}/figures/heatmap_proponent_total.png" in figures
+    history = client.get_metric_history(run_id, "self_share.en")
+    assert [m.step for m in history] == [0, 1]
+    assert all(0.0 <= m.value <= 1.0 for m in history)
+    assert "total_self_share.en" in client.get_run(run_id).data.metrics
+
+
+def test_second_main_reuses_every_child_run(main_runs):
+    before = {r.info.run_id for r in MlflowClient().search_runs(["0"])}
+    code, output = run_cli("main", *SETTING)
+    assert code == 0, output
+    after = MlflowClient().search_runs(["0"])
+    new = [r for r in after if r.info.run_id not in before]
+    assert [r.data.tags[tracking.STEP_TAG] for r in new] == ["main"]
+    tags = new[0].data.tags
+    for step in ("train", "influence", "analyze"):
+        assert tags[f"xlinfluence.{step}_run_id"] == main_runs[step]
+        assert tags[f"{tracking.REUSED_TAG}.{step}"] == main_runs[step]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["influence", "--train-run-id", "0123456789abcdef"], "does not exist"),
+        (["influence"], "no run ID given"),
+        (["analyze", "--influence-run-id", "{train}"], "is a train run, not a 'influence' run"),
+        (["influence", "--train-run-id", "{analyze}"], "is a analyze run, not a 'train' run"),
+        (["influence", "--train-run-id", "{train}", "--top-k", "1000"], "top_k=1000"),
+        (["influence", "--train-run-id", "{train}", "--checkpoints", "epoch-9"], "epoch-9"),
+    ],
+)
+def test_bad_upstream_runs_fail_with_a_clear_message(main_runs, args, message):
+    args = [a.format(**main_runs) for a in args]
+    code, output = run_cli(*args)
+    assert code == 1
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_unfinished_upstream_run_is_refused(main_runs):
+    client = MlflowClient()
+    run = client.create_run("0", tags={tracking.STEP_TAG: "train"})
+    code, output = run_cli("influence", "--train-run-id", run.info.run_id)
+    assert code == 1
+    assert "RUNNING, not FINISHED" in output
+
+
+def test_corrupt_scores_artifact_is_reported(main_runs, tmp_path):
+    path = tmp_path / "scores.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(artifacts.ArtifactError, match="corrupt"):
+        artifacts.load_scores(path, n_test=1, n_train=1)
