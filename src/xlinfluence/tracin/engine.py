@@ -1,0 +1,207 @@
+"""One checkpoint's exact TracIn matrix (Pruthi et al. 2020), contracted per layer.
+
+TracIn(z, z') = sum_c lr_c <grad L(z; theta_c), grad L(z'; theta_c)>. This module computes
+the unweighted inner products for one checkpoint; the caller weights by lr_c and sums.
+The test side is computed once per test chunk; every train batch then costs one forward
+pass, one autograd call for the gradients of the tracked modules' outputs, and one
+contraction per module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from xlinfluence.errors import ConfigError, DataError
+from xlinfluence.tracin.hooks import ActivationCapture, ParamFilter, select_modules
+from xlinfluence.tracin.layers import LINEAR_MODES, LayerKernel, make_kernel
+
+Batch = dict[str, torch.Tensor]
+
+# Batch keys passed to the model; `labels` and `index` are ours.
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@contextlib.contextmanager
+def full_fp32_matmul() -> Iterator[None]:
+    """TF32 matmuls add ~1e-3 relative error to the scores; keep them off, then restore."""
+    precision = torch.get_float32_matmul_precision()
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+
+
+def accumulation_dtype(model: nn.Module) -> torch.dtype:
+    """float64 for a float64 model, else float32 (bf16/fp16 models accumulate in fp32)."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return torch.float64 if dtypes == {torch.float64} else torch.float32
+
+
+def summed_loss(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
+    """Cross-entropy on the gold labels, summed over the batch.
+
+    Summed, not averaged: a mean would scale each example's gradient by 1 / batch size.
+    """
+    inputs = {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k in batch}
+    out = model(**inputs)
+    logits = out.logits if hasattr(out, "logits") else out
+    if logits.dtype != torch.float64:
+        logits = logits.float()
+    return F.cross_entropy(logits, batch["labels"].to(device), reduction="sum")
+
+
+def _split(batches: Iterable[Batch], chunk_size: int | None) -> Iterator[tuple[Batch, bool]]:
+    """Yield (piece, starts_new_chunk) with pieces cut so chunks hold chunk_size examples."""
+    filled = 0
+    for batch in batches:
+        n = len(batch["labels"])
+        start = 0
+        while start < n:
+            if chunk_size is None:
+                stop = n
+            else:
+                if filled == chunk_size:
+                    filled = 0
+                stop = min(n, start + chunk_size - filled)
+            piece = (
+                batch if (start, stop) == (0, n) else {k: v[start:stop] for k, v in batch.items()}
+            )
+            yield piece, filled == 0
+            filled += stop - start
+            start = stop
+
+
+def _check_index(index: torch.Tensor, n: int, seen: torch.Tensor, side: str) -> None:
+    if index.numel() and (index.min() < 0 or index.max() >= n):
+        raise DataError(f"{side} batch has index outside [0, {n}); pass n_{side} = set size.")
+    if seen[index].any() or len(torch.unique(index)) != len(index):
+        raise DataError(f"{side} example index repeated across batches; each row must come once.")
+    seen[index] = True
+
+
+class _Scorer:
+    """The per-checkpoint loop state: tracked modules, their kernels and the capture."""
+
+    def __init__(self, model: nn.Module, kernels: list[LayerKernel], capture: ActivationCapture):
+        self.model = model
+        self.kernels = kernels
+        self.capture = capture
+        self.device = next(model.parameters()).device
+
+    def captures(self, batch: Batch) -> tuple[dict, dict]:
+        """Module inputs and output-grads for one batch."""
+        self.capture.clear()
+        with torch.enable_grad():
+            loss = summed_loss(self.model, batch, self.device)
+            grads = self.capture.output_grads(loss)
+        inputs = dict(self.capture.inputs)
+        n = len(batch["labels"])
+        for name, x in inputs.items():
+            if x.shape[0] != n:
+                raise ConfigError(
+                    f"module {name!r} saw input of shape {tuple(x.shape)}, not batch-first with "
+                    f"{n} rows; exact TracIn needs batch-first modules. Exclude it with "
+                    "param_filter."
+                )
+        self.capture.clear()
+        return inputs, grads
+
+    def test_cache(self, pieces: list[Batch]) -> tuple[dict, torch.Tensor]:
+        per_kernel: dict[str, list] = {k.name: [] for k in self.kernels}
+        for piece in pieces:
+            inputs, grads = self.captures(piece)
+            for k in self.kernels:
+                per_kernel[k.name].append(k.test_piece(inputs[k.name], grads[k.name]))
+        cache = {k.name: k.build_cache(per_kernel[k.name]) for k in self.kernels}
+        index = torch.cat([p["index"] for p in pieces]).cpu()
+        return cache, index
+
+    def train_block(self, batch: Batch, cache: dict) -> torch.Tensor:
+        inputs, grads = self.captures(batch)
+        return sum(
+            k.train_scores(inputs[k.name], grads[k.name], cache[k.name]) for k in self.kernels
+        )  # (B, M)
+
+
+def checkpoint_scores(
+    model: nn.Module,
+    train_batches: Iterable[Batch],
+    test_batches: Iterable[Batch],
+    *,
+    n_train: int,
+    n_test: int,
+    param_filter: ParamFilter | None = None,
+    linear_mode: str = "auto",
+    test_chunk_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Exact <grad L(z'), grad L(z)> for every (test z', train z) at the model's current weights.
+
+    Returns (n_test, n_train), float32 (float64 for a float64 model), rows and columns placed
+    by each batch's `index`; rows or columns no batch covered stay zero, so shards of the
+    train set can be summed. The model is put in eval mode (dropout on gave 26% error);
+    batches go to the model's device. `param_filter` keeps parameters by full name (default:
+    every trainable parameter). `linear_mode` is "auto", "per_example" or "ghost" (see
+    LinearKernel). `test_chunk_size` bounds the test-side cache to that many examples: the
+    test set is processed once, chunk by chunk, and the train batches are iterated once per
+    chunk (so they must be re-iterable, e.g. a list or DataLoader, when there are several).
+    """
+    if linear_mode not in LINEAR_MODES:
+        raise ConfigError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
+    if test_chunk_size is not None and test_chunk_size < 1:
+        raise ConfigError(
+            f"test_chunk_size must be a positive integer or None, got {test_chunk_size}"
+        )
+    chunked = test_chunk_size is not None and test_chunk_size < n_test
+    if chunked and iter(train_batches) is train_batches:
+        raise ConfigError(
+            "train_batches is a one-shot iterator but several test chunks need it repeatedly; "
+            "pass a list or DataLoader, or raise test_chunk_size to n_test."
+        )
+    tracked = select_modules(model, param_filter)
+    if not tracked:
+        raise ConfigError("param_filter selects no trainable parameter; widen it.")
+
+    model.eval()
+    dtype = accumulation_dtype(model)
+    kernels = [make_kernel(t, dtype, linear_mode) for t in tracked]
+    scores = torch.zeros(n_test, n_train, dtype=dtype)
+    seen_test = torch.zeros(n_test, dtype=torch.bool)
+
+    with full_fp32_matmul(), ActivationCapture(tracked) as capture:
+        scorer = _Scorer(model, kernels, capture)
+
+        def run_chunk(pieces: list[Batch], number: int) -> None:
+            cache, test_index = scorer.test_cache(pieces)
+            _check_index(test_index, n_test, seen_test, "test")
+            seen_train = torch.zeros(n_train, dtype=torch.bool)
+            total = len(train_batches) if hasattr(train_batches, "__len__") else None
+            bar = tqdm(
+                train_batches, total=total, disable=not progress, desc=f"TracIn chunk {number}"
+            )
+            for batch in bar:
+                block = scorer.train_block(batch, cache)  # (B, M)
+                train_index = batch["index"].cpu()
+                _check_index(train_index, n_train, seen_train, "train")
+                scores[test_index.unsqueeze(1), train_index.unsqueeze(0)] = block.T.cpu()
+
+        pieces: list[Batch] = []
+        number = 0
+        for piece, new_chunk in _split(test_batches, test_chunk_size):
+            if new_chunk and pieces:
+                run_chunk(pieces, number)
+                pieces, number = [], number + 1
+            pieces.append(piece)
+        if pieces:
+            run_chunk(pieces, number)
+    return scores

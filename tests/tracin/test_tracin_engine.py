@@ -1,0 +1,263 @@
+"""The exact engine against the plain per-example reference (Pruthi et al. 2020 TracIn)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+from torch import nn
+from tracin_fixtures import N_TEST, N_TRAIN, batches, make_examples, rel_err, tiny_model
+
+from xlinfluence.errors import ConfigError, DataError
+from xlinfluence.tracin import checkpoint_scores, reference_scores
+from xlinfluence.tracin.engine import summed_loss
+from xlinfluence.tracin.layers import LinearKernel
+
+TOL = 1e-5  # fp32 engine vs float64 reference, max|a-b| / max|b|
+
+_LINEAR = {
+    f"{m_name}.{p_name}"
+    for m_name, m in tiny_model().named_modules()
+    if isinstance(m, nn.Linear)
+    for p_name, _ in m.named_parameters(recurse=False)
+}
+
+GROUPS = {
+    "all": None,
+    "embeddings": lambda n: n.endswith("_embeddings.weight"),
+    "position_embeddings": lambda n: "position_embeddings" in n,
+    "linear": lambda n: n in _LINEAR,
+    "layernorm": lambda n: "LayerNorm" in n,
+    "classifier": lambda n: n.startswith("classifier."),
+    "biases": lambda n: n.endswith(".bias"),
+    "query_weight": lambda n: n.endswith("attention.self.query.weight"),
+}
+
+
+@pytest.fixture(scope="module")
+def reference(model, train_batches, test_batches):
+    """float64 ground truth per parameter group, computed once each."""
+
+    @functools.cache
+    def compute(group: str) -> torch.Tensor:
+        return reference_scores(
+            copy.deepcopy(model).double(),
+            train_batches,
+            test_batches,
+            n_train=N_TRAIN,
+            n_test=N_TEST,
+            param_filter=GROUPS[group],
+        )
+
+    return compute
+
+
+@pytest.mark.parametrize("mode", ["per_example", "ghost", "auto"])
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_matches_reference(model, train_batches, test_batches, reference, group, mode):
+    scores = checkpoint_scores(
+        model,
+        train_batches,
+        test_batches,
+        n_train=N_TRAIN,
+        n_test=N_TEST,
+        param_filter=GROUPS[group],
+        linear_mode=mode,
+    )
+    assert scores.shape == (N_TEST, N_TRAIN) and scores.dtype == torch.float32
+    expected = reference(group)
+    assert expected.abs().max() > 0
+    assert rel_err(scores, expected) <= TOL
+
+
+@pytest.mark.parametrize("mode", ["per_example", "ghost"])
+def test_float64_model_is_exact(model, train_batches, test_batches, reference, mode):
+    scores = checkpoint_scores(
+        copy.deepcopy(model).double(),
+        train_batches,
+        test_batches,
+        n_train=N_TRAIN,
+        n_test=N_TEST,
+        linear_mode=mode,
+    )
+    assert scores.dtype == torch.float64
+    assert rel_err(scores, reference("all")) <= 1e-10
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_test_chunks_give_the_same_scores(model, train_batches, test_batches, chunk):
+    whole = checkpoint_scores(model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST)
+    chunked = checkpoint_scores(
+        model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST, test_chunk_size=chunk
+    )
+    assert rel_err(chunked, whole) <= 1e-6
+
+
+def test_batch_order_and_bucketing_do_not_matter(model, train_examples, test_examples):
+    base = checkpoint_scores(
+        model,
+        batches(train_examples, 5, bucket=True),
+        batches(test_examples, 4),
+        n_train=N_TRAIN,
+        n_test=N_TEST,
+    )
+    shuffled = checkpoint_scores(
+        model,
+        batches(train_examples, 7, seed=3)[::-1],
+        batches(test_examples, 3, seed=4, bucket=True),
+        n_train=N_TRAIN,
+        n_test=N_TEST,
+    )
+    assert rel_err(shuffled, base) <= 1e-6
+
+
+def test_extra_padding_changes_nothing(model, train_batches, test_batches):
+    """Padding to a much longer length moves position ids of nothing real: same scores."""
+
+    def pad_more(batch, extra=30):
+        out = dict(batch)
+        B = len(batch["labels"])
+        out["input_ids"] = torch.cat([batch["input_ids"], torch.full((B, extra), 1)], 1)
+        out["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros(B, extra)], 1)
+        out["attention_mask"] = out["attention_mask"].long()
+        return out
+
+    base = checkpoint_scores(model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST)
+    padded = checkpoint_scores(
+        model,
+        [pad_more(b) for b in train_batches],
+        [pad_more(b) for b in test_batches],
+        n_train=N_TRAIN,
+        n_test=N_TEST,
+    )
+    assert rel_err(padded, base) <= 1e-6
+
+
+def test_loss_is_summed_over_the_batch(model, train_examples, test_batches):
+    """A mean loss would scale each train example's gradient by 1/B."""
+    singles = checkpoint_scores(
+        model, batches(train_examples, 1), test_batches, n_train=N_TRAIN, n_test=N_TEST
+    )
+    big = checkpoint_scores(
+        model, batches(train_examples, 12), test_batches, n_train=N_TRAIN, n_test=N_TEST
+    )
+    assert rel_err(big, singles) <= 1e-6
+
+    batch = batches(train_examples, 6)[0]
+    with torch.no_grad():
+        total = summed_loss(model, batch, torch.device("cpu"))
+        parts = sum(
+            summed_loss(model, {k: v[i : i + 1] for k, v in batch.items()}, torch.device("cpu"))
+            for i in range(6)
+        )
+    torch.testing.assert_close(total, parts)
+
+
+def test_model_is_put_in_eval_mode(train_batches, test_batches, reference):
+    """Dropout left on gave 26% error; the engine must switch it off itself."""
+    model = tiny_model()
+    model.train()
+    scores = checkpoint_scores(model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST)
+    assert not model.training
+    assert rel_err(scores, reference("all")) <= TOL
+
+
+def test_uncovered_rows_stay_zero_and_shards_sum(model, train_batches, test_batches):
+    """Placement by `index`: two halves of the train set add up to the whole."""
+    whole = checkpoint_scores(model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST)
+    halves = [train_batches[::2], train_batches[1::2]]
+    parts = [
+        checkpoint_scores(model, h, test_batches, n_train=N_TRAIN, n_test=N_TEST) for h in halves
+    ]
+    covered = torch.cat([b["index"] for b in halves[0]])
+    assert (parts[0][:, covered] != 0).all()
+    assert (parts[1][:, covered] == 0).all()
+    assert rel_err(parts[0] + parts[1], whole) <= 1e-6
+
+
+def test_auto_mode_rule():
+    kernel = LinearKernel.__new__(LinearKernel)
+    kernel.mode, kernel.threshold = "auto", 768 * 768 / (768 + 768)  # 384
+    assert kernel.use_ghost(1, 1) and kernel.use_ghost(16, 23)
+    assert not kernel.use_ghost(16, 24) and not kernel.use_ghost(128, 128)
+
+
+def test_progress_bar_runs(model, train_batches, test_batches):
+    checkpoint_scores(
+        model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST, progress=True
+    )
+
+
+def test_bad_arguments_raise(model, train_batches, test_batches):
+    kw = {"n_train": N_TRAIN, "n_test": N_TEST}
+    with pytest.raises(ConfigError, match="linear_mode"):
+        checkpoint_scores(model, train_batches, test_batches, linear_mode="fast", **kw)
+    with pytest.raises(ConfigError, match="selects no"):
+        checkpoint_scores(model, train_batches, test_batches, param_filter=lambda n: False, **kw)
+    with pytest.raises(ConfigError, match="one-shot iterator"):
+        checkpoint_scores(model, iter(train_batches), test_batches, test_chunk_size=2, **kw)
+    with pytest.raises(ConfigError, match="test_chunk_size"):
+        checkpoint_scores(model, train_batches, test_batches, test_chunk_size=0, **kw)
+    with pytest.raises(DataError, match="repeated"):
+        checkpoint_scores(model, train_batches + train_batches[:1], test_batches, **kw)
+    with pytest.raises(DataError, match="outside"):
+        checkpoint_scores(model, train_batches, test_batches, n_train=3, n_test=N_TEST)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_reference(model, train_batches, test_batches, reference):
+    scores = checkpoint_scores(
+        copy.deepcopy(model).cuda(), train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST
+    )
+    assert rel_err(scores, reference("all")) <= TOL
+
+
+def test_more_examples_with_long_sequences():
+    """Longer sequences push auto onto the per-example path for the encoder layers."""
+    model = tiny_model(seed=5)
+    train, test = make_examples(9, seed=11), make_examples(5, seed=12)
+    long_train = [dict(e, input_ids=e["input_ids"] * 3) for e in train]
+    tb, sb = batches(long_train, 4), batches(test, 2)
+    expected = reference_scores(copy.deepcopy(model).double(), tb, sb, n_train=9, n_test=5)
+    for mode in ("auto", "ghost"):
+        got = checkpoint_scores(model, tb, sb, n_train=9, n_test=5, linear_mode=mode)
+        assert rel_err(got, expected) <= TOL
+
+
+def test_pad_id_inside_text_gets_no_embedding_gradient():
+    """nn.Embedding writes nothing into padding_idx; a real token with the pad id (and the
+    pad position XLM-R then gives it) must contribute nothing through those rows."""
+    model = tiny_model(seed=6)
+    train, test = make_examples(8, seed=21), make_examples(4, seed=22)
+    for e in train[::2] + test[::2]:
+        e["input_ids"][1] = 1  # the pad id inside the text, attention mask 1
+    tb, sb = batches(train, 3), batches(test, 2)
+    for group in ("embeddings", "all"):
+        expected = reference_scores(
+            copy.deepcopy(model).double(), tb, sb, n_train=8, n_test=4, param_filter=GROUPS[group]
+        )
+        got = checkpoint_scores(model, tb, sb, n_train=8, n_test=4, param_filter=GROUPS[group])
+        assert rel_err(got, expected) <= TOL
+
+
+def test_auto_mixes_ghost_and_per_example_within_a_chunk(monkeypatch):
+    """Short test examples (T' = 3) make ghost win for short train batches only."""
+    model = tiny_model(seed=7)
+    train = make_examples(12, seed=31)
+    test = [dict(e, input_ids=e["input_ids"][:2] + [2]) for e in make_examples(4, seed=32)]
+    tb, sb = batches(train, 3, bucket=True), batches(test, 4)
+    choices = []
+    original = LinearKernel.use_ghost
+
+    def spy(self, t_train, t_test):
+        choices.append(original(self, t_train, t_test))
+        return choices[-1]
+
+    monkeypatch.setattr(LinearKernel, "use_ghost", spy)
+    got = checkpoint_scores(model, tb, sb, n_train=12, n_test=4)
+    expected = reference_scores(copy.deepcopy(model).double(), tb, sb, n_train=12, n_test=4)
+    assert rel_err(got, expected) <= TOL
+    assert any(choices) and not all(choices)
