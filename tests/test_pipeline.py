@@ -166,7 +166,8 @@ def test_second_main_reuses_every_child_run(main_runs):
         (["analyze", "--influence-run-id", "{train}"], "is a train run, not a 'influence' run"),
         (["influence", "--train-run-id", "{analyze}"], "is a analyze run, not a 'train' run"),
         (["influence", "--train-run-id", "{train}", "--top-k", "1000"], "top_k=1000"),
-        (["influence", "--train-run-id", "{train}", "--checkpoints", "epoch-9"], "epoch-9"),
+        (["influence", "--train-run-id", "{train}", "--top-k", "5", "--checkpoints", "epoch-9"],
+         "epoch-9"),
     ],
 )
 def test_bad_upstream_runs_fail_with_a_clear_message(main_runs, args, message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -194,6 +195,23 @@ def run_or_reuse(config: StepConfig, project: Path) -> str:
     return submitted.run_id
 
 
+def run_params(run: Run) -> dict[str, str]:
+    """A run's params as the user gave them.
+
+    `mlflow run` logs each parameter shell-quoted (an empty string as "''", a regex with
+    '|' in quotes); a value that is exactly the quoting of one string is read back as it.
+    """
+    return {name: _unquote(value) for name, value in run.data.params.items()}
+
+
+def _unquote(value: str) -> str:
+    try:
+        tokens = shlex.split(value)
+    except ValueError:
+        return value
+    return tokens[0] if len(tokens) == 1 and shlex.quote(tokens[0]) == value else value
+
+
 def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
     """The newest FINISHED run of this step with the same parameters and code, if any.
 
@@ -211,7 +229,7 @@ def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
     )
     for run in runs:
         try:
-            if type(config).canonical(run.data.params) == wanted:
+            if type(config).canonical(run_params(run)) == wanted:
                 return run.info.run_id
         except Exception:  # a run with params from another version: not a match
             continue

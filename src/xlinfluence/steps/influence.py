@@ -32,7 +32,7 @@ def run(config: InfluenceConfig) -> str:
         raise ConfigError(f"precision={config.precision!r}; choose one of {sorted(PRECISIONS)}.")
     accelerator = Accelerator(mixed_precision=PRECISIONS[config.precision])
     train_run = tracking.fetch_run(config.train_run_id, step=TrainConfig.step)
-    max_length = TrainConfig.from_params(train_run.data.params).max_length
+    max_length = TrainConfig.from_params(tracking.run_params(train_run)).max_length
     with accelerator.local_main_process_first():
         train, test = train_manifests(config.train_run_id)
         index = artifacts.load_checkpoint_index(
