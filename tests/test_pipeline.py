@@ -191,3 +191,26 @@ def test_corrupt_scores_artifact_is_reported(main_runs, tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(artifacts.ArtifactError, match="corrupt"):
         artifacts.load_scores(path, n_test=1, n_train=1)
+
+
+def test_two_processes_give_the_one_process_scores(main_runs):
+    """`accelerate launch` with configs/cpu.yaml: 2 gloo processes, one run, same tensors."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
+    code, output = run_cli(
+        "influence", "--train-run-id", main_runs["train"], "--top-k", "5",
+        "--batch-size", "16", "--accelerate-config", str(config),
+    )  # fmt: skip
+    assert code == 0, output
+    run_id = output.strip().splitlines()[-1]
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.STEP_TAG] == "influence"
+    assert run.data.metrics["num_processes"] == 2
+    train, test = train_manifests(main_runs["train"])
+    shape = dict(n_test=len(test), n_train=len(train))
+    two = artifacts.load_scores(tracking.download(run_id, artifacts.SCORES), **shape)
+    one = artifacts.load_scores(tracking.download(main_runs["influence"], artifacts.SCORES), **shape)
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-7 * one[name].abs().max())

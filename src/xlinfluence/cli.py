@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import yaml
 
 from xlinfluence import tracking
 from xlinfluence.config import STEP_CONFIGS, StepConfig
@@ -56,6 +57,8 @@ def launch(config: StepConfig, accelerate_config: Path) -> str:
             "MLFLOW_TRACKING_URI": tracking.setup(),
             LAUNCHED_ENV: "1",
         }
+        if _wants_cpu(accelerate_config):  # torchrun-launched CPU processes need it to join
+            env["ACCELERATE_USE_CPU"] = "true"
         result = subprocess.run(command, env=env, check=False)
         if result.returncode != 0:
             raise XlinfluenceError(
@@ -63,6 +66,14 @@ def launch(config: StepConfig, accelerate_config: Path) -> str:
                 "see the processes' output above."
             )
         return run.run_id
+
+
+def _wants_cpu(accelerate_config: Path) -> bool:
+    try:
+        values = yaml.safe_load(accelerate_config.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"accelerate_config {accelerate_config} is not valid YAML ({err}).") from err
+    return bool(values.get("use_cpu"))
 
 
 def _make_command(config_cls: type[StepConfig]) -> click.Command:
@@ -82,7 +93,7 @@ def _make_command(config_cls: type[StepConfig]) -> click.Command:
             result = execute(config_cls(**values))
         except XlinfluenceError as err:
             raise click.ClickException(str(err)) from err
-        if result:
+        if result and not os.environ.get(LAUNCHED_ENV):  # the launcher prints it once
             click.echo(result)
 
     return click.Command(

@@ -31,6 +31,13 @@ def run(config: InfluenceConfig) -> str:
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision={config.precision!r}; choose one of {sorted(PRECISIONS)}.")
     accelerator = Accelerator(mixed_precision=PRECISIONS[config.precision])
+    try:
+        return _influence(config, accelerator)
+    finally:
+        accelerator.end_training()  # destroys the process group; without it gloo aborts at exit
+
+
+def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
     train_run = tracking.fetch_run(config.train_run_id, step=TrainConfig.step)
     max_length = TrainConfig.from_params(tracking.run_params(train_run)).max_length
     with accelerator.local_main_process_first():
@@ -46,6 +53,7 @@ def run(config: InfluenceConfig) -> str:
     selected = _select_checkpoints(config.checkpoints, index)
 
     with tracking.step_run(config, is_main=accelerator.is_main_process) as run:
+        run.log_metrics({"num_processes": accelerator.num_processes})
         scores: dict[str, torch.Tensor] = {}
         total = torch.zeros(len(test), len(train))
         for position, checkpoint in enumerate(selected):

@@ -18,6 +18,13 @@ from xlinfluence.training import CheckpointInfo, EpochMetrics, fine_tune
 def run(config: TrainConfig) -> str:
     """Fine-tune per `config`; returns the MLflow run ID."""
     accelerator = Accelerator()
+    try:
+        return _train(config, accelerator)
+    finally:
+        accelerator.end_training()  # destroys the process group; without it gloo aborts at exit
+
+
+def _train(config: TrainConfig, accelerator: Accelerator) -> str:
     set_seed(config.seed)
     languages = parse_languages(config.languages)
     heldout = config.heldout_language.strip() or None
@@ -47,7 +54,8 @@ def run(config: TrainConfig) -> str:
         artifacts.write_json(splits.label_names, out / artifacts.LABELS)
         run.log_artifacts(out / artifacts.DATA, artifacts.DATA)
         run.log_metrics(
-            {"n_train": len(splits.train), "n_test": len(splits.test)}
+            {"n_train": len(splits.train), "n_test": len(splits.test),
+             "num_processes": accelerator.num_processes}
             | {f"n_train.{k}": v for k, v in _counts(splits.train).items()}
         )
         index: list[dict] = []
