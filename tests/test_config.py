@@ -28,8 +28,11 @@ def test_canonical_form_ignores_spelling():
 
 @pytest.mark.parametrize(
     "params, message",
-    [({"epochs": "three"}, "epochs='three'"), ({"epochs": "2.5"}, "not a valid int"),
-     ({"nonsense": "1"}, "unknown parameter")],
+    [
+        ({"epochs": "three"}, "epochs='three'"),
+        ({"epochs": "2.5"}, "not a valid int"),
+        ({"nonsense": "1"}, "unknown parameter"),
+    ],
 )
 def test_bad_params_name_the_problem(params, message):
     with pytest.raises(ConfigError, match=message):

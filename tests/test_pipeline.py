@@ -57,7 +57,10 @@ def main_runs(tracking_env):
     parent = parents[0]
     return {
         "main": parent.info.run_id,
-        **{s: parent.data.tags[f"xlinfluence.{s}_run_id"] for s in ("train", "influence", "analyze")},
+        **{
+            s: parent.data.tags[f"xlinfluence.{s}_run_id"]
+            for s in ("train", "influence", "analyze")
+        },
     }
 
 
@@ -166,8 +169,10 @@ def test_second_main_reuses_every_child_run(main_runs):
         (["analyze", "--influence-run-id", "{train}"], "is a train run, not a 'influence' run"),
         (["influence", "--train-run-id", "{analyze}"], "is a analyze run, not a 'train' run"),
         (["influence", "--train-run-id", "{train}", "--top-k", "1000"], "top_k=1000"),
-        (["influence", "--train-run-id", "{train}", "--top-k", "5", "--checkpoints", "epoch-9"],
-         "epoch-9"),
+        (
+            ["influence", "--train-run-id", "{train}", "--top-k", "5", "--checkpoints", "epoch-9"],
+            "epoch-9",
+        ),
     ],
 )
 def test_bad_upstream_runs_fail_with_a_clear_message(main_runs, args, message):
@@ -211,6 +216,10 @@ def test_two_processes_give_the_one_process_scores(main_runs):
     train, test = train_manifests(main_runs["train"])
     shape = dict(n_test=len(test), n_train=len(train))
     two = artifacts.load_scores(tracking.download(run_id, artifacts.SCORES), **shape)
-    one = artifacts.load_scores(tracking.download(main_runs["influence"], artifacts.SCORES), **shape)
+    one = artifacts.load_scores(
+        tracking.download(main_runs["influence"], artifacts.SCORES), **shape
+    )
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-7 * one[name].abs().max())
+        torch.testing.assert_close(
+            two[name], one[name], rtol=1e-5, atol=1e-7 * one[name].abs().max()
+        )

@@ -9,8 +9,8 @@ and save/load functions; loads validate and raise ArtifactError naming the file 
                     checkpoints/index.json                  [{name, epoch, step, learning_rate}]
     influence run   influence/scores.safetensors            "total" and one tensor per checkpoint,
                                                             each float32 [n_test, n_train]
-                    influence/topk.parquet                  top-k proponents/opponents per test example
-                    influence/manifest.json                 ids in tensor order, checkpoints, lineage
+                    influence/topk.parquet                  top-k proponents/opponents per test
+                    influence/manifest.json                 ids in tensor order, checkpoints
     analyze run     analysis/...                            tables (Parquet + CSV) and figures
 """
 
@@ -87,8 +87,7 @@ def load_checkpoint_index(path: Path) -> list[dict]:
     required = {"name", "epoch", "step", "learning_rate"}
     if not entries or not all(isinstance(e, dict) and required <= set(e) for e in entries):
         raise ArtifactError(
-            f"checkpoint index {path} lacks entries with {sorted(required)}; "
-            "re-run the train step."
+            f"checkpoint index {path} lacks entries with {sorted(required)}; re-run the train step."
         )
     return entries
 

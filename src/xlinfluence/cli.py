@@ -42,8 +42,8 @@ def execute(config: StepConfig) -> object:
 def launch(config: StepConfig, accelerate_config: Path) -> str:
     if not accelerate_config.is_file():
         raise ConfigError(
-            f"accelerate_config={str(accelerate_config)!r} is not a file; use one of configs/*.yaml "
-            "or write one with `accelerate config --config_file FILE`."
+            f"accelerate_config={str(accelerate_config)!r} is not a file; use one of "
+            "configs/*.yaml or write one with `accelerate config --config_file FILE`."
         )
     with tracking.step_run(config) as run:
         command = [
@@ -72,7 +72,9 @@ def _wants_cpu(accelerate_config: Path) -> bool:
     try:
         values = yaml.safe_load(accelerate_config.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"accelerate_config {accelerate_config} is not valid YAML ({err}).") from err
+        raise ConfigError(
+            f"accelerate_config {accelerate_config} is not valid YAML ({err})."
+        ) from err
     return bool(values.get("use_cpu"))
 
 

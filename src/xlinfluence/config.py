@@ -42,8 +42,7 @@ class StepConfig:
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ConfigError(
-                f"unknown parameter(s) {unknown} for step '{cls.step}'; "
-                f"known: {sorted(known)}"
+                f"unknown parameter(s) {unknown} for step '{cls.step}'; known: {sorted(known)}"
             )
         values = {}
         for name, value in params.items():
@@ -102,12 +101,12 @@ class TrainConfig(StepConfig):
     column_map: str = _param("", "schema=column pairs, e.g. 'text=premise,text_pair=hypothesis'")
     languages: str = _param("en,de,fr,ru,zh", "comma-separated languages to fine-tune and test on")
     train_per_language: str = _param(
-        "200", "training examples per language: one number, or 'en=400,de=100,...' for imbalance"
+        "800", "training examples per language: one number, or 'en=400,de=100,...' for imbalance"
     )
     test_per_language: int = _param(25, "test examples per language")
     heldout_language: str = _param("", "zero-shot language: in the test set, never in training")
     model: str = _param("tiny", "'tiny' (offline XLM-R-shaped preset) or a pretrained name/path")
-    epochs: int = _param(3, "fine-tuning epochs; one checkpoint is saved after each")
+    epochs: int = _param(4, "fine-tuning epochs; one checkpoint is saved after each")
     batch_size: int = _param(16, "training batch size per process")
     learning_rate: float = _param(1e-3, "peak AdamW learning rate")
     weight_decay: float = _param(0.01, "AdamW weight decay")
@@ -125,7 +124,9 @@ class InfluenceConfig(StepConfig):
     upstream_field: ClassVar[str | None] = "train_run_id"
 
     train_run_id: str = _param("", "MLflow run ID of a finished train run")
-    checkpoints: str = _param("all", "'all' or comma-separated checkpoint names, e.g. epoch-1,epoch-3")
+    checkpoints: str = _param(
+        "all", "'all' or comma-separated checkpoint names, e.g. epoch-1,epoch-3"
+    )
     params: str = _param(
         "all", "parameters to trace: 'all', 'last-layer', or a regex on parameter names"
     )
@@ -180,7 +181,9 @@ class MainConfig(StepConfig):
     checkpoints: str = _same(_I, "checkpoints")
     params: str = _same(_I, "params")
     precision: str = _same(_I, "precision")
-    influence_batch_size: int = _param(_I.batch_size, "influence: training examples per backward pass")
+    influence_batch_size: int = _param(
+        _I.batch_size, "influence: training examples per backward pass"
+    )
     test_chunk_size: int = _same(_I, "test_chunk_size")
     top_k: int = _same(_A, "top_k")
     accelerate_config: str = _param("", "Accelerate config for train and influence; empty: plain")

@@ -12,7 +12,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -40,7 +48,9 @@ TINY_CONFIG = dict(
 TINY_VOCAB_SIZE = 4000
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = TINY_VOCAB_SIZE
+) -> PreTrainedTokenizerFast:
     """A Unigram tokenizer with Metaspace pre-tokenisation, as XLM-R's SentencePiece model."""
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()
@@ -86,7 +96,9 @@ def build(
         return XLMRobertaForSequenceClassification(config), tokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name)
-        model = AutoModelForSequenceClassification.from_pretrained(model_name, num_labels=num_labels)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_name, num_labels=num_labels
+        )
     except OSError as err:
         raise ConfigError(
             f"could not load model {model_name!r} ({err}). Give a local path to a saved model, "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mlflow
 from matplotlib.figure import Figure
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 

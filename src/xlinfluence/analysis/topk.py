@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xlinfluence.artifacts import TOTAL  # the learning-rate-weighted sum's name
 from xlinfluence.data import schema
 from xlinfluence.errors import ArtifactError, ConfigError
 

@@ -14,8 +14,8 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import (
     OPPONENT,
-    aggregate_translation_share,
     PROPONENT,
+    aggregate_translation_share,
     language_shares,
     self_shares,
     share_matrix,
@@ -82,8 +82,10 @@ def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints:
     """`self_share.<lang>` etc. with step = checkpoint position; `total_*` for the sum."""
     step_of = {name: i for i, name in enumerate(checkpoints)}
     proponents = own[own["kind"] == PROPONENT]
-    for frame, columns in ((proponents, ("self_share", "cross_share")),
-                           (translation, ("translation_share",))):
+    for frame, columns in (
+        (proponents, ("self_share", "cross_share")),
+        (translation, ("translation_share",)),
+    ):
         for row in frame.itertuples(index=False):
             values = {
                 f"{c}.{row.test_language}": getattr(row, c)
@@ -97,9 +99,10 @@ def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints:
 
 
 def _check_ids(manifest: dict, train: pd.DataFrame, test: pd.DataFrame) -> None:
-    if manifest.get("train_ids") != train["id"].tolist() or manifest.get(
-        "test_ids"
-    ) != test["id"].tolist():
+    if (
+        manifest.get("train_ids") != train["id"].tolist()
+        or manifest.get("test_ids") != test["id"].tolist()
+    ):
         raise ArtifactError(
             "the influence run's example ids do not match its train run's manifests; "
             "the artifacts were altered or mixed up: re-run the influence step."

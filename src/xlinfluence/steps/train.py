@@ -46,16 +46,21 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         train_texts=_texts(splits.train),
         seed=config.seed,
     )
-    with tracking.step_run(config, is_main=accelerator.is_main_process) as run, \
-            tempfile.TemporaryDirectory(prefix="xlinfluence-train-") as tmp:
+    with (
+        tracking.step_run(config, is_main=accelerator.is_main_process) as run,
+        tempfile.TemporaryDirectory(prefix="xlinfluence-train-") as tmp,
+    ):
         out = Path(tmp)
         artifacts.save_manifest(splits.train, out / artifacts.TRAIN_MANIFEST)
         artifacts.save_manifest(splits.test, out / artifacts.TEST_MANIFEST)
         artifacts.write_json(splits.label_names, out / artifacts.LABELS)
         run.log_artifacts(out / artifacts.DATA, artifacts.DATA)
         run.log_metrics(
-            {"n_train": len(splits.train), "n_test": len(splits.test),
-             "num_processes": accelerator.num_processes}
+            {
+                "n_train": len(splits.train),
+                "n_test": len(splits.test),
+                "num_processes": accelerator.num_processes,
+            }
             | {f"n_train.{k}": v for k, v in _counts(splits.train).items()}
         )
         index: list[dict] = []
