@@ -72,3 +72,27 @@ def test_topk_table_rejects_mismatched_shapes(train, test_frame):
 def test_topk_table_rejects_empty(train, test_frame):
     with pytest.raises(ConfigError, match="at least one"):
         topk_table({}, train, test_frame, K)
+
+
+def test_streaming_topk_equals_topk_of_the_full_matrix():
+    from xlinfluence.analysis.topk import StreamingTopK, top_k
+
+    torch.manual_seed(0)
+    scores = torch.randn(7, 53)
+    stream = StreamingTopK(7, 5)
+    rows_a, rows_b = torch.arange(0, 4), torch.arange(4, 7)
+    for start in range(0, 53, 10):  # column blocks, rows in two test chunks
+        cols = torch.arange(start, min(start + 10, 53))
+        stream.update(scores[rows_a][:, cols], rows_a, cols)
+        stream.update(scores[rows_b][:, cols], rows_b, cols)
+    for got, want in zip(stream.result(), top_k(scores, 5), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_streaming_topk_refuses_k_larger_than_the_columns_seen():
+    from xlinfluence.analysis.topk import StreamingTopK
+
+    stream = StreamingTopK(2, 4)
+    stream.update(torch.zeros(2, 3), torch.arange(2), torch.arange(3))
+    with pytest.raises(ConfigError, match="top_k=4"):
+        stream.result()

@@ -13,17 +13,26 @@ from xlinfluence.analysis.shares import (
     self_shares,
     share_matrix,
 )
-from xlinfluence.analysis.topk import OPPONENT, PROPONENT, TOTAL, top_k, topk_table
+from xlinfluence.analysis.topk import (
+    OPPONENT,
+    PROPONENT,
+    StreamingTopK,
+    top_k,
+    topk_table,
+    topk_table_from,
+)
 from xlinfluence.analysis.translation import (
     aggregate_translation_share,
     translation_share,
     translation_share_per_example,
 )
+from xlinfluence.artifacts import TOTAL
 
 __all__ = [
     "OPPONENT",
     "PROPONENT",
     "TOTAL",
+    "StreamingTopK",
     "aggregate_translation_share",
     "example_shares",
     "language_shares",
@@ -31,6 +40,7 @@ __all__ = [
     "share_matrix",
     "top_k",
     "topk_table",
+    "topk_table_from",
     "translation_share",
     "translation_share_per_example",
 ]

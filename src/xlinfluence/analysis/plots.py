@@ -15,8 +15,9 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import PercentFormatter
 
 from xlinfluence.analysis.shares import CROSS_SHARE, SELF_SHARE
-from xlinfluence.analysis.topk import CHECKPOINT, KIND, PROPONENT, TEST_LANGUAGE, TOTAL
+from xlinfluence.analysis.topk import CHECKPOINT, KIND, PROPONENT, TEST_LANGUAGE
 from xlinfluence.analysis.translation import N_EXAMPLES, TRANSLATION_SHARE
+from xlinfluence.artifacts import TOTAL
 from xlinfluence.errors import ConfigError
 
 

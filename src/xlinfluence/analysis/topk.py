@@ -65,6 +65,44 @@ def top_k(
     return pro_idx, pro_scores, opp_idx, opp_scores
 
 
+class StreamingTopK:
+    """Top-k proponents and opponents of every test row, fed one column block at a time.
+
+    Memory is (M, k) whatever the number of training examples, so top-k can be kept
+    without ever holding the (M, N) matrix. Equals `top_k` on the full matrix up to the
+    order of exactly tied scores.
+    """
+
+    def __init__(self, n_rows: int, k: int):
+        self.k = k
+        self.pro_scores = torch.full((n_rows, k), -torch.inf)  # (M, k)
+        self.opp_scores = torch.full((n_rows, k), torch.inf)
+        self.pro_idx = torch.full((n_rows, k), -1, dtype=torch.long)
+        self.opp_idx = torch.full((n_rows, k), -1, dtype=torch.long)
+
+    def update(self, block: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> None:
+        """Merge `block` (len(rows), len(columns)) of scores into the running top-k."""
+        block = block.float()
+        cols = columns.unsqueeze(0).expand(len(rows), -1)  # (R, n)
+        for scores, idx, largest in (
+            (self.pro_scores, self.pro_idx, True),
+            (self.opp_scores, self.opp_idx, False),
+        ):
+            merged = torch.cat([scores[rows], block], dim=1)  # (R, k + n)
+            merged_idx = torch.cat([idx[rows], cols], dim=1)
+            best, where = torch.topk(merged, self.k, dim=1, largest=largest, sorted=True)
+            scores[rows] = best
+            idx[rows] = torch.gather(merged_idx, 1, where)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(proponent_idx, proponent_scores, opponent_idx, opponent_scores), each (M, k)."""
+        if (self.pro_idx < 0).any():
+            raise ConfigError(
+                f"top_k={self.k} exceeds the training examples seen; lower top_k."
+            )
+        return self.pro_idx, self.pro_scores, self.opp_idx, self.opp_scores
+
+
 def topk_table(
     scores_by_name: Mapping[str, torch.Tensor],
     train: pd.DataFrame,
@@ -88,6 +126,17 @@ def topk_table(
                 f"{expected[0]} test and {expected[1]} training examples; the score "
                 "matrices and the data manifest come from different runs."
             )
+    return topk_table_from(
+        {name: top_k(scores, k) for name, scores in scores_by_name.items()}, train, test
+    )
+
+
+def topk_table_from(
+    results: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+) -> pd.DataFrame:
+    """The long table from top-k results (`top_k` or `StreamingTopK.result`) by name."""
     train_ids = train[schema.ID].to_numpy(dtype=object)
     train_langs = train[schema.LANGUAGE].to_numpy(dtype=object)
     test_ids = test[schema.ID].to_numpy(dtype=object)
@@ -95,8 +144,8 @@ def topk_table(
 
     m = len(test)
     frames = []
-    for name, scores in scores_by_name.items():
-        pro_idx, pro_s, opp_idx, opp_s = top_k(scores, k)
+    for name, (pro_idx, pro_s, opp_idx, opp_s) in results.items():
+        k = pro_idx.shape[1]
         idx = torch.stack([pro_idx, opp_idx], dim=1).reshape(-1).numpy()  # (M * 2 * k,)
         val = torch.stack([pro_s, opp_s], dim=1).reshape(-1).float().numpy()
         test_index = np.repeat(np.arange(m), 2 * k)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from xlinfluence.errors import ConfigError, DataError
 from xlinfluence.tracin.hooks import ActivationCapture, ParamFilter, select_modules
-from xlinfluence.tracin.layers import LINEAR_MODES, LayerKernel, make_kernel
+from xlinfluence.tracin.layers import LINEAR_MODES, make_kernel
 
 Batch = dict[str, torch.Tensor]
 
@@ -89,14 +90,41 @@ def _check_index(index: torch.Tensor, n: int, seen: torch.Tensor, side: str) -> 
     seen[index] = True
 
 
-class _Scorer:
-    """The per-checkpoint loop state: tracked modules, their kernels and the capture."""
+class CheckpointScorer:
+    """TracIn at one checkpoint: hooks live while the context is open.
 
-    def __init__(self, model: nn.Module, kernels: list[LayerKernel], capture: ActivationCapture):
+    Build the test side once (`test_cache`), then score train batches against it
+    (`train_block`); each train batch costs one forward pass, one autograd call for the
+    tracked modules' output-gradients and one contraction per module. Self-influence
+    <grad L(z), grad L(z)> comes from the same captures, with no extra backward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        param_filter: ParamFilter | None = None,
+        linear_mode: str = "auto",
+    ):
+        if linear_mode not in LINEAR_MODES:
+            raise ConfigError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
+        tracked = select_modules(model, param_filter)
+        if not tracked:
+            raise ConfigError("param_filter selects no trainable parameter; widen it.")
+        model.eval()  # dropout on gave 26% error
         self.model = model
-        self.kernels = kernels
-        self.capture = capture
+        self.dtype = accumulation_dtype(model)
+        self.kernels = [make_kernel(t, self.dtype, linear_mode) for t in tracked]
         self.device = next(model.parameters()).device
+        self._stack = contextlib.ExitStack()
+        self.capture = ActivationCapture(tracked)
+
+    def __enter__(self) -> CheckpointScorer:
+        self._stack.enter_context(full_fp32_matmul())
+        self._stack.enter_context(self.capture)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
 
     def captures(self, batch: Batch) -> tuple[dict, dict]:
         """Module inputs and output-grads for one batch."""
@@ -116,21 +144,48 @@ class _Scorer:
         self.capture.clear()
         return inputs, grads
 
-    def test_cache(self, pieces: list[Batch]) -> tuple[dict, torch.Tensor]:
+    def test_cache(self, pieces: list[Batch]) -> TestCache:
+        """The test side of a chunk of test batches, with each test example's self-influence."""
         per_kernel: dict[str, list] = {k.name: [] for k in self.kernels}
+        own = []
         for piece in pieces:
             inputs, grads = self.captures(piece)
             for k in self.kernels:
                 per_kernel[k.name].append(k.test_piece(inputs[k.name], grads[k.name]))
+            own.append(self._self_scores(inputs, grads))
         cache = {k.name: k.build_cache(per_kernel[k.name]) for k in self.kernels}
         index = torch.cat([p["index"] for p in pieces]).cpu()
-        return cache, index
+        return TestCache(cache, index, torch.cat(own).cpu())
 
-    def train_block(self, batch: Batch, cache: dict) -> torch.Tensor:
+    def train_block(
+        self, batch: Batch, test: TestCache, *, with_self: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, M) inner products with the cached test examples, and (B,) self-influence.
+
+        with_self costs about one more contraction per module, so ask for it once per
+        checkpoint (e.g. with the first test chunk), not for every test chunk.
+        """
         inputs, grads = self.captures(batch)
-        return sum(
-            k.train_scores(inputs[k.name], grads[k.name], cache[k.name]) for k in self.kernels
+        block = sum(
+            k.train_scores(inputs[k.name], grads[k.name], test.cache[k.name])
+            for k in self.kernels
         )  # (B, M)
+        return block, self._self_scores(inputs, grads) if with_self else None
+
+    def _self_scores(self, inputs: dict, grads: dict) -> torch.Tensor:
+        """||grad L(z)||^2 per example: the batch scored against itself, diagonal kept."""
+        total = 0
+        for k in self.kernels:
+            own = k.build_cache([k.test_piece(inputs[k.name], grads[k.name])])
+            total = total + k.train_scores(inputs[k.name], grads[k.name], own).diagonal()
+        return total  # (B,)
+
+
+@dataclass
+class TestCache:
+    cache: dict  # per kernel name: that kernel's cached test-side quantities
+    index: torch.Tensor  # (M,) test rows, in cache order
+    self_scores: torch.Tensor  # (M,) ||grad L(z')||^2
 
 
 def checkpoint_scores(
@@ -156,8 +211,6 @@ def checkpoint_scores(
     test set is processed once, chunk by chunk, and the train batches are iterated once per
     chunk (so they must be re-iterable, e.g. a list or DataLoader, when there are several).
     """
-    if linear_mode not in LINEAR_MODES:
-        raise ConfigError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
     if test_chunk_size is not None and test_chunk_size < 1:
         raise ConfigError(
             f"test_chunk_size must be a positive integer or None, got {test_chunk_size}"
@@ -168,32 +221,23 @@ def checkpoint_scores(
             "train_batches is a one-shot iterator but several test chunks need it repeatedly; "
             "pass a list or DataLoader, or raise test_chunk_size to n_test."
         )
-    tracked = select_modules(model, param_filter)
-    if not tracked:
-        raise ConfigError("param_filter selects no trainable parameter; widen it.")
-
-    model.eval()
-    dtype = accumulation_dtype(model)
-    kernels = [make_kernel(t, dtype, linear_mode) for t in tracked]
-    scores = torch.zeros(n_test, n_train, dtype=dtype)
-    seen_test = torch.zeros(n_test, dtype=torch.bool)
-
-    with full_fp32_matmul(), ActivationCapture(tracked) as capture:
-        scorer = _Scorer(model, kernels, capture)
+    with CheckpointScorer(model, param_filter, linear_mode) as scorer:
+        scores = torch.zeros(n_test, n_train, dtype=scorer.dtype)
+        seen_test = torch.zeros(n_test, dtype=torch.bool)
 
         def run_chunk(pieces: list[Batch], number: int) -> None:
-            cache, test_index = scorer.test_cache(pieces)
-            _check_index(test_index, n_test, seen_test, "test")
+            test = scorer.test_cache(pieces)
+            _check_index(test.index, n_test, seen_test, "test")
             seen_train = torch.zeros(n_train, dtype=torch.bool)
             total = len(train_batches) if hasattr(train_batches, "__len__") else None
             bar = tqdm(
                 train_batches, total=total, disable=not progress, desc=f"TracIn chunk {number}"
             )
             for batch in bar:
-                block = scorer.train_block(batch, cache)  # (B, M)
+                block, _ = scorer.train_block(batch, test)  # (B, M)
                 train_index = batch["index"].cpu()
                 _check_index(train_index, n_train, seen_train, "train")
-                scores[test_index.unsqueeze(1), train_index.unsqueeze(0)] = block.T.cpu()
+                scores[test.index.unsqueeze(1), train_index.unsqueeze(0)] = block.T.cpu()
 
         pieces: list[Batch] = []
         number = 0
