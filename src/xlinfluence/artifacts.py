@@ -9,6 +9,9 @@ and save/load functions; loads validate and raise ArtifactError naming the file 
                     checkpoints/index.json                  [{name, epoch, step, learning_rate}]
     influence run   influence/scores.safetensors            "total" and one tensor per checkpoint,
                                                             each float32 [n_test, n_train]
+                    influence/self_influence.safetensors    <grad L(z), grad L(z)> per train
+                                                            example: per checkpoint and "total"
+                    influence/chunks/<checkpoint>/...       the resumable work units
                     influence/topk.parquet                  top-k proponents/opponents per test
                     influence/manifest.json                 ids in tensor order, checkpoints
     analyze run     analysis/...                            tables (Parquet + CSV) and figures
@@ -35,6 +38,7 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_INDEX = "checkpoints/index.json"
 INFLUENCE = "influence"
 SCORES = "influence/scores.safetensors"
+SELF_INFLUENCE = "influence/self_influence.safetensors"
 TOPK = "influence/topk.parquet"
 INFLUENCE_MANIFEST = "influence/manifest.json"
 ANALYSIS = "analysis"
@@ -93,6 +97,7 @@ def load_checkpoint_index(path: Path) -> list[dict]:
 
 
 def save_scores(scores: dict[str, torch.Tensor], path: Path) -> None:
+    """Named float32 tensors (score matrices, or self-influence vectors) as safetensors."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.float().contiguous().cpu() for k, v in scores.items()}, str(path))
 

@@ -133,7 +133,17 @@ class InfluenceConfig(StepConfig):
     precision: str = _param("fp32", "fp32, or bf16/fp16 compute with fp32 accumulation (GPU)")
     batch_size: int = _param(32, "training examples per backward pass")
     test_chunk_size: int = _param(0, "test examples cached at once; 0 caches them all")
+    train_chunk_size: int = _param(
+        2048, "training examples per committed chunk: the unit of progress and of resume"
+    )
+    similarity: str = _param(
+        "dot", "dot (TracIn) or cosine (each gradient normalised to unit length per checkpoint)"
+    )
+    store_scores: bool = _param(
+        True, "log the full [n_test, n_train] matrices; false keeps only top-k (memory ~ top-k)"
+    )
     top_k: int = _param(100, "proponents and opponents kept per test example in topk.parquet")
+    resume_run_id: str = _param("", "an interrupted influence run whose finished chunks to reuse")
     accelerate_config: str = _param("", "Accelerate config file; empty runs one plain process")
 
 
@@ -185,6 +195,9 @@ class MainConfig(StepConfig):
         _I.batch_size, "influence: training examples per backward pass"
     )
     test_chunk_size: int = _same(_I, "test_chunk_size")
+    train_chunk_size: int = _same(_I, "train_chunk_size")
+    similarity: str = _same(_I, "similarity")
+    store_scores: bool = _same(_I, "store_scores")
     top_k: int = _same(_A, "top_k")
     accelerate_config: str = _param("", "Accelerate config for train and influence; empty: plain")
 

@@ -77,6 +77,10 @@ class StepRun:
         if self.active:
             mlflow.log_figure(figure, artifact_file)
 
+    def existing_artifacts(self, artifact_path: str, dst: Path) -> bool:
+        """This run's own artifact folder (left by an interrupted attempt), copied to dst."""
+        return self.active and download_partial(self.run_id, artifact_path, dst)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.active:
             mlflow.set_tags(tags)
@@ -107,8 +111,8 @@ def step_run(config: StepConfig, *, is_main: bool = True) -> Iterator[StepRun]:
         yield StepRun(run.info.run_id)
 
 
-def fetch_run(run_id: str, *, step: str) -> Run:
-    """A FINISHED run of the given step, or a RunLookupError that says what is wrong."""
+def fetch_run(run_id: str, *, step: str, finished: bool = True) -> Run:
+    """A run of the given step (FINISHED unless finished=False), or a RunLookupError."""
     setup()
     if not run_id:
         raise RunLookupError(f"no run ID given; pass the ID of a finished '{step}' run.")
@@ -125,7 +129,7 @@ def fetch_run(run_id: str, *, step: str) -> Run:
             f"run {run_id} is a {kind or 'non-xlinfluence'!s} run, not a '{step}' run; "
             f"pass the ID of a '{step}' run."
         )
-    if run.info.status != "FINISHED":
+    if finished and run.info.status != "FINISHED":
         raise RunLookupError(
             f"run {run_id} ('{step}') is {run.info.status}, not FINISHED; wait for it to "
             "finish, or re-run it."
@@ -166,6 +170,22 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     shutil.rmtree(staging, ignore_errors=True)
     done.touch()
     return target
+
+
+def download_partial(run_id: str, artifact_path: str, dst: Path) -> bool:
+    """Copy a possibly unfinished run's artifact folder into dst; False if it has none.
+
+    Not cached: an interrupted run's artifacts are what a resume is about to extend.
+    """
+    try:
+        if not MlflowClient().list_artifacts(run_id, artifact_path):
+            return False
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+        )
+    except MlflowException:
+        return False
+    return True
 
 
 def _ensure(path: Path) -> Path:

@@ -24,7 +24,7 @@ from xlinfluence.analysis import (
 )
 from xlinfluence.analysis.plots import self_share_curve, share_heatmap, translation_share_bars
 from xlinfluence.config import AnalyzeConfig, InfluenceConfig
-from xlinfluence.errors import ArtifactError
+from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps.upstream import train_manifests
 
 
@@ -37,12 +37,7 @@ def run(config: AnalyzeConfig) -> str:
     tracking.fetch_run(train_run_id, step="train")
     train, test = train_manifests(train_run_id)
     _check_ids(manifest, train, test)
-    scores = artifacts.load_scores(
-        tracking.download(config.influence_run_id, artifacts.SCORES),
-        n_test=len(test),
-        n_train=len(train),
-    )
-    table = topk_table(scores, train, test, config.top_k)
+    table, names = _topk(config, manifest, train, test)
     shares = language_shares(table, train_languages=list(pd.unique(train["language"])))
     own = self_shares(shares)
     per_example = translation_share_per_example(table, train)
@@ -61,7 +56,7 @@ def run(config: AnalyzeConfig) -> str:
             frame.to_parquet(out / f"{name}.parquet", index=False)
             frame.to_csv(out / f"{name}.csv", index=False)
         run.log_artifacts(out, artifacts.ANALYSIS)
-        checkpoints = [name for name in scores if name != artifacts.TOTAL]
+        checkpoints = [name for name in names if name != artifacts.TOTAL]
         _log_metrics(run, own, translation, checkpoints)
         for name in [*checkpoints, artifacts.TOTAL]:
             for kind in (PROPONENT, OPPONENT):
@@ -96,6 +91,26 @@ def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints:
                 run.log_metrics({f"total_{k}": v for k, v in values.items()})
             else:
                 run.log_metrics(values, step=step_of[row.checkpoint])
+
+
+def _topk(config: AnalyzeConfig, manifest: dict, train, test) -> tuple[pd.DataFrame, list[str]]:
+    """The top-k table at this step's k: from the full scores, or the run's kept top-k."""
+    if manifest.get("has_full_scores", True):
+        scores = artifacts.load_scores(
+            tracking.download(config.influence_run_id, artifacts.SCORES),
+            n_test=len(test),
+            n_train=len(train),
+        )
+        return topk_table(scores, train, test, config.top_k), list(scores)
+    kept = int(manifest.get("top_k", 0))
+    if config.top_k > kept:
+        raise ConfigError(
+            f"top_k={config.top_k}, but influence run {config.influence_run_id} kept only the "
+            f"top {kept} (store_scores=false); lower top_k or re-run influence with "
+            "store_scores=true or a larger top_k."
+        )
+    table = pd.read_parquet(tracking.download(config.influence_run_id, artifacts.TOPK))
+    return table[table["rank"] < config.top_k].reset_index(drop=True), manifest["score_names"]
 
 
 def _check_ids(manifest: dict, train: pd.DataFrame, test: pd.DataFrame) -> None:

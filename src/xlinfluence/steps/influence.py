@@ -1,35 +1,48 @@
 """The influence step: exact TracIn of every train example on every test example.
 
-Checkpoints are the outer loop (each loaded once); the training set is sharded across
-Accelerate processes and the per-process partial matrices are summed, so the result is
-the one-process result. Logs scores.safetensors, topk.parquet and manifest.json.
+Checkpoints are the outer loop (each loaded once), then test chunks (test side cached
+once), then train chunks. Each finished chunk is written and logged at once, so an
+interrupted run resumes where it stopped (same run, or `resume_run_id`). The train chunk
+is split across Accelerate processes and the partial blocks summed, which equals the
+one-process result. Finally the chunks are streamed into the logged outputs:
+scores.safetensors, self_influence.safetensors, topk.parquet and manifest.json.
 """
 
 from __future__ import annotations
 
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from tqdm.auto import tqdm
 
 from xlinfluence import artifacts, modeling, tracking
-from xlinfluence.analysis.topk import topk_table
+from xlinfluence.analysis.topk import StreamingTopK, topk_table_from
 from xlinfluence.config import InfluenceConfig, TrainConfig
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.errors import ConfigError
 from xlinfluence.steps.upstream import train_manifests
-from xlinfluence.tracin.engine import checkpoint_scores
+from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
+from xlinfluence.tracin.engine import CheckpointScorer
 from xlinfluence.tracin.selection import parameter_filter
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+SIMILARITIES = ("dot", "cosine")
+CHUNKS = f"{artifacts.INFLUENCE}/chunks"
 
 
 def run(config: InfluenceConfig) -> str:
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision={config.precision!r}; choose one of {sorted(PRECISIONS)}.")
+    if config.similarity not in SIMILARITIES:
+        raise ConfigError(f"similarity={config.similarity!r}; choose one of {SIMILARITIES}.")
+    if config.train_chunk_size < 1 or config.test_chunk_size < 0 or config.batch_size < 1:
+        raise ConfigError("batch_size and train_chunk_size must be >= 1, test_chunk_size >= 0.")
     accelerator = Accelerator(mixed_precision=PRECISIONS[config.precision])
     try:
         return _influence(config, accelerator)
@@ -39,6 +52,8 @@ def run(config: InfluenceConfig) -> str:
 
 def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
     train_run = tracking.fetch_run(config.train_run_id, step=TrainConfig.step)
+    if config.resume_run_id:
+        tracking.fetch_run(config.resume_run_id, step=InfluenceConfig.step, finished=False)
     max_length = TrainConfig.from_params(tracking.run_params(train_run)).max_length
     with accelerator.local_main_process_first():
         train, test = train_manifests(config.train_run_id)
@@ -50,72 +65,184 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             f"top_k={config.top_k} must be between 1 and the {len(train)} training examples "
             f"of run {config.train_run_id}; lower top_k."
         )
-    selected = _select_checkpoints(config.checkpoints, index)
+    checkpoints = _select_checkpoints(config.checkpoints, index)
+    test_rows = ranges(len(test), config.test_chunk_size)
+    train_cols = ranges(len(train), config.train_chunk_size)
+    plan = [Chunk(c["name"], r, k) for c in checkpoints for r in test_rows for k in train_cols]
 
-    with tracking.step_run(config, is_main=accelerator.is_main_process) as run:
-        run.log_metrics({"num_processes": accelerator.num_processes})
-        scores: dict[str, torch.Tensor] = {}
-        total = torch.zeros(len(test), len(train))
-        for position, checkpoint in enumerate(selected):
-            with accelerator.local_main_process_first():
-                directory = tracking.download(
-                    config.train_run_id, f"{artifacts.CHECKPOINTS}/{checkpoint['name']}"
-                )
-            model, tokenizer = modeling.load_checkpoint(directory)
-            model.to(accelerator.device)
-            train_examples = TokenizedExamples(train, tokenizer, max_length)
-            test_examples = TokenizedExamples(test, tokenizer, max_length)
-            with accelerator.split_between_processes(list(range(len(train)))) as shard:
-                train_loader = make_loader(
-                    train_examples, config.batch_size, indices=shard, bucket_by_length=True
-                )
-            test_loader = make_loader(test_examples, config.batch_size, bucket_by_length=True)
-            start = time.perf_counter()
-            with accelerator.autocast():
-                partial = checkpoint_scores(
-                    model,
-                    train_loader,
-                    test_loader,
-                    n_train=len(train),
-                    n_test=len(test),
-                    param_filter=parameter_filter(config.params, model),
-                    test_chunk_size=config.test_chunk_size or None,
-                    progress=accelerator.is_main_process,
-                )
-            matrix = accelerator.reduce(partial.to(accelerator.device), "sum").cpu()
-            seconds = time.perf_counter() - start
-            scores[checkpoint["name"]] = matrix
-            total += checkpoint["learning_rate"] * matrix
-            run.log_metrics(
-                {
-                    "seconds_per_checkpoint": seconds,
-                    "train_examples_per_second": len(train) / seconds,
-                    "peak_memory_mb": _peak_memory_mb(accelerator.device),
-                },
-                step=position,
-            )
-        scores[artifacts.TOTAL] = total
-
-        with tempfile.TemporaryDirectory(prefix="xlinfluence-influence-") as tmp:
-            out = Path(tmp)
-            artifacts.save_scores(scores, out / artifacts.SCORES)
-            topk_table(scores, train, test, config.top_k).to_parquet(
-                out / artifacts.TOPK, index=False
-            )
-            artifacts.write_json(
-                {
-                    "train_run_id": config.train_run_id,
-                    "train_ids": train["id"].tolist(),
-                    "test_ids": test["id"].tolist(),
-                    "checkpoints": selected,
-                    "params": config.params,
-                    "precision": config.precision,
-                    "score_names": list(scores),
-                },
-                out / artifacts.INFLUENCE_MANIFEST,
-            )
-            run.log_artifacts(out / artifacts.INFLUENCE, artifacts.INFLUENCE)
+    with (
+        tracking.step_run(config, is_main=accelerator.is_main_process) as run,
+        tempfile.TemporaryDirectory(prefix="xlinfluence-influence-") as tmp,
+    ):
+        out = Path(tmp)
+        store = ChunkStore(
+            out / CHUNKS,
+            fingerprint(
+                train_run_id=config.train_run_id, params=config.params,
+                precision=config.precision, rows=config.test_chunk_size,
+                cols=config.train_chunk_size, code=tracking.code_version(),
+                n_train=len(train), n_test=len(test),
+            ),
+        )  # fmt: skip
+        done = _resume(config, run, store, plan) if accelerator.is_main_process else None
+        done = broadcast_object_list([done])[0]  # every process skips the same chunks
+        run.log_metrics(
+            {"num_processes": accelerator.num_processes, "chunks_total": len(plan),
+             "chunks_reused": len(done)}
+        )  # fmt: skip
+        _compute(config, accelerator, run, store, plan, set(done), train, test, max_length)
+        if accelerator.is_main_process:
+            _write_outputs(config, checkpoints, store, test_rows, train_cols, train, test, out)
+            run.log_artifact(out / artifacts.INFLUENCE_MANIFEST, artifacts.INFLUENCE)
+            for name in (artifacts.SCORES, artifacts.SELF_INFLUENCE, artifacts.TOPK):
+                if (out / name).exists():
+                    run.log_artifact(out / name, artifacts.INFLUENCE)
+        accelerator.wait_for_everyone()
         return run.run_id or ""
+
+
+def _resume(config, run, store: ChunkStore, plan: list[Chunk]) -> list[str]:
+    """Fetch finished chunks of this run (if re-attached) or of resume_run_id; log reused ones.
+
+    Returns the file names of the chunks that need no recomputation.
+    """
+    staging = store.root.parent / "resume"
+    found = run.existing_artifacts(CHUNKS, staging / "own")
+    if config.resume_run_id:
+        found |= tracking.download_partial(config.resume_run_id, CHUNKS, staging / "other")
+    if found:
+        for folder in (staging / "own" / CHUNKS, staging / "other" / CHUNKS):
+            if folder.is_dir():
+                shutil.copytree(folder, store.root, dirs_exist_ok=True)
+    done = [chunk.filename for chunk in plan if store.done(chunk)]
+    if config.resume_run_id:  # the new run holds every chunk it is made of
+        for chunk in plan:
+            if chunk.filename in done:
+                run.log_artifact(store.path(chunk), f"{CHUNKS}/{chunk.checkpoint}")
+    return done
+
+
+def _compute(config, accelerator, run, store, plan, done, train, test, max_length) -> None:
+    """Every chunk not yet done, checkpoint by checkpoint; each logged as soon as it is."""
+    todo = [chunk for chunk in plan if chunk.filename not in done]
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="TracIn chunks",
+               disable=not accelerator.is_main_process)  # fmt: skip
+    first_rows = plan[0].rows if plan else None
+    positions = {name: i for i, name in enumerate(dict.fromkeys(c.checkpoint for c in plan))}
+    for name in dict.fromkeys(chunk.checkpoint for chunk in todo):
+        start = time.perf_counter()
+        with accelerator.local_main_process_first():
+            directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
+        model, tokenizer = modeling.load_checkpoint(directory)
+        model.to(accelerator.device)
+        train_examples = TokenizedExamples(train, tokenizer, max_length)
+        test_examples = TokenizedExamples(test, tokenizer, max_length)
+        pairs = 0  # (test, train) pairs scored at this checkpoint
+        with (
+            CheckpointScorer(model, parameter_filter(config.params, model)) as scorer,
+            accelerator.autocast(),
+        ):
+            for rows in dict.fromkeys(c.rows for c in todo if c.checkpoint == name):
+                test_loader = make_loader(
+                    test_examples, config.batch_size, indices=rows, bucket_by_length=True
+                )
+                cached = scorer.test_cache(list(test_loader))
+                row_of = cached.index - rows.start  # cache order -> position in the chunk
+                for chunk in (c for c in todo if c.checkpoint == name and c.rows == rows):
+                    with_self = rows == first_rows  # train self-influence once per checkpoint
+                    block = torch.zeros(len(rows), len(chunk.cols))
+                    own = torch.zeros(len(chunk.cols))
+                    with accelerator.split_between_processes(list(chunk.cols)) as shard:
+                        loader = make_loader(
+                            train_examples, config.batch_size, indices=shard,
+                            bucket_by_length=True,
+                        )  # fmt: skip
+                    for batch in loader:
+                        scores, self_scores = scorer.train_block(batch, cached, with_self=with_self)
+                        col = batch["index"] - chunk.cols.start
+                        block[row_of.unsqueeze(1), col.unsqueeze(0)] = scores.T.float().cpu()
+                        if with_self:
+                            own[col] = self_scores.float().cpu()
+                    block = accelerator.reduce(block.to(accelerator.device), "sum").cpu()
+                    own = accelerator.reduce(own.to(accelerator.device), "sum").cpu()
+                    test_self = torch.zeros(len(rows))
+                    test_self[row_of] = cached.self_scores.float()
+                    if accelerator.is_main_process:
+                        path = store.save(chunk, block, test_self, own if with_self else None)
+                        run.log_artifact(path, f"{CHUNKS}/{chunk.checkpoint}")
+                    pairs += len(rows) * len(chunk.cols)
+                    bar.update()
+        seconds = time.perf_counter() - start
+        run.log_metrics(
+            {
+                "seconds_per_checkpoint": seconds,
+                # train examples scored against the whole test set, per second
+                "train_examples_per_second": pairs / len(test) / seconds,
+                "peak_memory_mb": _peak_memory_mb(accelerator.device),
+            },
+            step=positions[name],
+        )
+    bar.close()
+    accelerator.wait_for_everyone()
+
+
+def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, test, out) -> None:
+    """Stream the chunk files into the final tensors, top-k table and manifest."""
+    names = [c["name"] for c in checkpoints] + [artifacts.TOTAL]
+    lr = {c["name"]: c["learning_rate"] for c in checkpoints}
+    topk = {name: StreamingTopK(len(test), config.top_k) for name in names}
+    full = (
+        {name: torch.zeros(len(test), len(train)) for name in names}
+        if config.store_scores
+        else None
+    )
+    self_influence = {name: torch.zeros(len(train)) for name in names}
+    for rows in test_rows:
+        row_index = torch.arange(rows.start, rows.stop)
+        for cols in train_cols:
+            col_index = torch.arange(cols.start, cols.stop)
+            total = torch.zeros(len(rows), len(cols))
+            for checkpoint in checkpoints:
+                name = checkpoint["name"]
+                tensors = store.load(Chunk(name, rows, cols))
+                if "train_self" in tensors:
+                    self_influence[name][col_index] = tensors["train_self"]
+                block = tensors["scores"]
+                if config.similarity == "cosine":
+                    train_self = store.load(Chunk(name, test_rows[0], cols))["train_self"]
+                    norms = (tensors["test_self"].unsqueeze(1) * train_self.unsqueeze(0)).sqrt()
+                    block = block / norms.clamp_min(torch.finfo(block.dtype).tiny)
+                total += lr[name] * block
+                _keep(name, block, row_index, col_index, topk, full)
+            _keep(artifacts.TOTAL, total, row_index, col_index, topk, full)
+    self_influence[artifacts.TOTAL] = sum(lr[n] * self_influence[n] for n in lr)
+    artifacts.save_scores(self_influence, out / artifacts.SELF_INFLUENCE)
+    if full is not None:
+        artifacts.save_scores(full, out / artifacts.SCORES)
+    table = topk_table_from({name: s.result() for name, s in topk.items()}, train, test)
+    table.to_parquet(out / artifacts.TOPK, index=False)
+    artifacts.write_json(
+        {
+            "train_run_id": config.train_run_id,
+            "resume_run_id": config.resume_run_id,
+            "train_ids": train["id"].tolist(),
+            "test_ids": test["id"].tolist(),
+            "checkpoints": checkpoints,
+            "params": config.params,
+            "precision": config.precision,
+            "similarity": config.similarity,
+            "score_names": names,
+            "top_k": config.top_k,
+            "has_full_scores": config.store_scores,
+        },
+        out / artifacts.INFLUENCE_MANIFEST,
+    )
+
+
+def _keep(name, block, rows, cols, topk, full) -> None:
+    topk[name].update(block, rows, cols)
+    if full is not None:
+        full[name][rows.unsqueeze(1), cols.unsqueeze(0)] = block
 
 
 def _select_checkpoints(spec: str, index: list[dict]) -> list[dict]:
