@@ -9,59 +9,18 @@ from __future__ import annotations
 
 import copy
 
-import mlflow
 import pytest
 import torch
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, modeling, tracking
-from xlinfluence.cli import cli
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.reference import reference_scores
 
+from .conftest import SETTING, run_cli, run_step
+
 pytestmark = pytest.mark.slow
-
-SETTING = [
-    "--languages", "en,de,ru", "--train-per-language", "en=24,de=16,ru=16",
-    "--test-per-language", "4", "--epochs", "2", "--batch-size", "8",
-    "--influence-batch-size", "16", "--top-k", "5", "--seed", "3",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tracking_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tracking")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    patch.setenv("XLINFLUENCE_CACHE", str(root / "cache"))
-    patch.chdir(root)
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    yield root
-    patch.undo()
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-@pytest.fixture(scope="module")
-def main_runs(tracking_env):
-    code, output = run_cli("main", *SETTING)
-    assert code == 0, output
-    client = MlflowClient()
-    parents = [r for r in client.search_runs(["0"]) if r.data.tags.get(tracking.STEP_TAG) == "main"]
-    assert len(parents) == 1
-    parent = parents[0]
-    return {
-        "main": parent.info.run_id,
-        **{
-            s: parent.data.tags[f"xlinfluence.{s}_run_id"]
-            for s in ("train", "influence", "analyze")
-        },
-    }
 
 
 def test_main_leaves_four_finished_runs_with_lineage(main_runs):
@@ -203,12 +162,10 @@ def test_two_processes_give_the_one_process_scores(main_runs):
     from pathlib import Path
 
     config = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
-    code, output = run_cli(
+    run_id = run_step(
         "influence", "--train-run-id", main_runs["train"], "--top-k", "5",
         "--batch-size", "16", "--accelerate-config", str(config),
     )  # fmt: skip
-    assert code == 0, output
-    run_id = output.strip().splitlines()[-1]
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.STEP_TAG] == "influence"

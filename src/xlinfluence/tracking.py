@@ -77,9 +77,9 @@ class StepRun:
         if self.active:
             mlflow.log_figure(figure, artifact_file)
 
-    def existing_artifacts(self, artifact_path: str, dst: Path) -> bool:
-        """This run's own artifact folder (left by an interrupted attempt), copied to dst."""
-        return self.active and download_partial(self.run_id, artifact_path, dst)
+    def existing_artifacts(self, artifact_path: str, dst: Path) -> Path | None:
+        """This run's own artifact folder (left by an interrupted attempt), copied under dst."""
+        return download_partial(self.run_id, artifact_path, dst) if self.active else None
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.active:
@@ -172,20 +172,21 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     return target
 
 
-def download_partial(run_id: str, artifact_path: str, dst: Path) -> bool:
-    """Copy a possibly unfinished run's artifact folder into dst; False if it has none.
+def download_partial(run_id: str, artifact_path: str, dst: Path) -> Path | None:
+    """A possibly unfinished run's artifact folder, copied under dst; None if it has none.
 
     Not cached: an interrupted run's artifacts are what a resume is about to extend.
     """
     try:
         if not MlflowClient().list_artifacts(run_id, artifact_path):
-            return False
-        mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+            return None
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+            )
         )
     except MlflowException:
-        return False
-    return True
+        return None
 
 
 def _ensure(path: Path) -> Path:

@@ -107,13 +107,11 @@ def _resume(config, run, store: ChunkStore, plan: list[Chunk]) -> list[str]:
     Returns the file names of the chunks that need no recomputation.
     """
     staging = store.root.parent / "resume"
-    found = run.existing_artifacts(CHUNKS, staging / "own")
+    sources = [run.existing_artifacts(CHUNKS, staging / "own")]
     if config.resume_run_id:
-        found |= tracking.download_partial(config.resume_run_id, CHUNKS, staging / "other")
-    if found:
-        for folder in (staging / "own" / CHUNKS, staging / "other" / CHUNKS):
-            if folder.is_dir():
-                shutil.copytree(folder, store.root, dirs_exist_ok=True)
+        sources.append(tracking.download_partial(config.resume_run_id, CHUNKS, staging / "other"))
+    for folder in filter(None, sources):
+        shutil.copytree(folder, store.root, dirs_exist_ok=True)
     done = [chunk.filename for chunk in plan if store.done(chunk)]
     if config.resume_run_id:  # the new run holds every chunk it is made of
         for chunk in plan:

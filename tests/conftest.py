@@ -1,0 +1,59 @@
+"""Shared fixtures: one tracked `main` run on a small built-in-corpus setting per session."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from xlinfluence import tracking
+from xlinfluence.cli import cli
+
+SETTING = [
+    "--languages", "en,de,ru", "--train-per-language", "en=24,de=16,ru=16",
+    "--test-per-language", "4", "--epochs", "2", "--batch-size", "8",
+    "--influence-batch-size", "16", "--top-k", "5", "--seed", "3",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tracking_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracking")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    patch.setenv("XLINFLUENCE_CACHE", str(root / "cache"))
+    patch.chdir(root)
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    yield root
+    patch.undo()
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """Exit code and everything printed (stdout and stderr interleaved)."""
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def run_step(*args: str) -> str:
+    """Run a step that must succeed; its run ID (the last line of stdout)."""
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def main_runs(tracking_env):
+    code, output = run_cli("main", *SETTING)
+    assert code == 0, output
+    client = MlflowClient()
+    parents = [r for r in client.search_runs(["0"]) if r.data.tags.get(tracking.STEP_TAG) == "main"]
+    assert len(parents) == 1
+    parent = parents[0]
+    return {
+        "main": parent.info.run_id,
+        **{
+            s: parent.data.tags[f"xlinfluence.{s}_run_id"]
+            for s in ("train", "influence", "analyze")
+        },
+    }

@@ -1,0 +1,152 @@
+"""The influence step's options: kill-and-resume, top-k only, cosine, self-influence."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from xlinfluence import artifacts, modeling, tracking
+from xlinfluence.data.batching import TokenizedExamples, make_loader
+from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.tracin.reference import reference_scores
+
+from .conftest import run_cli, run_step
+
+pytestmark = pytest.mark.slow
+
+# Small chunks so a run has many work units to be killed between.
+CHUNKED = ["--batch-size", "1", "--train-chunk-size", "2", "--test-chunk-size", "8", "--top-k", "5"]
+
+
+def _influence(*args: str) -> str:
+    return run_step("influence", *args)
+
+
+def _scores(run_id: str, train_run_id: str, name: str = artifacts.SCORES) -> dict:
+    train, test = train_manifests(train_run_id)
+    path = tracking.download(run_id, name)
+    if name == artifacts.SCORES:
+        return artifacts.load_scores(path, n_test=len(test), n_train=len(train))
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _chunk_files(run_id: str) -> int:
+    client = MlflowClient()
+    return sum(
+        len(client.list_artifacts(run_id, folder.path))
+        for folder in client.list_artifacts(run_id, "influence/chunks")
+    )
+
+
+def test_killed_run_resumes_to_identical_tensors(main_runs, tracking_env, monkeypatch):
+    train_id = main_runs["train"]
+    uninterrupted = _influence("--train-run-id", train_id, *CHUNKED)
+
+    before = {r.info.run_id for r in MlflowClient().search_runs(["0"])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "xlinfluence.cli", "influence", "--train-run-id", train_id,
+         *CHUNKED],
+        cwd=tracking_env, env=os.environ.copy(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    killed = None
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        new = [r for r in MlflowClient().search_runs(["0"]) if r.info.run_id not in before]
+        if new and _chunk_files(new[0].info.run_id) >= 3:
+            killed = new[0].info.run_id
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait()
+    assert killed, "the run finished (or never logged a chunk) before it could be killed"
+    assert MlflowClient().get_run(killed).info.status == "RUNNING"  # killed, never finished
+    n_partial = _chunk_files(killed)
+
+    resumed = _influence("--train-run-id", train_id, *CHUNKED, "--resume-run-id", killed)
+    metrics = MlflowClient().get_run(resumed).data.metrics
+    assert metrics["chunks_reused"] == n_partial
+    assert 0 < metrics["chunks_reused"] < metrics["chunks_total"]
+    want = _scores(uninterrupted, train_id)
+    got = _scores(resumed, train_id)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+    # The interrupted run itself also finishes when re-attached (MLFLOW_RUN_ID), reusing its chunks.
+    monkeypatch.setenv("MLFLOW_RUN_ID", killed)  # as `mlflow run --run-id` does
+    assert _influence("--train-run-id", train_id, *CHUNKED) == killed
+    assert MlflowClient().get_run(killed).info.status == "FINISHED"
+    for name, tensor in _scores(killed, train_id).items():
+        assert torch.equal(tensor, want[name]), name
+
+
+def test_resume_refuses_chunks_from_other_parameters(main_runs):
+    train_id = main_runs["train"]
+    first = _influence("--train-run-id", train_id, *CHUNKED)
+    code, output = run_cli(
+        "influence", "--train-run-id", train_id, *CHUNKED, "--params", "last-layer",
+        "--resume-run-id", first,
+    )  # fmt: skip
+    assert code == 1
+    assert "computed with other parameters" in output
+
+
+def test_topk_only_run_matches_full_run_and_feeds_analyze(main_runs):
+    train_id = main_runs["train"]
+    topk_only = _influence("--train-run-id", train_id, *CHUNKED, "--store-scores", "false")
+    names = {a.path for a in MlflowClient().list_artifacts(topk_only, "influence")}
+    assert artifacts.SCORES not in names
+    full = pd.read_parquet(tracking.download(main_runs["influence"], artifacts.TOPK))
+    kept = pd.read_parquet(tracking.download(topk_only, artifacts.TOPK))
+    # Rank by rank the same scores; which of two exactly tied examples comes first may differ
+    # (the corpus has names spelled the same in two languages, with identical gradients).
+    pd.testing.assert_series_equal(full["score"], kept["score"], rtol=1e-5, atol=1e-6)
+    matrices = _scores(main_runs["influence"], train_id)
+    for name, rows in kept.groupby("checkpoint"):
+        entries = matrices[name][rows["test_index"].to_numpy(), rows["train_index"].to_numpy()]
+        torch.testing.assert_close(entries, torch.tensor(rows["score"].to_numpy()))
+
+    code, output = run_cli("analyze", "--influence-run-id", topk_only, "--top-k", "3")
+    assert code == 0, output
+    code, output = run_cli("analyze", "--influence-run-id", topk_only, "--top-k", "9")
+    assert code == 1 and "kept only the top 5" in output
+
+
+def test_cosine_scores_and_self_influence_equal_the_reference(main_runs):
+    train_id = main_runs["train"]
+    cosine = _influence("--train-run-id", train_id, "--top-k", "5", "--similarity", "cosine")
+    train, test = train_manifests(train_id)
+    index = artifacts.load_checkpoint_index(tracking.download(train_id, artifacts.CHECKPOINT_INDEX))
+    scores = _scores(cosine, train_id)
+    own = _scores(cosine, train_id, artifacts.SELF_INFLUENCE)
+    for checkpoint in index:
+        model, tokenizer = modeling.load_checkpoint(
+            tracking.download(train_id, f"{artifacts.CHECKPOINTS}/{checkpoint['name']}")
+        )
+        model = copy.deepcopy(model).double()
+        train_batches = make_loader(TokenizedExamples(train, tokenizer, 128), 7)
+        test_batches = make_loader(TokenizedExamples(test, tokenizer, 128), 5)
+        shape = dict(n_train=len(train), n_test=len(test))
+        dot = reference_scores(model, train_batches, test_batches, **shape)
+        train_sq = reference_scores(
+            model, train_batches, train_batches, n_train=len(train), n_test=len(train)
+        ).diagonal()
+        test_sq = reference_scores(
+            model, test_batches, test_batches, n_train=len(test), n_test=len(test)
+        ).diagonal()
+        expected = dot / (test_sq.unsqueeze(1) * train_sq.unsqueeze(0)).sqrt()
+        got = scores[checkpoint["name"]].double()
+        assert (got - expected).abs().max() / expected.abs().max() < 1e-5
+        assert (own[checkpoint["name"]].double() - train_sq).abs().max() / train_sq.max() < 1e-5
