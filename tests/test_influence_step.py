@@ -108,6 +108,7 @@ def test_topk_only_run_matches_full_run_and_feeds_analyze(main_runs):
     topk_only = _influence("--train-run-id", train_id, *CHUNKED, "--store-scores", "false")
     names = {a.path for a in MlflowClient().list_artifacts(topk_only, "influence")}
     assert artifacts.SCORES not in names
+    assert artifacts.SELF_INFLUENCE not in names  # only when asked for (or cosine)
     full = pd.read_parquet(tracking.download(main_runs["influence"], artifacts.TOPK))
     kept = pd.read_parquet(tracking.download(topk_only, artifacts.TOPK))
     # Rank by rank the same scores; which of two exactly tied examples comes first may differ
@@ -163,6 +164,7 @@ def test_bf16_compute_stays_close_to_fp32(main_runs):
     fp32 = _scores(main_runs["influence"], train_id)
     for name, want in fp32.items():
         got = bf16[name]
+        assert not torch.equal(got, want), "bf16 was requested but the scores are fp32's"
         assert (got - want).abs().max() / want.abs().max() < 7e-2, name
         assert torch.corrcoef(torch.stack([got.flatten(), want.flatten()]))[0, 1] > 0.9999, name
 

@@ -142,6 +142,9 @@ class InfluenceConfig(StepConfig):
     store_scores: bool = _param(
         True, "log the full [n_test, n_train] matrices; false keeps only top-k (memory ~ top-k)"
     )
+    self_influence: bool = _param(
+        False, "also log <grad L(z), grad L(z)> per train example (always on with cosine)"
+    )
     top_k: int = _param(100, "proponents and opponents kept per test example in topk.parquet")
     resume_run_id: str = _param("", "an interrupted influence run whose finished chunks to reuse")
     accelerate_config: str = _param("", "Accelerate config file; empty runs one plain process")
@@ -198,6 +201,7 @@ class MainConfig(StepConfig):
     train_chunk_size: int = _same(_I, "train_chunk_size")
     similarity: str = _same(_I, "similarity")
     store_scores: bool = _same(_I, "store_scores")
+    self_influence: bool = _same(_I, "self_influence")
     top_k: int = _same(_A, "top_k")
     accelerate_config: str = _param("", "Accelerate config for train and influence; empty: plain")
 

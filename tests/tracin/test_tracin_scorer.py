@@ -49,7 +49,7 @@ def test_test_side_self_influence_and_blocks(model, train_batches, test_batches)
     )  # fmt: skip
     scores = torch.zeros(N_TEST, N_TRAIN, dtype=torch.float64)
     with CheckpointScorer(model) as scorer:
-        test = scorer.test_cache(test_batches)
+        test = scorer.test_cache(test_batches, with_self=True)
         for batch in train_batches:
             block, self_scores = scorer.train_block(batch, test)
             assert self_scores is None

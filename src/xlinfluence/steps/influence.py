@@ -31,7 +31,7 @@ from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.engine import CheckpointScorer
 from xlinfluence.tracin.selection import parameter_filter
 
-PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SIMILARITIES = ("dot", "cosine")
 CHUNKS = f"{artifacts.INFLUENCE}/chunks"
 
@@ -43,7 +43,7 @@ def run(config: InfluenceConfig) -> str:
         raise ConfigError(f"similarity={config.similarity!r}; choose one of {SIMILARITIES}.")
     if config.train_chunk_size < 1 or config.test_chunk_size < 0 or config.batch_size < 1:
         raise ConfigError("batch_size and train_chunk_size must be >= 1, test_chunk_size >= 0.")
-    accelerator = Accelerator(mixed_precision=PRECISIONS[config.precision])
+    accelerator = Accelerator()  # precision: the scorer autocasts the forward pass only
     try:
         return _influence(config, accelerator)
     finally:
@@ -81,7 +81,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
                 train_run_id=config.train_run_id, params=config.params,
                 precision=config.precision, rows=config.test_chunk_size,
                 cols=config.train_chunk_size, code=tracking.code_version(),
-                n_train=len(train), n_test=len(test),
+                n_train=len(train), n_test=len(test), with_self=_wants_self(config),
             ),
         )  # fmt: skip
         done = _resume(config, run, store, plan) if accelerator.is_main_process else None
@@ -136,18 +136,20 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         train_examples = TokenizedExamples(train, tokenizer, max_length)
         test_examples = TokenizedExamples(test, tokenizer, max_length)
         pairs = 0  # (test, train) pairs scored at this checkpoint
-        with (
-            CheckpointScorer(model, parameter_filter(config.params, model)) as scorer,
-            accelerator.autocast(),
-        ):
+        wants_self = _wants_self(config)
+        with CheckpointScorer(
+            model,
+            parameter_filter(config.params, model),
+            compute_dtype=PRECISIONS[config.precision],
+        ) as scorer:
             for rows in dict.fromkeys(c.rows for c in todo if c.checkpoint == name):
                 test_loader = make_loader(
                     test_examples, config.batch_size, indices=rows, bucket_by_length=True
                 )
-                cached = scorer.test_cache(list(test_loader))
+                cached = scorer.test_cache(list(test_loader), with_self=wants_self)
                 row_of = cached.index - rows.start  # cache order -> position in the chunk
                 for chunk in (c for c in todo if c.checkpoint == name and c.rows == rows):
-                    with_self = rows == first_rows  # train self-influence once per checkpoint
+                    with_self = wants_self and rows == first_rows  # once per checkpoint
                     block = torch.zeros(len(rows), len(chunk.cols))
                     own = torch.zeros(len(chunk.cols))
                     with accelerator.split_between_processes(list(chunk.cols)) as shard:
@@ -163,8 +165,10 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
                             own[col] = self_scores.float().cpu()
                     block = accelerator.reduce(block.to(accelerator.device), "sum").cpu()
                     own = accelerator.reduce(own.to(accelerator.device), "sum").cpu()
-                    test_self = torch.zeros(len(rows))
-                    test_self[row_of] = cached.self_scores.float()
+                    test_self = None
+                    if wants_self:
+                        test_self = torch.zeros(len(rows))
+                        test_self[row_of] = cached.self_scores.float()
                     if accelerator.is_main_process:
                         path = store.save(chunk, block, test_self, own if with_self else None)
                         run.log_artifact(path, f"{CHUNKS}/{chunk.checkpoint}")
@@ -213,8 +217,9 @@ def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, tes
                 total += lr[name] * block
                 _keep(name, block, row_index, col_index, topk, full)
             _keep(artifacts.TOTAL, total, row_index, col_index, topk, full)
-    self_influence[artifacts.TOTAL] = sum(lr[n] * self_influence[n] for n in lr)
-    artifacts.save_scores(self_influence, out / artifacts.SELF_INFLUENCE)
+    if _wants_self(config):
+        self_influence[artifacts.TOTAL] = sum(lr[n] * self_influence[n] for n in lr)
+        artifacts.save_scores(self_influence, out / artifacts.SELF_INFLUENCE)
     if full is not None:
         artifacts.save_scores(full, out / artifacts.SCORES)
     table = topk_table_from({name: s.result() for name, s in topk.items()}, train, test)
@@ -255,6 +260,10 @@ def _select_checkpoints(spec: str, index: list[dict]) -> list[dict]:
             "(or use 'all')."
         )
     return [by_name[name] for name in wanted]
+
+
+def _wants_self(config: InfluenceConfig) -> bool:
+    return config.self_influence or config.similarity == "cosine"
 
 
 def _peak_memory_mb(device: torch.device) -> float:

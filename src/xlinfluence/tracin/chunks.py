@@ -61,10 +61,12 @@ class ChunkStore:
         self,
         chunk: Chunk,
         scores: torch.Tensor,  # (len(rows), len(cols))
-        test_self: torch.Tensor,  # (len(rows),)
-        train_self: torch.Tensor | None,  # (len(cols),), with the first test chunk only
+        test_self: torch.Tensor | None,  # (len(rows),), when self-influence is wanted
+        train_self: torch.Tensor | None,  # (len(cols),), then with the first test chunk only
     ) -> Path:
-        tensors = {"scores": scores, "test_self": test_self}
+        tensors = {"scores": scores}
+        if test_self is not None:
+            tensors["test_self"] = test_self
         if train_self is not None:
             tensors["train_self"] = train_self
         path = self.path(chunk)

@@ -104,7 +104,10 @@ class CheckpointScorer:
         model: nn.Module,
         param_filter: ParamFilter | None = None,
         linear_mode: str = "auto",
+        compute_dtype: torch.dtype | None = None,
     ):
+        """compute_dtype (bf16/fp16) autocasts the forward pass, and so the backward; the
+        per-layer contractions always run in the accumulation dtype (fp32)."""
         if linear_mode not in LINEAR_MODES:
             raise ConfigError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
         tracked = select_modules(model, param_filter)
@@ -115,6 +118,7 @@ class CheckpointScorer:
         self.dtype = accumulation_dtype(model)
         self.kernels = [make_kernel(t, self.dtype, linear_mode) for t in tracked]
         self.device = next(model.parameters()).device
+        self.compute_dtype = compute_dtype
         self._stack = contextlib.ExitStack()
         self.capture = ActivationCapture(tracked)
 
@@ -129,8 +133,14 @@ class CheckpointScorer:
     def captures(self, batch: Batch) -> tuple[dict, dict]:
         """Module inputs and output-grads for one batch."""
         self.capture.clear()
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.compute_dtype)
+            if self.compute_dtype is not None
+            else contextlib.nullcontext()
+        )
         with torch.enable_grad():
-            loss = summed_loss(self.model, batch, self.device)
+            with autocast:
+                loss = summed_loss(self.model, batch, self.device)
             grads = self.capture.output_grads(loss)
         inputs = dict(self.capture.inputs)
         n = len(batch["labels"])
@@ -144,18 +154,19 @@ class CheckpointScorer:
         self.capture.clear()
         return inputs, grads
 
-    def test_cache(self, pieces: list[Batch]) -> TestCache:
-        """The test side of a chunk of test batches, with each test example's self-influence."""
+    def test_cache(self, pieces: list[Batch], *, with_self: bool = False) -> TestCache:
+        """The test side of a chunk of test batches (and each one's self-influence if asked)."""
         per_kernel: dict[str, list] = {k.name: [] for k in self.kernels}
         own = []
         for piece in pieces:
             inputs, grads = self.captures(piece)
             for k in self.kernels:
                 per_kernel[k.name].append(k.test_piece(inputs[k.name], grads[k.name]))
-            own.append(self._self_scores(inputs, grads))
+            if with_self:
+                own.append(self._self_scores(inputs, grads))
         cache = {k.name: k.build_cache(per_kernel[k.name]) for k in self.kernels}
         index = torch.cat([p["index"] for p in pieces]).cpu()
-        return TestCache(cache, index, torch.cat(own).cpu())
+        return TestCache(cache, index, torch.cat(own).cpu() if with_self else None)
 
     def train_block(
         self, batch: Batch, test: TestCache, *, with_self: bool = False
@@ -167,8 +178,7 @@ class CheckpointScorer:
         """
         inputs, grads = self.captures(batch)
         block = sum(
-            k.train_scores(inputs[k.name], grads[k.name], test.cache[k.name])
-            for k in self.kernels
+            k.train_scores(inputs[k.name], grads[k.name], test.cache[k.name]) for k in self.kernels
         )  # (B, M)
         return block, self._self_scores(inputs, grads) if with_self else None
 
@@ -185,7 +195,7 @@ class CheckpointScorer:
 class TestCache:
     cache: dict  # per kernel name: that kernel's cached test-side quantities
     index: torch.Tensor  # (M,) test rows, in cache order
-    self_scores: torch.Tensor  # (M,) ||grad L(z')||^2
+    self_scores: torch.Tensor | None  # (M,) ||grad L(z')||^2, when asked for
 
 
 def checkpoint_scores(

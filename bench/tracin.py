@@ -1,0 +1,505 @@
+#!/usr/bin/env python
+"""TracIn benchmark: xlinfluence against Captum TracInCP, a per-example loop and training.
+
+TracInCP (Pruthi et al. 2020): score(z, z') = sum_c lr_c <grad L(z; theta_c), grad L(z'; theta_c)>.
+Every method sees the same XLM-R-shaped model (random init), the same synthetic padded data
+and the same safetensors checkpoints with their learning rates; each is checked against a
+float64 per-example reference on the parameters it covers. Each method runs in its own
+worker process (this script, with --worker), so its peak RSS is its own and no method
+inherits another's warm caches; timings exclude process start and set-up.
+
+    python bench/tracin.py                 # default CPU size
+    python bench/tracin.py --device cuda --precision bf16 --hidden 768 --layers 12 \\
+        --max-len 128 --skip-peers         # XLM-R-base-sized throughput on one GPU
+
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import psutil
+import torch
+from safetensors.torch import load_file, save_file
+from tracin_methods import BY_NAME, METHODS, RUNNERS, Clock, Context, warm_up
+from tracin_setup import (
+    build_model,
+    datasets,
+    group_size,
+    make_checkpoints,
+    pad_batches,
+    param_groups,
+    read_checkpoints,
+)
+
+TARGETS = {  # the project's speed goals, checked and printed
+    "captum_all": 20.0,  # xlinfluence at least 20x faster than Captum over all parameters
+    "captum_samplewise": 2.0,  # at least 2x faster than Captum's sample-wise Linear-only mode
+    "train_epoch": 1.5,  # at most 1.5x one training epoch per checkpoint
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    scale = p.add_argument_group("scale")
+    scale.add_argument("--n-train", type=int, default=512, help="training examples")
+    scale.add_argument("--n-test", type=int, default=32, help="test examples")
+    scale.add_argument(
+        "--min-len", type=int, default=16, help="shortest example, <s> and </s> included"
+    )
+    scale.add_argument(
+        "--max-len", type=int, default=64, help="longest example, <s> and </s> included"
+    )
+    scale.add_argument("--checkpoints", type=int, default=2, help="checkpoints to sum over")
+    scale.add_argument(
+        "--steps-per-checkpoint", type=int, default=4, help="AdamW steps between saves"
+    )
+    scale.add_argument("--batch-size", type=int, default=32, help="batch size of every method")
+    scale.add_argument(
+        "--captum-n-train",
+        type=int,
+        default=None,
+        help="score only this many (seeded random) train examples with Captum; "
+        "its time is then reported per (train x test) pair (default: all)",
+    )
+    scale.add_argument(
+        "--reference-chunk",
+        type=int,
+        default=256,
+        help="train examples per reference chunk (bounds its examples x params matrix)",
+    )
+    model = p.add_argument_group("model (XLM-R shape, random init)")
+    model.add_argument("--hidden", type=int, default=128, help="hidden size (128: the tiny preset)")
+    model.add_argument("--layers", type=int, default=4, help="encoder layers (4: the tiny preset)")
+    model.add_argument("--vocab", type=int, default=4000, help="vocabulary size")
+    model.add_argument("--num-labels", type=int, default=3, help="classes")
+    model.add_argument(
+        "--lr", type=float, default=5e-4, help="AdamW lr for checkpoints and the epoch"
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: the model's forward under autocast (fp32 weights) for xlinfluence and "
+        "training; Captum and the reference always run in fp32",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads in every worker; 1 by default because several "
+        "OpenMP threads slow down many-fold when other processes share the cores",
+    )
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time each method this many times in its worker and keep the fastest "
+        "(the per-example references run once)",
+    )
+    run.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="before each method, wait up to this many seconds for the machine to go idle",
+    )
+    run.add_argument(
+        "--skip-peers",
+        action="store_true",
+        help="run only xlinfluence and the training epochs (no Captum, no reference)",
+    )
+    run.add_argument(
+        "--only", nargs="+", choices=[m.name for m in METHODS], help="run only these methods"
+    )
+    run.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile xlinfluence: time per engine part and top torch ops",
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run methods in this process (peak RSS then only a lower bound)",
+    )
+    run.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep checkpoints and raw scores here (a temp dir when not given)",
+    )
+    run.add_argument(
+        "--out", type=Path, default=Path("bench/results/tracin.json"), help="JSON results"
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not 2 <= args.min_len <= args.max_len:
+        p.error("need 2 <= --min-len <= --max-len (<s> and </s> are counted)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda but torch sees no GPU")
+    return args
+
+
+def engine_source_hash() -> str:
+    """sha256 of xlinfluence.tracin's source, so a run can tell if it changed between workers."""
+    import hashlib
+
+    import xlinfluence.tracin
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(xlinfluence.tracin.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_state() -> dict:
+    """Commit and whether the working tree differs from it (read-only git calls)."""
+
+    def git(*cmd: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *cmd], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return out.stdout.strip()
+
+    status = git("status", "--porcelain", "--", "src")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "src_modified": bool(status) if status is not None else None,
+    }
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def worker(args: argparse.Namespace, name: str) -> dict:
+    """Run one method in this process; save its scores; return its measurements."""
+    warnings.filterwarnings("ignore")  # Captum warns that integer inputs take no gradient
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    train, test = datasets(args)
+    model = build_model(args).to(device)
+    ctx = Context(
+        args=args,
+        model=model,
+        checkpoints=read_checkpoints(args.workdir),
+        train=train,
+        test=test,
+        train_batches=pad_batches(train, args.batch_size, bucket=True),
+        test_batches=pad_batches(test, args.batch_size, bucket=True),
+        groups=param_groups(model),
+        clock=Clock(device),
+    )
+    warm_up(ctx)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = rss_mb()
+    if name == "profile":
+        from tracin_profile import profile_xlinfluence
+
+        return {"profile": profile_xlinfluence(ctx), "engine_hash": engine_source_hash()}
+    method = BY_NAME[name]
+    clocks = []
+    for _ in range(1 if method.kind == "reference" else args.repeat):
+        ctx.clock = Clock(device)
+        scores, cols = RUNNERS[method.kind](ctx, method)
+        clocks.append(ctx.clock)
+    fastest = min(clocks, key=lambda c: c.seconds)
+    if scores is not None:
+        save_file(
+            {"scores": scores, "cols": torch.tensor(cols)},
+            str(args.workdir / f"{name}.safetensors"),
+        )
+    return {
+        "seconds": fastest.seconds,
+        "all_seconds": [c.seconds for c in clocks],
+        "other_cpu_s": fastest.other_cpu_s,
+        "engine_hash": engine_source_hash(),
+        "n_train_used": len(cols),
+        "params": group_size(model, ctx.groups[method.group]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": rss_before,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else None,
+    }
+
+
+def wait_for_idle(limit_s: float, busy: float = 0.15) -> None:
+    """Wait (at most limit_s) until other processes use under `busy` of the cores for 2 s."""
+    waited = 0.0
+    while waited < limit_s and psutil.cpu_percent(interval=2.0) / 100 > busy:
+        waited += 2.0
+    if waited:
+        print(
+            f"[tracin bench]   waited {waited:.0f} s for an idle machine",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def run_method(args: argparse.Namespace, name: str) -> dict:
+    wait_for_idle(args.wait_idle)
+    if args.in_process:
+        return worker(args, name)
+    argv = [a for a in sys.argv[1:] if a != "--in-process"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        *argv,
+        "--workdir",
+        str(args.workdir),
+        "--worker",
+        name,
+    ]
+    subprocess.run(cmd, check=True)
+    return json.loads((args.workdir / f"{name}.json").read_text())
+
+
+def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|."""
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list[dict]:
+    """Table rows: time, ratios, memory, error against the float64 reference of the same params."""
+    truth = {}
+    for group, name in (
+        ("all", "reference_fp64"),
+        ("linear", "reference_fp64_linear"),
+        ("embeddings", "reference_fp64_embeddings"),
+    ):
+        if name in runs:
+            truth[group] = load_file(str(args.workdir / f"{name}.safetensors"))["scores"]
+    epoch = runs.get("train_epoch", {}).get("seconds")
+    per_pair = {}  # xlinfluence seconds per checkpoint per pair, by group
+    rows = []
+    for m in METHODS:
+        if m.name not in runs:
+            continue
+        r = runs[m.name]
+        n_used = r["n_train_used"]
+        s_ckpt = r["seconds"] / (1 if m.kind == "train" else n_ckpt)
+        row = {
+            "method": m.name,
+            "label": m.label,
+            "table": m.row,
+            "group": m.group,
+            "params": r["params"],
+            "n_train_used": n_used,
+            "n_test": args.n_test,
+            "checkpoints": n_ckpt,
+            "seconds": round(r["seconds"], 3),
+            "all_seconds": [round(t, 3) for t in r["all_seconds"]],
+            "seconds_per_checkpoint": round(s_ckpt, 3),
+            "train_examples_per_s": round(n_used / s_ckpt, 1),
+            "peak_rss_mb": round(r["peak_rss_mb"], 1),
+            "rss_over_setup_mb": round(r["peak_rss_mb"] - r["rss_before_mb"], 1),
+            "peak_gpu_mb": r["peak_gpu_mb"] and round(r["peak_gpu_mb"], 1),
+            # share of the machine's cores other processes used while this was timed
+            "other_load": round(r["other_cpu_s"] / (r["seconds"] * (os.cpu_count() or 1)), 3),
+        }
+        if m.kind != "train":
+            row["us_per_pair_per_checkpoint"] = round(1e6 * s_ckpt / (n_used * args.n_test), 3)
+            if m.kind == "xlinfluence":
+                per_pair[m.group] = row["us_per_pair_per_checkpoint"]
+            if m.group in per_pair:
+                row["x_xlinfluence"] = round(
+                    row["us_per_pair_per_checkpoint"] / per_pair[m.group], 2
+                )
+            if epoch:  # per checkpoint, scaled linearly to the full train set
+                row["x_train_epoch"] = round(s_ckpt * args.n_train / n_used / epoch, 2)
+                row["x_train_epoch_scaled"] = n_used < args.n_train
+            if m.group in truth:
+                scores = load_file(str(args.workdir / f"{m.name}.safetensors"))
+                cols = scores["cols"]
+                row["max_rel_err"] = max_rel_err(scores["scores"], truth[m.group][:, cols])
+        elif epoch:
+            row["x_train_epoch"] = round(r["seconds"] / epoch, 2)
+        rows.append(row)
+    return rows
+
+
+HEAD = (
+    "method", "params", "N used", "s", "s/ckpt", "us/pair/ckpt", "train ex/s",
+    "x xlinf.", "x epoch", "peak MB", "+MB", "max rel err", "other load",
+)  # fmt: skip
+LEGEND = (
+    "x xlinf.: time per pair over xlinfluence's on the same parameters. x epoch: seconds per "
+    "checkpoint over one shuffled training epoch (* scaled linearly from N used to the full "
+    "train set). peak MB: worker's peak RSS (GPU: peak allocated); +MB: that peak over the RSS "
+    "after set-up. max rel err: max|a-b|/max|b| against the float64 reference on the same "
+    "parameters. other load: share of all cores other processes used meanwhile."
+)
+
+
+def _cells(r: dict) -> tuple[str, ...]:
+    def num(key: str, spec: str) -> str:
+        return format(r[key], spec) if r.get(key) is not None else "-"
+
+    epoch = num("x_train_epoch", ".2f") + ("*" if r.get("x_train_epoch_scaled") else "")
+    return (
+        r["label"],
+        f"{r['group']} {r['params'] / 1e6:.2f}M",
+        str(r["n_train_used"]),
+        num("seconds", ".2f"),
+        num("seconds_per_checkpoint", ".2f"),
+        num("us_per_pair_per_checkpoint", ".2f"),
+        num("train_examples_per_s", ".0f"),
+        num("x_xlinfluence", ".2f"),
+        epoch,
+        f"{r['peak_gpu_mb'] or r['peak_rss_mb']:.0f}",
+        num("rss_over_setup_mb", ".0f"),
+        num("max_rel_err", ".1e"),
+        f"{100 * r['other_load']:.0f}%",
+    )
+
+
+def format_table(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [_cells(r) for r in rows if r["table"]]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(HEAD)]
+
+    def fmt(cells) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    setting = (
+        f"{args.n_train} train x {args.n_test} test, lengths {args.min_len}..{args.max_len}, "
+        f"batch {args.batch_size}, {args.checkpoints} checkpoints, hidden {args.hidden}, "
+        f"{args.layers} layers, {args.device} {args.precision}, {args.threads} thread(s), "
+        f"fastest of {args.repeat}."
+    )
+    return "\n".join([fmt(HEAD), fmt(["-" * w for w in widths]), *map(fmt, lines), setting, LEGEND])
+
+
+def verdict(rows: list[dict]) -> list[str]:
+    by = {r["method"]: r for r in rows}
+    lines = []
+    checks = (
+        ("captum", "x_xlinfluence", ">=", TARGETS["captum_all"], "Captum all-params / xlinfluence"),
+        (
+            "captum_samplewise",
+            "x_xlinfluence",
+            ">=",
+            TARGETS["captum_samplewise"],
+            "Captum sample-wise Linear / xlinfluence Linear",
+        ),
+        (
+            "xlinfluence",
+            "x_train_epoch",
+            "<=",
+            TARGETS["train_epoch"],
+            "xlinfluence per checkpoint / training epoch",
+        ),
+    )
+    for name, key, op, target, what in checks:
+        if key not in by.get(name, {}):
+            continue
+        value = by[name][key]
+        ok = value >= target if op == ">=" else value <= target
+        lines.append(f"{'MET ' if ok else 'MISSED'}  {what} = {value:.2f} (target {op} {target})")
+    return lines
+
+
+def run_all(args: argparse.Namespace) -> dict:
+    """Checkpoints, then every selected method in its worker, the table and the checks."""
+    checkpoints = make_checkpoints(args, args.workdir)
+    names = [m.name for m in METHODS if not (args.skip_peers and m.peer)]
+    names = [n for n in names if not args.only or n in args.only]
+    runs = {}
+    for name in names:
+        print(f"[tracin bench] {BY_NAME[name].label} ...", file=sys.stderr, flush=True)
+        runs[name] = run_method(args, name)
+        print(f"[tracin bench]   {runs[name]['seconds']:.2f} s", file=sys.stderr, flush=True)
+    rows = report(args, runs, len(checkpoints))
+    result = {
+        "settings": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("worker", "workdir")
+        },
+        "checkpoint_lrs": [lr for _, lr in checkpoints],
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "captum": _version("captum"),
+            "transformers": _version("transformers"),
+            **git_state(),
+        },
+        "rows": rows,
+        "checks": verdict(rows),
+        "table": format_table(rows, args),
+        "profile": None,
+    }
+    print(result["table"])
+    print("\n".join(result["checks"]))
+    if args.profile:
+        from tracin_profile import format_profile
+
+        try:
+            found = run_method(args, "profile")
+        except subprocess.CalledProcessError as err:
+            print(f"[tracin bench] profile failed: {err}", file=sys.stderr)
+        else:
+            result["profile"] = found["profile"]
+            runs["profile"] = found
+            print(format_profile(found["profile"]))
+    hashes = {r["engine_hash"] for r in runs.values()}
+    result["environment"]["tracin_source_sha256"] = sorted(hashes)
+    if len(hashes) > 1:
+        print(
+            "WARNING: xlinfluence.tracin's source changed between workers; the rows may not "
+            "measure the same engine. Run again.",
+            file=sys.stderr,
+        )
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        result = worker(args, args.worker)
+        (args.workdir / f"{args.worker}.json").write_text(json.dumps(result))
+        return
+    torch.set_num_threads(args.threads)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tracin-bench-"))
+            args.workdir = Path(tmp)
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        result = run_all(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""The methods bench/tracin.py compares, each run in its own worker process.
+
+A runner gets the model (tiny preset, on the device), the checkpoint list and the data, and
+returns the lr-weighted TracIn matrix summed over checkpoints, (n_test, n_train) float64 with
+the columns it covered (Captum may cover a subset), or None for the training yardstick.
+Runners open `clock` around exactly the part that is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import psutil
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tracin_setup import (
+    PAD,
+    Batch,
+    autocast,
+    forward_autocast,
+    group_filter,
+    load_checkpoint,
+    pad_batches,
+)
+
+from xlinfluence.tracin import engine, reference_scores
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    group: str  # parameter group covered: all, linear, embeddings
+    kind: str  # xlinfluence, captum, reference, train
+    peer: bool  # skipped with --skip-peers
+    row: bool = True  # a table row (ground-truth-only runs are kept in the JSON)
+
+
+METHODS = [
+    Method("xlinfluence", "xlinfluence", "all", "xlinfluence", False),
+    Method("xlinfluence_linear", "xlinfluence, Linear only", "linear", "xlinfluence", False),
+    Method(
+        "xlinfluence_embeddings", "xlinfluence, embeddings only", "embeddings", "xlinfluence", False
+    ),
+    Method("captum", "Captum TracInCP", "all", "captum", True),
+    Method("captum_samplewise", "Captum TracInCP sample-wise", "linear", "captum", True),
+    Method("reference_fp32", "per-example loop, fp32 model", "all", "reference", True),
+    Method("reference_fp64", "per-example loop, float64", "all", "reference", True),
+    Method("reference_fp64_linear", "float64 truth, Linear", "linear", "reference", True, False),
+    Method(
+        "reference_fp64_embeddings",
+        "float64 truth, embeddings",
+        "embeddings",
+        "reference",
+        True,
+        False,
+    ),
+    Method("train_epoch", "training epoch (shuffled)", "all", "train", False),
+    Method("train_epoch_bucketed", "training epoch (length-bucketed)", "all", "train", False),
+]
+BY_NAME = {m.name: m for m in METHODS}
+
+
+class Clock:
+    """Wall time of the `with clock:` block(s), synchronising the GPU at both ends.
+
+    Also the CPU time other processes used meanwhile (`other_cpu_s`): on a shared machine
+    they contend for the cores and the timings inflate, badly with several torch threads.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = 0.0
+        self.other_cpu_s = 0.0
+        self._process = psutil.Process()
+
+    def _busy(self) -> tuple[float, float]:
+        machine = psutil.cpu_times()
+        mine = self._process.cpu_times()
+        return machine.user + machine.system + machine.nice, mine.user + mine.system
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __enter__(self) -> Clock:
+        self._sync()
+        self._start = time.perf_counter()
+        self._cpu = self._busy()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sync()
+        self.seconds += time.perf_counter() - self._start
+        (machine, mine), (machine0, mine0) = self._busy(), self._cpu
+        self.other_cpu_s += max(0.0, (machine - machine0) - (mine - mine0))
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    model: nn.Module
+    checkpoints: list[tuple[str, float]]
+    train: list[dict]  # examples
+    test: list[dict]
+    train_batches: list[Batch]  # length-bucketed, as xlinfluence's influence step batches
+    test_batches: list[Batch]
+    groups: dict[str, set[str]]
+    clock: Clock
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test)
+
+
+def run_xlinfluence(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
+    """sum_c lr_c * checkpoint_scores(theta_c), over the method's parameter group."""
+    scores = torch.zeros(ctx.n_test, ctx.n_train, dtype=torch.float64)
+    with ctx.clock:
+        for path, _ in ctx.checkpoints:
+            lr = load_checkpoint(ctx.model, path)
+            with forward_autocast(ctx.model, ctx.args):
+                block = engine.checkpoint_scores(
+                    ctx.model,
+                    ctx.train_batches,
+                    ctx.test_batches,
+                    n_train=ctx.n_train,
+                    n_test=ctx.n_test,
+                    param_filter=group_filter(ctx.groups, method.group),
+                )
+            scores += lr * block.double()
+    return scores, list(range(ctx.n_train))
+
+
+class LogitsFromIds(nn.Module):
+    """Captum calls model(*inputs) with one padded tensor: derive the mask from the pad id.
+
+    Real tokens never use the pad id here, so the mask is exact and padding gets no gradient.
+    """
+
+    def __init__(self, model: nn.Module, pad_id: int = PAD):
+        super().__init__()
+        self.model = model
+        self.pad_id = pad_id
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, C)
+        mask = (input_ids != self.pad_id).long()
+        return self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+
+
+def captum_subset(ctx: Context) -> list[int]:
+    """Train indices Captum scores: all, or a seeded random sample of --captum-n-train.
+
+    Random, not the first rows, so the sample has the set's length mix (batches are bucketed).
+    """
+    n = ctx.args.captum_n_train
+    if n is None or n >= ctx.n_train:
+        return list(range(ctx.n_train))
+    gen = torch.Generator().manual_seed(ctx.args.seed + 7)
+    return sorted(torch.randperm(ctx.n_train, generator=gen)[:n].tolist())
+
+
+def run_captum(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
+    """captum.influence.TracInCP on the same checkpoints and lr weights.
+
+    All-parameter mode (sample_wise_grads_per_batch=False) takes one autograd call per
+    example and needs a per-example loss (Captum asserts reduction="none" there); the
+    sample-wise mode takes a summed loss and covers nn.Linear (and Conv2d) layers only.
+    """
+    from captum.influence import TracInCP
+
+    sample_wise = method.kind == "captum" and method.group == "linear"
+    device = next(ctx.model.parameters()).device
+    cols = captum_subset(ctx)
+    subset = [dict(ctx.train[i], index=k) for k, i in enumerate(cols)]  # index: column in subset
+    train_batches = pad_batches(subset, ctx.args.batch_size, bucket=True)
+    order = torch.cat([b["index"] for b in train_batches])  # Captum's columns, in loader order
+    as_tuples = lambda bs: [(b["input_ids"].to(device), b["labels"].to(device)) for b in bs]  # noqa: E731
+    train_loader = DataLoader(as_tuples(train_batches), batch_size=None)
+    test_loader = DataLoader(as_tuples(ctx.test_batches), batch_size=None)
+    test_order = torch.cat([b["index"] for b in ctx.test_batches])
+
+    wrapped = LogitsFromIds(ctx.model)
+    layers = None
+    if sample_wise:
+        linear = {n.rpartition(".")[0] for n in ctx.groups["linear"]}
+        layers = [f"model.{n}" for n in sorted(linear)]
+    tracin = TracInCP(
+        wrapped,
+        train_loader,
+        [path for path, _ in ctx.checkpoints],
+        checkpoints_load_func=lambda m, path: load_checkpoint(m.model, path),
+        layers=layers,
+        loss_fn=nn.CrossEntropyLoss(reduction="sum" if sample_wise else "none"),
+        sample_wise_grads_per_batch=sample_wise,
+    )
+    with ctx.clock:  # fp32 always: the sample-wise mode fails on bf16 activations
+        raw = tracin.influence(test_loader)  # (n_test, len(cols)), loader orders
+    scores = torch.zeros(ctx.n_test, len(cols), dtype=torch.float64)
+    scores[test_order.unsqueeze(1), order.unsqueeze(0)] = raw.detach().double().cpu()
+    return scores, cols
+
+
+def _reference_chunks(batches: list[Batch], size: int):
+    """Groups of batches holding about `size` examples, with index renumbered 0..k-1.
+
+    Bounds the reference's (examples x parameters) float64 matrix; yields (batches, columns).
+    """
+    group: list[Batch] = []
+    for b in batches + [None]:
+        n = sum(len(g["labels"]) for g in group)
+        if group and (b is None or n + len(b["labels"]) > size):
+            cols = torch.cat([g["index"] for g in group])
+            ids = torch.arange(len(cols)).split([len(g["labels"]) for g in group])
+            yield [dict(g, index=i) for g, i in zip(group, ids, strict=True)], cols
+            group = []
+        if b is not None:
+            group.append(b)
+
+
+def run_reference(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
+    """xlinfluence.tracin.reference_scores per checkpoint (fp32 or float64 model), lr-weighted."""
+    dtype = torch.float32 if method.name == "reference_fp32" else torch.float64
+    model = ctx.model.to(dtype)
+    scores = torch.zeros(ctx.n_test, ctx.n_train, dtype=torch.float64)
+    param_filter = group_filter(ctx.groups, method.group)
+    with ctx.clock:
+        for path, _ in ctx.checkpoints:
+            lr = load_checkpoint(model, path)
+            for batches, cols in _reference_chunks(ctx.train_batches, ctx.args.reference_chunk):
+                block = reference_scores(
+                    model,
+                    batches,
+                    ctx.test_batches,
+                    n_train=len(cols),
+                    n_test=ctx.n_test,
+                    param_filter=param_filter,
+                )
+                scores[:, cols] += lr * block
+    return scores, list(range(ctx.n_train))
+
+
+def run_training(ctx: Context, method: Method) -> tuple[None, list[int]]:
+    """One epoch from checkpoint 0: forward, mean cross-entropy, backward, AdamW step."""
+    bucket = method.name == "train_epoch_bucketed"
+    batches = pad_batches(
+        ctx.train,
+        ctx.args.batch_size,
+        bucket=bucket,
+        shuffle_seed=None if bucket else ctx.args.seed,
+    )
+    model = ctx.model
+    device = next(model.parameters()).device
+    load_checkpoint(model, ctx.checkpoints[0][0])
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=ctx.args.lr)
+    with ctx.clock:
+        for b in batches:
+            with autocast(ctx.args):
+                logits = model(
+                    input_ids=b["input_ids"].to(device),
+                    attention_mask=b["attention_mask"].to(device),
+                ).logits
+            F.cross_entropy(logits.float(), b["labels"].to(device)).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return None, list(range(ctx.n_train))
+
+
+RUNNERS = {
+    "xlinfluence": run_xlinfluence,
+    "captum": run_captum,
+    "reference": run_reference,
+    "train": run_training,
+}
+
+
+def warm_up(ctx: Context) -> None:
+    """One untimed forward and backward, so no method pays for lazy initialisation."""
+    b = ctx.train_batches[-1]
+    device = next(ctx.model.parameters()).device
+    with autocast(ctx.args):
+        logits = ctx.model(
+            input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)
+        ).logits
+    F.cross_entropy(logits.float(), b["labels"].to(device)).backward()
+    ctx.model.zero_grad(set_to_none=True)
