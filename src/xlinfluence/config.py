@@ -204,6 +204,14 @@ class MainConfig(StepConfig):
     self_influence: bool = _same(_I, "self_influence")
     top_k: int = _same(_A, "top_k")
     accelerate_config: str = _param("", "Accelerate config for train and influence; empty: plain")
+    experiment: str = _param(
+        "", "'' runs one pipeline; zero-shot, imbalance or seeds run one child per setting"
+    )
+    experiment_values: str = _param(
+        "",
+        "zero-shot: languages to hold out (default all); imbalance: ratios for the first "
+        "language (default 1,2,4); seeds: seeds (default 1,2,3)",
+    )
 
     def train(self) -> TrainConfig:
         return TrainConfig(**_shared_values(self, TrainConfig))

@@ -18,12 +18,12 @@ from pathlib import Path
 import mlflow
 from matplotlib.figure import Figure
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import ExecutionException, MlflowException
 from mlflow.tracking import MlflowClient
 
 import xlinfluence
 from xlinfluence.config import StepConfig
-from xlinfluence.errors import RunLookupError
+from xlinfluence.errors import RunLookupError, XlinfluenceError
 
 STEP_TAG = "xlinfluence.step"
 CODE_VERSION_TAG = "xlinfluence.code_version"
@@ -205,14 +205,20 @@ def run_or_reuse(config: StepConfig, project: Path) -> str:
     if reused:
         mlflow.set_tag(f"{REUSED_TAG}.{config.step}", reused)
         return reused
-    submitted = mlflow.projects.run(
-        uri=str(project),
-        entry_point=config.step,
-        parameters=config.to_params(),
-        experiment_id=experiment_id,
-        env_manager="local",
-        synchronous=True,
-    )
+    try:
+        submitted = mlflow.projects.run(
+            uri=str(project),
+            entry_point=config.step,
+            parameters=config.to_params(),
+            experiment_id=experiment_id,
+            env_manager="local",
+            synchronous=True,
+        )
+    except ExecutionException as err:
+        raise XlinfluenceError(
+            f"the '{config.step}' step failed ({err}); its error is printed above and its "
+            "run is marked FAILED in the tracking store."
+        ) from err
     return submitted.run_id
 
 

@@ -1,8 +1,17 @@
+import numpy as np
 import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from xlinfluence.analysis.plots import self_share_curve, share_heatmap, translation_share_bars
-from xlinfluence.analysis.shares import language_shares, self_shares, share_matrix
+from xlinfluence.analysis.bootstrap import self_share_intervals, share_intervals
+from xlinfluence.analysis.plots import (
+    self_share_curve,
+    share_bars,
+    share_heatmap,
+    translation_share_bars,
+)
+from xlinfluence.analysis.shares import example_shares, language_shares, self_shares, share_matrix
 from xlinfluence.analysis.translation import translation_share
 from xlinfluence.errors import ConfigError
 
@@ -57,3 +66,46 @@ def test_translation_share_bars(table, train, tmp_path):
     fig = translation_share_bars(translation_share(table, train), checkpoint="epoch-1")
     assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 2 * 3
     fig.savefig(tmp_path / "bars.png", dpi=80)
+
+
+@pytest.fixture
+def shares_with_ci(table, shares):
+    return share_intervals(shares, example_shares(table, TRAIN_LANGS), n_resamples=200)
+
+
+def test_share_bars_with_error_bars(shares_with_ci, tmp_path):
+    fig = share_bars(shares_with_ci, checkpoint="epoch-1", kind="proponent")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3 * 4  # test languages x training languages
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["de", "en", "sw"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == TRAIN_LANGS
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 4 and all(c.errorbar is not None for c in bars)
+    # error bar of (de test, en train): the interval [0.25, 0.75] around 0.5
+    segments = bars[0].errorbar.lines[2][0].get_segments()
+    np.testing.assert_allclose([segments[0][0][1], segments[0][1][1]], [0.25, 0.75])
+    path = tmp_path / "share_bars.png"
+    fig.savefig(path, dpi=80)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_share_bars_without_intervals(shares):
+    fig = share_bars(shares, checkpoint="total", kind="opponent")
+    bars = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
+    assert len(bars) == 4 and all(c.errorbar is None for c in bars)
+    with pytest.raises(ConfigError, match="epoch-9"):
+        share_bars(shares, checkpoint="epoch-9")
+
+
+def test_self_share_curve_with_bands(table, shares, tmp_path):
+    own = self_share_intervals(self_shares(shares), example_shares(table, TRAIN_LANGS))
+    fig = self_share_curve(own)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["de", "en"]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    assert not any(
+        isinstance(c, PolyCollection)
+        for c in self_share_curve(own, bands=False).axes[0].collections
+    )
+    fig.savefig(tmp_path / "curve_bands.png", dpi=80)

@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import PercentFormatter
 
-from xlinfluence.analysis.shares import CROSS_SHARE, SELF_SHARE
-from xlinfluence.analysis.topk import CHECKPOINT, KIND, PROPONENT, TEST_LANGUAGE
+from xlinfluence.analysis.bootstrap import CI_HIGH, CI_LOW, high_column, low_column
+from xlinfluence.analysis.shares import CROSS_SHARE, SELF_SHARE, SHARE
+from xlinfluence.analysis.topk import CHECKPOINT, KIND, PROPONENT, TEST_LANGUAGE, TRAIN_LANGUAGE
 from xlinfluence.analysis.translation import N_EXAMPLES, TRANSLATION_SHARE
 from xlinfluence.artifacts import TOTAL
 from xlinfluence.errors import ConfigError
@@ -58,13 +59,16 @@ def self_share_curve(
     kind: str = PROPONENT,
     column: str = SELF_SHARE,
     title: str | None = None,
+    bands: bool = True,
 ) -> Figure:
     """Own-language share (or ``column="cross_share"``) per test language over checkpoints.
 
     One line per test language, x = checkpoints in table order with ``"total"`` left out
     (it is a sum over checkpoints, not a point in training). Languages whose value is
     undefined at every checkpoint (zero-shot languages for self_share) get no line; the
-    figure notes them instead.
+    figure notes them instead. When the table has ``<column>_ci_low`` and
+    ``<column>_ci_high`` (``bootstrap.self_share_intervals``) and ``bands`` is true, each
+    line gets a shaded confidence band.
     """
     if column not in (SELF_SHARE, CROSS_SHARE):
         raise ConfigError(f"column={column!r} must be {SELF_SHARE!r} or {CROSS_SHARE!r}.")
@@ -77,6 +81,12 @@ def self_share_curve(
     checkpoints = list(pd.unique(rows[CHECKPOINT]))
     curves = rows.pivot(index=CHECKPOINT, columns=TEST_LANGUAGE, values=column)
     curves = curves.loc[checkpoints, pd.unique(rows[TEST_LANGUAGE])]  # (n_ckpt, n_langs)
+    low, high = low_column(column), high_column(column)
+    with_bands = bands and low in rows and high in rows
+    if with_bands:
+        lows = rows.pivot(index=CHECKPOINT, columns=TEST_LANGUAGE, values=low)
+        highs = rows.pivot(index=CHECKPOINT, columns=TEST_LANGUAGE, values=high)
+        lows, highs = lows.loc[checkpoints, curves.columns], highs.loc[checkpoints, curves.columns]
 
     fig = Figure(figsize=(max(6.5, 2.5 + 0.9 * len(checkpoints)), 4.2))
     ax = fig.subplots()
@@ -87,7 +97,16 @@ def self_share_curve(
         if np.isnan(y).all():
             skipped.append(str(language))
             continue
-        ax.plot(x, y, marker="o", label=str(language))
+        (line,) = ax.plot(x, y, marker="o", label=str(language))
+        if with_bands:
+            ax.fill_between(
+                x,
+                lows[language].to_numpy(dtype=float),
+                highs[language].to_numpy(dtype=float),
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+            )
     ax.set_xticks(x, [str(c) for c in checkpoints])
     ax.margins(x=0.08)
     ax.set_ylim(-0.02, 1.04)
@@ -95,7 +114,8 @@ def self_share_curve(
     ax.set_xlabel("checkpoint")
     what = "own-language" if column == SELF_SHARE else "cross-lingual"
     ax.set_ylabel(f"{what} share of top-k {kind}s")
-    ax.set_title(title or f"{what.capitalize()} share over fine-tuning")
+    band_note = " (shaded: bootstrap CI)" if with_bands else ""
+    ax.set_title(title or f"{what.capitalize()} share over fine-tuning{band_note}")
     ax.grid(alpha=0.3)
     if ax.get_lines():
         ax.legend(title="test language", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -147,6 +167,80 @@ def translation_share_bars(
     ax.set_ylabel("share of cross-lingual proponents")
     ax.set_title(title or f"Translations of own-language proponents ({checkpoint})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def share_bars(
+    shares_with_ci: pd.DataFrame,
+    checkpoint: str = TOTAL,
+    kind: str = PROPONENT,
+    title: str | None = None,
+) -> Figure:
+    """Grouped bars: per test language, one bar per training language's share of top-k.
+
+    Error bars span ``ci_low`` to ``ci_high`` (``bootstrap.share_intervals``) when the
+    table has them; without them the bars are drawn alone. Own-language bars are outlined.
+    """
+    rows = shares_with_ci[
+        (shares_with_ci[CHECKPOINT] == checkpoint) & (shares_with_ci[KIND] == kind)
+    ]
+    if rows.empty:
+        raise ConfigError(
+            f"no shares for checkpoint={checkpoint!r}, kind={kind!r}; available checkpoints "
+            f"{list(pd.unique(shares_with_ci[CHECKPOINT]))}, kinds "
+            f"{list(pd.unique(shares_with_ci[KIND]))}."
+        )
+    test_languages = list(pd.unique(rows[TEST_LANGUAGE]))
+    train_languages = list(pd.unique(rows[TRAIN_LANGUAGE]))
+    with_ci = CI_LOW in rows and CI_HIGH in rows
+    n_groups, n_bars = len(test_languages), len(train_languages)
+    width = 0.8 / n_bars
+    fig = Figure(figsize=(max(6.5, 2.5 + 0.35 * n_groups * n_bars), 4.2))
+    ax = fig.subplots()
+    x = np.arange(n_groups)
+    handles = []  # plain swatches: a bar's own-language outline is no part of its colour
+    for b, train_language in enumerate(train_languages):
+        mine = rows[rows[TRAIN_LANGUAGE] == train_language].set_index(TEST_LANGUAGE)
+        mine = mine.reindex(test_languages)  # (n_groups, ...)
+        values = mine[SHARE].to_numpy(dtype=float)
+        offset = x - 0.4 + width * (b + 0.5)
+        yerr = None
+        if with_ci:
+            below = values - mine[CI_LOW].to_numpy(dtype=float)
+            above = mine[CI_HIGH].to_numpy(dtype=float) - values
+            yerr = np.nan_to_num(np.clip(np.stack([below, above]), 0.0, None))  # (2, n_groups)
+        own = [str(t) == str(train_language) for t in test_languages]
+        container = ax.bar(
+            offset,
+            np.nan_to_num(values),
+            width,
+            yerr=yerr,
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "ecolor": "black"},
+            label=str(train_language),
+        )
+        handles.append(Rectangle((0, 0), 1, 1, facecolor=container.patches[0].get_facecolor()))
+        for patch, is_own in zip(container.patches, own, strict=True):
+            if is_own:
+                patch.set_edgecolor("black")
+                patch.set_linewidth(1.2)
+    ax.set_xticks(x, [str(t) for t in test_languages])
+    ax.set_ylim(0.0, 1.0)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_xlabel("test language (outlined: own-language bar)")
+    ax.set_ylabel(f"share of top-k {kind}s")
+    ci_note = ", bars: bootstrap CI" if with_ci else ""
+    ax.set_title(title or f"Share of top-k {kind}s by training language ({checkpoint}{ci_note})")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(
+        handles,
+        [str(lang) for lang in train_languages],
+        title="training language",
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+    )
     fig.tight_layout()
     return fig
 

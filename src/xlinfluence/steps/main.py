@@ -19,11 +19,15 @@ PROJECT_FILE = "MLproject"
 
 
 def run(config: MainConfig) -> dict[str, str]:
-    """Run or reuse each step; returns {step: run_id}."""
+    """Run or reuse each step (or each setting of an experiment); returns their run IDs."""
     project = find_project()
     # Children run `python entrypoints/...`: make that this interpreter, venv or not.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with tracking.step_run(config) as parent:
+        if config.experiment:
+            from xlinfluence.steps import experiment
+
+            return experiment.run(config, project, parent)
         train_id = tracking.run_or_reuse(config.train(), project)
         influence_id = tracking.run_or_reuse(config.influence(train_id), project)
         analyze_id = tracking.run_or_reuse(config.analyze(influence_id), project)

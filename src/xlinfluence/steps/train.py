@@ -35,7 +35,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             data_path=config.data_path,
             column_map=parse_column_map(config.column_map),
             languages=languages,
-            train_counts=parse_counts(config.train_per_language, train_languages),
+            train_counts=_train_counts(config.train_per_language, train_languages, heldout),
             test_per_language=config.test_per_language,
             heldout_language=heldout,
             seed=config.seed,
@@ -93,6 +93,13 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             on_epoch_end=log_epoch,
         )
         return run.run_id or ""
+
+
+def _train_counts(text: str, train_languages: list[str], heldout: str | None) -> dict[str, int]:
+    """Per-language counts; a count given for the held-out language is ignored, so the same
+    counts serve the seen and the zero-shot setting."""
+    entries = [e for e in text.split(",") if not (heldout and e.strip().startswith(f"{heldout}="))]
+    return parse_counts(",".join(entries), train_languages)
 
 
 def _texts(frame):

@@ -1,0 +1,103 @@
+"""Experiment drivers: one nested `main` run per setting, then a comparison of settings.
+
+zero-shot   a baseline where every language is seen, and one setting per held-out language
+imbalance   the first language keeps train_per_language examples, every other one gets
+            that divided by each ratio, so the first is over-represented `ratio` times
+seeds       the same setting once per seed
+Each setting is an ordinary `main` run (reused when finished with equal parameters), so
+every setting can be opened and compared in the MLflow UI; the experiment's own run logs
+experiment/comparison.{parquet,csv} and a figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from xlinfluence import artifacts, tracking
+from xlinfluence.analysis import compare
+from xlinfluence.config import MainConfig
+from xlinfluence.data.params import parse_languages
+from xlinfluence.errors import ConfigError
+
+EXPERIMENTS = ("zero-shot", "imbalance", "seeds")
+DEFAULT_RATIOS = "1,2,4"
+DEFAULT_SEEDS = "1,2,3"
+
+
+def settings(config: MainConfig) -> dict[str, MainConfig]:
+    """The experiment's settings by name, each a plain (non-experiment) MainConfig."""
+    if config.experiment not in EXPERIMENTS:
+        raise ConfigError(f"experiment={config.experiment!r}; choose one of {EXPERIMENTS}.")
+    base = dataclasses.replace(config, experiment="", experiment_values="")
+    languages = parse_languages(config.languages)
+    values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
+    if config.experiment == "zero-shot":
+        heldout = values or languages
+        unknown = [lang for lang in heldout if lang not in languages]
+        if unknown:
+            raise ConfigError(f"experiment_values: {unknown} are not among languages={languages}.")
+        return {"all-seen": base} | {
+            f"heldout-{lang}": dataclasses.replace(base, heldout_language=lang) for lang in heldout
+        }
+    if config.experiment == "imbalance":
+        try:
+            count = int(config.train_per_language)
+            ratios = [float(v) for v in (values or DEFAULT_RATIOS.split(","))]
+        except ValueError as err:
+            raise ConfigError(
+                "imbalance needs one number in train_per_language and numeric ratios in "
+                f"experiment_values ({err})."
+            ) from err
+        first, others = languages[0], languages[1:]
+        return {
+            f"ratio-{ratio:g}": dataclasses.replace(
+                base,
+                train_per_language=",".join(
+                    [f"{first}={count}"]
+                    + [f"{lang}={max(1, round(count / ratio))}" for lang in others]
+                ),
+            )
+            for ratio in ratios
+        }
+    seeds = [int(v) for v in (values or DEFAULT_SEEDS.split(","))]
+    return {f"seed-{seed}": dataclasses.replace(base, seed=seed) for seed in seeds}
+
+
+def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
+    """Run or reuse every setting under the open experiment run; log the comparison."""
+    by_name = settings(config)
+    main_runs = {name: tracking.run_or_reuse(setting, project) for name, setting in by_name.items()}
+    parent.set_tags({f"xlinfluence.setting.{name}": run_id for name, run_id in main_runs.items()})
+    analyze_runs = {
+        name: MlflowClient().get_run(run_id).data.tags["xlinfluence.analyze_run_id"]
+        for name, run_id in main_runs.items()
+    }
+    own = {n: _table(r, "self_shares") for n, r in analyze_runs.items()}
+    if config.experiment == "zero-shot":
+        table = compare.zero_shot(own, {n: s.heldout_language for n, s in by_name.items()})
+    elif config.experiment == "imbalance":
+        shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
+        ratios = {n: float(n.removeprefix("ratio-")) for n in by_name}
+        table = compare.imbalance(shares, ratios, parse_languages(config.languages)[0])
+    else:
+        table = compare.seeds(own)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        table.to_parquet(out / "comparison.parquet", index=False)
+        table.to_csv(out / "comparison.csv", index=False)
+        parent.log_artifacts(out, "experiment")
+    parent.log_figure(
+        compare.comparison_figure(table, config.experiment), "experiment/comparison.png"
+    )
+    return main_runs
+
+
+def _table(analyze_run_id: str, name: str) -> pd.DataFrame:
+    return pd.read_parquet(
+        tracking.download(analyze_run_id, f"{artifacts.ANALYSIS}/{name}.parquet")
+    )
