@@ -101,6 +101,12 @@ def test_analyze_logs_tables_figures_and_self_share_metrics(main_runs):
     figures = {a.path for a in client.list_artifacts(run_id, f"{artifacts.ANALYSIS}/figures")}
     assert f"{artifacts.ANALYSIS}/figures/self_share.png" in figures
     assert f"{artifacts.ANALYSIS}/figures/heatmap_proponent_total.png" in figures
+    assert f"{artifacts.ANALYSIS}/figures/share_bars.png" in figures
+    assert f"{artifacts.ANALYSIS}/report.html" in names
+    assert f"{artifacts.ANALYSIS}/influence_mass.parquet" in names
+    shares = pd.read_parquet(tracking.download(run_id, f"{artifacts.ANALYSIS}/shares.parquet"))
+    assert (shares["ci_low"] <= shares["share"] + 1e-12).all()
+    assert (shares["share"] <= shares["ci_high"] + 1e-12).all()
     history = client.get_metric_history(run_id, "self_share.en")
     assert [m.step for m in history] == [0, 1]
     assert all(0.0 <= m.value <= 1.0 for m in history)

@@ -16,13 +16,24 @@ from xlinfluence.analysis import (
     OPPONENT,
     PROPONENT,
     aggregate_translation_share,
+    example_shares,
+    influence_mass,
     language_shares,
+    report,
+    self_share_intervals,
     self_shares,
+    share_intervals,
     share_matrix,
     topk_table,
+    translation_share_intervals,
     translation_share_per_example,
 )
-from xlinfluence.analysis.plots import self_share_curve, share_heatmap, translation_share_bars
+from xlinfluence.analysis.plots import (
+    self_share_curve,
+    share_bars,
+    share_heatmap,
+    translation_share_bars,
+)
 from xlinfluence.config import AnalyzeConfig, InfluenceConfig
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps.upstream import train_manifests
@@ -37,40 +48,67 @@ def run(config: AnalyzeConfig) -> str:
     tracking.fetch_run(train_run_id, step="train")
     train, test = train_manifests(train_run_id)
     _check_ids(manifest, train, test)
-    table, names = _topk(config, manifest, train, test)
-    shares = language_shares(table, train_languages=list(pd.unique(train["language"])))
-    own = self_shares(shares)
-    per_example = translation_share_per_example(table, train)
-    translation = aggregate_translation_share(per_example)
+    table, names, scores = _topk(config, manifest, train, test)
+    train_languages = list(pd.unique(train["language"]))
+    per_example = example_shares(table, train_languages=train_languages)
+    shares = share_intervals(language_shares(table, train_languages=train_languages), per_example)
+    own = self_share_intervals(self_shares(shares), per_example)
+    translation_per_example = translation_share_per_example(table, train)
+    translation = translation_share_intervals(
+        aggregate_translation_share(translation_per_example), translation_per_example
+    )
+    tables = {
+        "shares": shares,
+        "self_shares": own,
+        "translation_share": translation,
+        "translation_share_per_example": translation_per_example,
+    }
+    if scores is not None:  # influence mass needs every score, not only the top-k
+        tables["influence_mass"] = influence_mass(scores, train, test)
+    checkpoints = [name for name in names if name != artifacts.TOTAL]
+    figures = {
+        f"heatmap_{kind}_{name}": share_heatmap(
+            share_matrix(shares, name, kind),
+            f"Share of top-{config.top_k} {kind}s by training language ({name})",
+        )
+        for name in [*checkpoints, artifacts.TOTAL]
+        for kind in (PROPONENT, OPPONENT)
+    }
+    figures["share_bars"] = share_bars(shares)
+    figures["self_share"] = self_share_curve(own, bands=True)
+    figures["translation_share"] = translation_share_bars(translation)
 
     with tracking.step_run(config) as run, tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / artifacts.ANALYSIS
         out.mkdir()
-        tables = {
-            "shares": shares,
-            "self_shares": own,
-            "translation_share": translation,
-            "translation_share_per_example": per_example,
-        }
         for name, frame in tables.items():
             frame.to_parquet(out / f"{name}.parquet", index=False)
             frame.to_csv(out / f"{name}.csv", index=False)
+        (out / "report.html").write_text(
+            report.render(
+                title=f"xlinfluence analysis {run.run_id or ''}",
+                lineage={
+                    "analyze run": run.run_id or "",
+                    "influence run": config.influence_run_id,
+                    "train run": train_run_id,
+                    "code version": tracking.code_version(),
+                },
+                params=config.to_params()
+                | {f"influence.{k}": str(v) for k, v in manifest.items() if k in _SHOWN}
+                | {"languages": ", ".join(train_languages)},
+                figures=figures,
+                tables={"Own-language shares": own, "Translation shares": translation,
+                        "Language shares": shares},
+            )
+        )  # fmt: skip
         run.log_artifacts(out, artifacts.ANALYSIS)
-        checkpoints = [name for name in names if name != artifacts.TOTAL]
         _log_metrics(run, own, translation, checkpoints)
-        for name in [*checkpoints, artifacts.TOTAL]:
-            for kind in (PROPONENT, OPPONENT):
-                figure = share_heatmap(
-                    share_matrix(shares, name, kind),
-                    f"Share of top-{config.top_k} {kind}s by training language ({name})",
-                )
-                run.log_figure(figure, f"{artifacts.ANALYSIS}/figures/heatmap_{kind}_{name}.png")
-        run.log_figure(self_share_curve(own), f"{artifacts.ANALYSIS}/figures/self_share.png")
-        run.log_figure(
-            translation_share_bars(translation),
-            f"{artifacts.ANALYSIS}/figures/translation_share.png",
-        )
+        for name, figure in figures.items():
+            run.log_figure(figure, f"{artifacts.ANALYSIS}/figures/{name}.png")
         return run.run_id or ""
+
+
+_SHOWN = ("params", "precision", "similarity", "top_k")
 
 
 def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints: list[str]):
@@ -93,15 +131,15 @@ def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints:
                 run.log_metrics(values, step=step_of[row.checkpoint])
 
 
-def _topk(config: AnalyzeConfig, manifest: dict, train, test) -> tuple[pd.DataFrame, list[str]]:
-    """The top-k table at this step's k: from the full scores, or the run's kept top-k."""
+def _topk(config: AnalyzeConfig, manifest: dict, train, test):
+    """(top-k table at this step's k, score names, full scores or None if only top-k kept)."""
     if manifest.get("has_full_scores", True):
         scores = artifacts.load_scores(
             tracking.download(config.influence_run_id, artifacts.SCORES),
             n_test=len(test),
             n_train=len(train),
         )
-        return topk_table(scores, train, test, config.top_k), list(scores)
+        return topk_table(scores, train, test, config.top_k), list(scores), scores
     kept = int(manifest.get("top_k", 0))
     if config.top_k > kept:
         raise ConfigError(
@@ -110,7 +148,8 @@ def _topk(config: AnalyzeConfig, manifest: dict, train, test) -> tuple[pd.DataFr
             "store_scores=true or a larger top_k."
         )
     table = pd.read_parquet(tracking.download(config.influence_run_id, artifacts.TOPK))
-    return table[table["rank"] < config.top_k].reset_index(drop=True), manifest["score_names"]
+    kept_table = table[table["rank"] < config.top_k].reset_index(drop=True)
+    return kept_table, manifest["score_names"], None
 
 
 def _check_ids(manifest: dict, train: pd.DataFrame, test: pd.DataFrame) -> None:
