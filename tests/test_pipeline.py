@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -83,7 +84,6 @@ def test_influence_logs_topk_and_manifest(main_runs):
     assert manifest["train_run_id"] == main_runs["train"]
     assert manifest["train_ids"] == train["id"].tolist()
     assert manifest["test_ids"] == test["id"].tolist()
-    import pandas as pd
 
     topk = pd.read_parquet(tracking.download(influence_id, artifacts.TOPK))
     per_example = topk.groupby(["checkpoint", "test_index", "kind"]).size()
