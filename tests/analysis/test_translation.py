@@ -71,3 +71,27 @@ def test_no_pair_ids_gives_nan(table):
     agg = translation_share(table, make_train(pair_ids=False))
     assert agg["translation_share"].isna().all()
     assert (agg["n_examples"] == 0).all()
+
+
+def test_translation_influence_counts_translations_with_positive_scores():
+    """2 train languages, parallel by pair_id; the test example is in 'de'."""
+    import torch
+
+    from xlinfluence.analysis.topk import topk_table
+    from xlinfluence.analysis.translation import translation_influence
+
+    train = pd.DataFrame({
+        "id": ["e0", "e1", "e2", "d0", "d1", "d2"],
+        "language": ["en", "en", "en", "de", "de", "de"],
+        "label": 0, "pair_id": ["p0", "p1", None, "p0", "p1", "p2"],
+        "text": "x", "text_pair": None,
+    })  # fmt: skip
+    test = pd.DataFrame({"id": ["t"], "language": ["de"], "label": 0, "pair_id": ["q"],
+                         "text": "x", "text_pair": None})  # fmt: skip
+    # top-3 proponents: e0, e1, e2 (all English). e0's German translation d0 helps (+),
+    # e1's translation d1 hurts (-), e2 has no translation.
+    scores = {"total": torch.tensor([[9.0, 8.0, 7.0, 0.5, -0.5, 0.1]])}
+    table = topk_table(scores, train, test, 3)
+    out = translation_influence(table, train, scores)
+    assert out.loc[0, "n_cross_with_translation"] == 2
+    assert out.loc[0, "translation_influential_share"] == 0.5

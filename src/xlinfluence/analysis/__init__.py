@@ -36,6 +36,7 @@ from xlinfluence.analysis.topk import (
 )
 from xlinfluence.analysis.translation import (
     aggregate_translation_share,
+    translation_influence,
     translation_share,
     translation_share_per_example,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "top_k",
     "topk_table",
     "topk_table_from",
+    "translation_influence",
     "translation_share",
     "translation_share_intervals",
     "translation_share_per_example",

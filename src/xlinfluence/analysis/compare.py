@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from xlinfluence.analysis.bootstrap import pooled_self_share_intervals
 from xlinfluence.artifacts import TOTAL
 
 SETTING = "setting"
@@ -69,29 +70,18 @@ def imbalance(
     return pd.DataFrame(rows).sort_values(["test_language", "ratio"]).reset_index(drop=True)
 
 
-def seeds(self_shares: dict[str, pd.DataFrame], confidence: float = 0.95) -> pd.DataFrame:
-    """Self share per test language across seeds: mean, std and a t-interval over seeds.
+def seeds(per_example_shares: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Own-language share per test language pooled over seeds, with a hierarchical bootstrap
+    interval (resample seeds, then test examples within each seed; see bootstrap.py).
 
-    Columns: test_language, n_seeds, mean_self_share, std_self_share, ci_low, ci_high.
+    `per_example_shares` maps setting -> its `example_shares` table. Columns:
+    test_language, n_seeds, n_test, self_share, ci_low, ci_high.
     """
-    from scipy import stats
-
-    frames = [
-        _total_proponents(frame).assign(**{SETTING: name}) for name, frame in self_shares.items()
-    ]
-    pooled = pd.concat(frames, ignore_index=True)
-    rows = []
-    for lang, group in pooled.groupby("test_language", sort=False):
-        values = group["self_share"].dropna().to_numpy()
-        n = len(values)
-        mean = float(np.mean(values)) if n else float("nan")
-        std = float(np.std(values, ddof=1)) if n > 1 else float("nan")
-        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n) if n > 1 else np.nan
-        rows.append(
-            {"test_language": lang, "n_seeds": n, "mean_self_share": mean,
-             "std_self_share": std, "ci_low": mean - half, "ci_high": mean + half}
-        )  # fmt: skip
-    return pd.DataFrame(rows)
+    pooled = pooled_self_share_intervals(list(per_example_shares.values()))
+    total = _total_proponents(pooled)
+    return total.rename(columns={"self_share_ci_low": "ci_low", "self_share_ci_high": "ci_high"})[
+        ["test_language", "n_seeds", "n_test", "self_share", "ci_low", "ci_high"]
+    ].reset_index(drop=True)
 
 
 def comparison_figure(table: pd.DataFrame, experiment: str) -> Figure:
@@ -122,7 +112,7 @@ def comparison_figure(table: pd.DataFrame, experiment: str) -> Figure:
         ax.bar(x, table["mean_self_share"], yerr=np.nan_to_num(err), capsize=4)
         ax.set_xticks(x, table["test_language"])
         ax.set_ylabel("own-language share of top-k proponents")
-        ax.set_title("Own-language share across seeds (mean, 95% CI)")
+        ax.set_title("Own-language share pooled over seeds (95% hierarchical bootstrap CI)")
     ax.set_ylim(0, 1)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)

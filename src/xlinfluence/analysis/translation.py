@@ -106,3 +106,57 @@ def translation_share(topk_table: pd.DataFrame, train: pd.DataFrame) -> pd.DataF
     Same as ``aggregate_translation_share(translation_share_per_example(topk_table, train))``.
     """
     return aggregate_translation_share(translation_share_per_example(topk_table, train))
+
+
+TRANSLATION_INFLUENTIAL_SHARE = "translation_influential_share"
+N_TRANSLATED = "n_cross_with_translation"
+
+
+def translation_influence(
+    topk_table: pd.DataFrame, train: pd.DataFrame, scores_by_name
+) -> pd.DataFrame:
+    """Per (checkpoint, test example): of its cross-lingual top-k proponents whose translation
+    into the test language is in the training set, the fraction whose translation itself has
+    a positive score for that test example (it helps too, top-k or not).
+
+    The complement of `translation_share`'s question: not "is the translation among the top
+    proponents?" but "does the translation help at all?". Needs the full score matrices.
+    Columns: checkpoint, test_index, test_language, n_cross_with_translation,
+    translation_influential_share (NaN when no cross proponent has a translation).
+    """
+    pro = topk_table[topk_table[KIND] == PROPONENT]
+    cross = pro[pro[TRAIN_LANGUAGE] != pro[TEST_LANGUAGE]]
+    pairs = train[schema.PAIR_ID].to_numpy(dtype=object)
+    where = {
+        (lang, pair): i
+        for i, (lang, pair) in enumerate(zip(train[schema.LANGUAGE], pairs, strict=True))
+        if isinstance(pair, str)
+    }
+    translation = [
+        where.get((lang, pairs[i]), -1)
+        for lang, i in zip(cross[TEST_LANGUAGE], cross[TRAIN_INDEX], strict=True)
+    ]
+    frame = cross[[CHECKPOINT, TEST_INDEX, TEST_LANGUAGE]].assign(translation=translation)
+    frame = frame[frame["translation"] >= 0]
+    positive = np.zeros(len(frame), dtype=bool)
+    for name, rows in frame.groupby(CHECKPOINT, sort=False).groups.items():
+        block = frame.loc[rows]
+        scores = scores_by_name[name]
+        values = scores[block[TEST_INDEX].to_numpy(), block["translation"].to_numpy()]
+        positive[frame.index.get_indexer(rows)] = (values > 0).numpy()
+    frame = frame.assign(positive=positive)
+    keys = [CHECKPOINT, TEST_INDEX, TEST_LANGUAGE]
+    out = pro.drop_duplicates(keys)[keys].merge(
+        frame.groupby(keys, sort=False)
+        .agg(
+            **{
+                N_TRANSLATED: ("positive", "size"),
+                TRANSLATION_INFLUENTIAL_SHARE: ("positive", "mean"),
+            }
+        )
+        .reset_index(),
+        on=keys,
+        how="left",
+    )
+    out[N_TRANSLATED] = out[N_TRANSLATED].fillna(0).astype("int64")
+    return out.reset_index(drop=True)

@@ -25,6 +25,7 @@ from xlinfluence.analysis import (
     share_intervals,
     share_matrix,
     topk_table,
+    translation_influence,
     translation_share_intervals,
     translation_share_per_example,
 )
@@ -59,12 +60,14 @@ def run(config: AnalyzeConfig) -> str:
     )
     tables = {
         "shares": shares,
+        "example_shares": per_example,
         "self_shares": own,
         "translation_share": translation,
         "translation_share_per_example": translation_per_example,
     }
-    if scores is not None:  # influence mass needs every score, not only the top-k
+    if scores is not None:  # these need every score, not only the top-k
         tables["influence_mass"] = influence_mass(scores, train, test)
+        tables["translation_influence_per_example"] = translation_influence(table, train, scores)
     checkpoints = [name for name in names if name != artifacts.TOTAL]
     figures = {
         f"heatmap_{kind}_{name}": share_heatmap(

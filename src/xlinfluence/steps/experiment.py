@@ -85,7 +85,7 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
         ratios = {n: float(n.removeprefix("ratio-")) for n in by_name}
         table = compare.imbalance(shares, ratios, parse_languages(config.languages)[0])
     else:
-        table = compare.seeds(own)
+        table = compare.seeds({n: _table(r, "example_shares") for n, r in analyze_runs.items()})
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         table.to_parquet(out / "comparison.parquet", index=False)
