@@ -103,13 +103,9 @@ def comparison_figure(table: pd.DataFrame, experiment: str) -> Figure:
         ax.set_title("Share of the over-represented language in top-k proponents")
     else:
         x = np.arange(len(table))
-        err = np.vstack(
-            [
-                table["mean_self_share"] - table["ci_low"],
-                table["ci_high"] - table["mean_self_share"],
-            ]
-        )
-        ax.bar(x, table["mean_self_share"], yerr=np.nan_to_num(err), capsize=4)
+        mean = table["self_share"]
+        err = np.vstack([mean - table["ci_low"], table["ci_high"] - mean])
+        ax.bar(x, mean, yerr=np.nan_to_num(err), capsize=4)
         ax.set_xticks(x, table["test_language"])
         ax.set_ylabel("own-language share of top-k proponents")
         ax.set_title("Own-language share pooled over seeds (95% hierarchical bootstrap CI)")
