@@ -25,9 +25,15 @@ from xlinfluence.analysis.bootstrap import (
     low_column,
 )
 from xlinfluence.analysis.shares import N_TEST
-from xlinfluence.analysis.topk import CHECKPOINT, TEST_ID, TEST_INDEX, TEST_LANGUAGE, TRAIN_LANGUAGE
+from xlinfluence.analysis.topk import (
+    CHECKPOINT,
+    TEST_ID,
+    TEST_INDEX,
+    TEST_LANGUAGE,
+    TRAIN_LANGUAGE,
+    check_scores,
+)
 from xlinfluence.data import schema
-from xlinfluence.errors import ArtifactError, ConfigError
 
 N_TRAIN_EXAMPLES = "n_train_examples"
 PROPONENT_MASS = "proponent_mass"
@@ -65,7 +71,7 @@ def example_mass(
             TEST_LANGUAGE: test[schema.LANGUAGE].astype(str).to_numpy(),
         }
     )
-    for name, scores in _checked(scores_by_name, train, test).items():
+    for name, scores in check_scores(scores_by_name, train, test).items():
         scores = scores.detach().to("cpu", torch.float64)  # (M, N); fp64 sums
         pro = (scores.clamp(min=0.0) @ onehot).numpy()  # (M, L)
         opp = (scores.clamp(max=0.0) @ onehot).numpy()  # (M, L)
@@ -155,19 +161,3 @@ def _language_indicator(train: pd.DataFrame) -> tuple[list[str], torch.Tensor]:
     onehot = torch.zeros(len(train), len(languages), dtype=torch.float64)
     onehot[torch.arange(len(train)), codes] = 1.0
     return languages, onehot
-
-
-def _checked(
-    scores_by_name: Mapping[str, torch.Tensor], train: pd.DataFrame, test: pd.DataFrame
-) -> Mapping[str, torch.Tensor]:
-    if not scores_by_name:
-        raise ConfigError("no score matrices given; pass at least one checkpoint's scores.")
-    expected = (len(test), len(train))
-    for name, scores in scores_by_name.items():
-        if tuple(scores.shape) != expected:
-            raise ArtifactError(
-                f"scores[{name!r}] has shape {tuple(scores.shape)} but there are "
-                f"{expected[0]} test and {expected[1]} training examples; the score "
-                "matrices and the data manifest come from different runs."
-            )
-    return scores_by_name

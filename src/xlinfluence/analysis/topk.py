@@ -116,6 +116,16 @@ def topk_table(
     ``train`` and ``test`` are in tensor order: row i of ``train`` is column i of each
     score matrix, row j of ``test`` is row j.
     """
+    check_scores(scores_by_name, train, test)
+    return topk_table_from(
+        {name: top_k(scores, k) for name, scores in scores_by_name.items()}, train, test
+    )
+
+
+def check_scores(
+    scores_by_name: Mapping[str, torch.Tensor], train: pd.DataFrame, test: pd.DataFrame
+) -> Mapping[str, torch.Tensor]:
+    """The score matrices, if there is at least one and each is (n_test, n_train)."""
     if not scores_by_name:
         raise ConfigError("no score matrices given; pass at least one checkpoint's scores.")
     expected = (len(test), len(train))
@@ -126,9 +136,7 @@ def topk_table(
                 f"{expected[0]} test and {expected[1]} training examples; the score "
                 "matrices and the data manifest come from different runs."
             )
-    return topk_table_from(
-        {name: top_k(scores, k) for name, scores in scores_by_name.items()}, train, test
-    )
+    return scores_by_name
 
 
 def topk_table_from(
