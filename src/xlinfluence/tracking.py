@@ -55,7 +55,6 @@ class StepRun:
 
     def __init__(self, run_id: str | None):
         self.run_id = run_id
-        self._client = MlflowClient() if run_id else None
 
     @property
     def active(self) -> bool:

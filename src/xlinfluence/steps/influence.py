@@ -210,8 +210,8 @@ def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, tes
                 if "train_self" in tensors:
                     self_influence[name][col_index] = tensors["train_self"]
                 block = tensors["scores"]
-                if config.similarity == "cosine":
-                    train_self = store.load(Chunk(name, test_rows[0], cols))["train_self"]
+                if config.similarity == "cosine":  # train self-scores: filled by test_rows[0]
+                    train_self = self_influence[name][col_index]
                     norms = (tensors["test_self"].unsqueeze(1) * train_self.unsqueeze(0)).sqrt()
                     block = block / norms.clamp_min(torch.finfo(block.dtype).tiny)
                 total += lr[name] * block
