@@ -12,7 +12,7 @@ from tracin_fixtures import N_TEST, N_TRAIN, batches, make_examples, rel_err, ti
 
 from xlinfluence.errors import ConfigError, DataError
 from xlinfluence.tracin import checkpoint_scores, reference_scores
-from xlinfluence.tracin.engine import summed_loss
+from xlinfluence.tracin.engine import CheckpointScorer, summed_loss
 from xlinfluence.tracin.layers import LinearKernel
 
 TOL = 1e-5  # fp32 engine vs float64 reference, max|a-b| / max|b|
@@ -33,6 +33,7 @@ GROUPS = {
     "classifier": lambda n: n.startswith("classifier."),
     "biases": lambda n: n.endswith(".bias"),
     "query_weight": lambda n: n.endswith("attention.self.query.weight"),
+    "last_layer": lambda n: ".layer.1." in n or n.startswith("classifier."),
 }
 
 
@@ -261,3 +262,23 @@ def test_auto_mixes_ghost_and_per_example_within_a_chunk(monkeypatch):
     expected = reference_scores(copy.deepcopy(model).double(), tb, sb, n_train=12, n_test=4)
     assert rel_err(got, expected) <= TOL
     assert any(choices) and not all(choices)
+
+
+def test_positions_without_gradient_are_dropped(model, test_batches):
+    """In the last layer only <s> feeds the classifier: its query, attention output and
+    feed-forward layers keep one position, key and value every position (exactness of the
+    scores: the "last_layer" group of test_matches_reference)."""
+    with CheckpointScorer(model, GROUPS["last_layer"]) as scorer:
+        inputs, grads = scorer.captures(test_batches[0])
+        lengths = {
+            k.name.removeprefix("roberta.encoder.layer.1."): k.test_piece(
+                inputs[k.name], grads[k.name]
+            )["a"].shape[1]
+            for k in scorer.kernels
+            if isinstance(k, LinearKernel)
+        }
+    padded = test_batches[0]["input_ids"].shape[1]
+    assert lengths["attention.self.key"] == lengths["attention.self.value"] == padded > 1
+    for name in ("attention.self.query", "attention.output.dense", "intermediate.dense",
+                 "output.dense", "classifier.dense", "classifier.out_proj"):  # fmt: skip
+        assert lengths[name] == 1, name

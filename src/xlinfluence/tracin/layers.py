@@ -31,6 +31,23 @@ def _tokens(x: torch.Tensor, d: int) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, d)
 
 
+def _live_positions(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop token positions whose output-gradient is zero for every example of the batch.
+
+    Such positions add nothing to any gradient. Padding is one case; the last encoder
+    layer is the big one: a classifier reading the <s> token leaves every other position
+    of that layer's query, attention-output and feed-forward layers without gradient, so
+    they shrink to T = 1 (and then the ghost product is the cheaper one). The check reads
+    g once, which is d_in times cheaper than forming the per-example gradients.
+    """
+    if g.shape[1] <= 1:
+        return a, g
+    live = g.abs().amax(dim=(0, 2)) > 0  # (T,)
+    if bool(live.all()):
+        return a, g
+    return a[:, live], g[:, live]
+
+
 def _pad_cat(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
     """Concatenate (M_i, T_i, ...) along dim 0, padding dim 1 to the longest with `value`."""
     longest = max(t.shape[1] for t in tensors)
@@ -93,6 +110,7 @@ class LinearKernel(LayerKernel):
     def test_piece(self, x, g):
         a = _tokens(x, self.d_in).to(self.dtype)  # (M, T', d_in)
         g = _tokens(g, self.d_out).to(self.dtype)  # (M, T', d_out)
+        a, g = _live_positions(a, g)
         piece = {}
         if self.weight:
             piece["a"], piece["g"] = a, g
@@ -120,6 +138,7 @@ class LinearKernel(LayerKernel):
     def train_scores(self, x, g, cache):
         a = _tokens(x, self.d_in).to(self.dtype)  # (B, T, d_in)
         g = _tokens(g, self.d_out).to(self.dtype)  # (B, T, d_out)
+        a, g = _live_positions(a, g)
         B, T, _ = a.shape
         parts = []
         if self.bias:
@@ -191,7 +210,8 @@ class EmbeddingKernel(LayerKernel):
 class LayerNormKernel(LayerKernel):
     """nn.LayerNorm: grad weight = sum_t g_t * xhat_t, grad bias = sum_t g_t per example.
 
-    xhat is recomputed from the captured input with the module's eps.
+    xhat is recomputed from the captured input by F.layer_norm without affine parameters
+    (one fused kernel, the module's eps).
     """
 
     def _per_example(self, x: torch.Tensor, g: torch.Tensor) -> Cache:
@@ -200,11 +220,7 @@ class LayerNormKernel(LayerKernel):
         g = g.to(self.dtype)
         out = {}
         if self.weight:
-            x = x.to(self.dtype)
-            dims = tuple(range(-len(shape), 0))
-            mean = x.mean(dims, keepdim=True)
-            var = x.var(dims, unbiased=False, keepdim=True)
-            xhat = (x - mean) * torch.rsqrt(var + self.module.eps)
+            xhat = F.layer_norm(x.to(self.dtype), shape, eps=self.module.eps)
             out["w"] = (g * xhat).reshape(g.shape[0], -1, n).sum(1)  # (B, n)
         if self.bias:
             out["b"] = g.reshape(g.shape[0], -1, n).sum(1)  # (B, n)
