@@ -81,6 +81,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=256,
         help="train examples per reference chunk (bounds its examples x params matrix)",
     )
+    memory = p.add_argument_group("memory against N (top-k streamed vs the full matrix)")
+    memory.add_argument(
+        "--memory-n",
+        type=int,
+        nargs="+",
+        help="also score the first checkpoint at these train set sizes, once keeping only "
+        "the streamed top-k and once the full (M, N) matrix, and compare peak memory",
+    )
+    memory.add_argument("--memory-n-test", type=int, default=512, help="M for --memory-n")
+    memory.add_argument(
+        "--memory-params",
+        default="classifier",
+        help="xlinfluence `params` for --memory-n (a cheap subset: memory is about scores)",
+    )
+    memory.add_argument("--top-k", type=int, default=10, help="k for --memory-n")
     model = p.add_argument_group("model (XLM-R shape, random init)")
     model.add_argument("--hidden", type=int, default=128, help="hidden size (128: the tiny preset)")
     model.add_argument("--layers", type=int, default=4, help="encoder layers (4: the tiny preset)")
@@ -253,15 +268,17 @@ def wait_for_idle(limit_s: float, busy: float = 0.15) -> None:
         )
 
 
-def run_method(args: argparse.Namespace, name: str) -> dict:
+def run_method(args: argparse.Namespace, name: str, extra: tuple[str, ...] = ()) -> dict:
+    """`extra` arguments override the command line's in the worker (e.g. another --n-train)."""
     wait_for_idle(args.wait_idle)
     if args.in_process:
-        return worker(args, name)
+        return worker(parse_args([*sys.argv[1:], *extra]) if extra else args, name)
     argv = [a for a in sys.argv[1:] if a != "--in-process"]
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         *argv,
+        *extra,
         "--workdir",
         str(args.workdir),
         "--worker",
@@ -418,10 +435,62 @@ def verdict(rows: list[dict]) -> list[str]:
     return lines
 
 
+def memory_scaling(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """Peak RSS over set-up at each --memory-n, top-k streamed and full matrix; the check."""
+    rows = []
+    for n in sorted(args.memory_n):
+        for name in ("memory_topk", "memory_full"):
+            print(f"[tracin bench] {BY_NAME[name].label}, N={n} ...", file=sys.stderr, flush=True)
+            extra = ("--n-train", str(n), "--n-test", str(args.memory_n_test))
+            r = run_method(args, name, extra)
+            rows.append(
+                {
+                    "method": name,
+                    "n_train": n,
+                    "n_test": args.memory_n_test,
+                    "seconds": round(r["seconds"], 3),
+                    "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                    "rss_over_setup_mb": round(r["peak_rss_mb"] - r["rss_before_mb"], 1),
+                    "matrix_mb": round(4 * args.memory_n_test * n / 2**20, 1),
+                    "engine_hash": r["engine_hash"],
+                }
+            )
+    growth = {}
+    for name in ("memory_topk", "memory_full"):
+        mine = [r for r in rows if r["method"] == name]
+        growth[name] = mine[-1]["rss_over_setup_mb"] - mine[0]["rss_over_setup_mb"]
+    matrix_growth = rows[-1]["matrix_mb"] - rows[0]["matrix_mb"]
+    ok = growth["memory_topk"] <= 0.1 * matrix_growth
+    check = (
+        f"{'MET ' if ok else 'MISSED'}  top-k memory growth N={rows[0]['n_train']}.."
+        f"{rows[-1]['n_train']} = {growth['memory_topk']:+.1f} MB (full matrix: "
+        f"{growth['memory_full']:+.1f} MB, M x N x 4 B: {matrix_growth:+.1f} MB; target <= 10% "
+        "of the matrix growth)"
+    )
+    return rows, [check]
+
+
+def format_memory(rows: list[dict]) -> str:
+    head = ("memory", "N", "M", "s", "peak MB", "+MB over set-up", "M x N matrix MB")
+    lines = [
+        (BY_NAME[r["method"]].label, str(r["n_train"]), str(r["n_test"]), f"{r['seconds']:.1f}",
+         f"{r['peak_rss_mb']:.0f}", f"{r['rss_over_setup_mb']:.1f}", f"{r['matrix_mb']:.1f}")
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        for cells in [head, ["-" * w for w in widths], *lines]
+    )
+
+
 def run_all(args: argparse.Namespace) -> dict:
     """Checkpoints, then every selected method in its worker, the table and the checks."""
     checkpoints = make_checkpoints(args, args.workdir)
-    names = [m.name for m in METHODS if not (args.skip_peers and m.peer)]
+    names = [m.name for m in METHODS if m.kind != "memory" and not (args.skip_peers and m.peer)]
     names = [n for n in names if not args.only or n in args.only]
     runs = {}
     for name in names:
@@ -449,9 +518,18 @@ def run_all(args: argparse.Namespace) -> dict:
         "checks": verdict(rows),
         "table": format_table(rows, args),
         "profile": None,
+        "memory": None,
     }
     print(result["table"])
     print("\n".join(result["checks"]))
+    hashes = {r["engine_hash"] for r in runs.values()}
+    if args.memory_n:
+        memory_rows, memory_check = memory_scaling(args)
+        result["memory"] = memory_rows
+        result["checks"] += memory_check
+        hashes |= {r["engine_hash"] for r in memory_rows}
+        print(format_memory(memory_rows))
+        print("\n".join(memory_check))
     if args.profile:
         from tracin_profile import format_profile
 
@@ -461,9 +539,8 @@ def run_all(args: argparse.Namespace) -> dict:
             print(f"[tracin bench] profile failed: {err}", file=sys.stderr)
         else:
             result["profile"] = found["profile"]
-            runs["profile"] = found
+            hashes.add(found["engine_hash"])
             print(format_profile(found["profile"]))
-    hashes = {r["engine_hash"] for r in runs.values()}
     result["environment"]["tracin_source_sha256"] = sorted(hashes)
     if len(hashes) > 1:
         print(

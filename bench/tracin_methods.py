@@ -27,7 +27,9 @@ from tracin_setup import (
     pad_batches,
 )
 
+from xlinfluence.analysis.topk import StreamingTopK
 from xlinfluence.tracin import engine, reference_scores
+from xlinfluence.tracin.selection import parameter_filter
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ METHODS = [
     ),
     Method("train_epoch", "training epoch (shuffled)", "all", "train", False),
     Method("train_epoch_bucketed", "training epoch (length-bucketed)", "all", "train", False),
+    # --memory-n: peak memory against N, not table rows
+    Method("memory_topk", "top-k streamed", "all", "memory", False, False),
+    Method("memory_full", "full M x N matrix", "all", "memory", False, False),
 ]
 BY_NAME = {m.name: m for m in METHODS}
 
@@ -275,11 +280,35 @@ def run_training(ctx: Context, method: Method) -> tuple[None, list[int]]:
     return None, list(range(ctx.n_train))
 
 
+def run_memory(ctx: Context, method: Method) -> tuple[None, list[int]]:
+    """Score the train set at the first checkpoint keeping only the streamed top-k
+    (memory_topk, the influence step's plan with store_scores=false) or the whole
+    (M, N) matrix (memory_full), over --memory-params; the worker reports the peak RSS."""
+    load_checkpoint(ctx.model, ctx.checkpoints[0][0])
+    keep = parameter_filter(ctx.args.memory_params, ctx.model)
+    full = method.name == "memory_full"
+    with ctx.clock, engine.CheckpointScorer(ctx.model, keep) as scorer:
+        test = scorer.test_cache(ctx.test_batches)
+        topk = StreamingTopK(ctx.n_test, ctx.args.top_k)
+        scores = torch.zeros(ctx.n_test, ctx.n_train) if full else None
+        for batch in ctx.train_batches:
+            block = scorer.train_block(batch, test)[0].T.float().cpu()  # (M, B)
+            if full:
+                scores[test.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block
+            else:
+                topk.update(block, test.index, batch["index"])
+        if full:
+            topk.update(scores, test.index, torch.arange(ctx.n_train))
+        topk.result()
+    return None, list(range(ctx.n_train))
+
+
 RUNNERS = {
     "xlinfluence": run_xlinfluence,
     "captum": run_captum,
     "reference": run_reference,
     "train": run_training,
+    "memory": run_memory,
 }
 
 
