@@ -8,20 +8,24 @@ import pandas as pd
 import torch
 
 from xlinfluence.analysis import compare
+from xlinfluence.analysis.bootstrap import share_intervals
 from xlinfluence.analysis.shares import example_shares, language_shares, self_shares
 from xlinfluence.analysis.topk import topk_table
 
 
-def _frames(seed: int, heldout: str | None = None):
-    """A random score matrix over en/de train and en/de/(heldout) test examples."""
-    train_langs = ["en"] * 6 + ["de"] * 6
-    test_langs = ["en", "en", "de", "de"] + ([heldout] * 2 if heldout else [])
+def _frames(seed: int, train_languages: tuple[str, ...] = ("en", "de")):
+    """A random score matrix over train and en/de test examples."""
+    train_langs = [lang for lang in train_languages for _ in range(12 // len(train_languages))]
+    test_langs = ["en", "en", "de", "de"]
     train = pd.DataFrame({"id": [f"t{i}" for i in range(12)], "language": train_langs})
     test = pd.DataFrame({"id": [f"q{i}" for i in range(len(test_langs))], "language": test_langs})
     scores = {"total": torch.randn(len(test), 12, generator=torch.Generator().manual_seed(seed))}
     table = topk_table(scores, train, test, 4)
-    shares = language_shares(table, train_languages=["en", "de"])
-    return shares, self_shares(shares), example_shares(table, train_languages=["en", "de"])
+    per_example = example_shares(table, train_languages=list(train_languages))
+    shares = share_intervals(
+        language_shares(table, train_languages=list(train_languages)), per_example
+    )
+    return shares, self_shares(shares), per_example
 
 
 def test_seeds_pools_and_draws():
@@ -35,11 +39,21 @@ def test_seeds_pools_and_draws():
     compare.comparison_figure(table, "seeds").savefig(io.BytesIO(), format="png")
 
 
-def test_zero_shot_unseen_is_all_cross_lingual():
-    own = {"all-seen": _frames(1)[1], "heldout-de": _frames(2)[1]}
-    table = compare.zero_shot(own, {"all-seen": "", "heldout-de": "de"})
-    assert table["test_language"].tolist() == ["de"]
-    assert table["unseen_cross_share"].between(0, 1).all()
+def test_zero_shot_lines_up_seen_and_heldout_sources():
+    shares = {"all-seen": _frames(1)[0], "heldout-de": _frames(2, train_languages=["en"])[0]}
+    accuracy = {"all-seen": {"de": 0.8}, "heldout-de": {"de": 0.5}}
+    table = compare.zero_shot(shares, {"all-seen": "", "heldout-de": "de"}, accuracy)
+    assert table["test_language"].tolist() == ["de", "de"]
+    assert table["train_language"].tolist() == ["en", "de"]
+    seen = shares["all-seen"].query("checkpoint == 'total' and kind == 'proponent'")
+    seen = seen[seen["test_language"] == "de"].set_index("train_language")
+    assert table["seen_share"].tolist() == seen.loc[["en", "de"], "share"].tolist()
+    # held out: all of de's top-k comes from en, none from de (it has no training data)
+    assert table["unseen_share"].tolist() == [1.0, 0.0]
+    assert table.loc[1, ["unseen_ci_low", "unseen_ci_high"]].tolist() == [0.0, 0.0]
+    assert (table["seen_ci_low"] <= table["seen_share"]).all()
+    assert (table["seen_share"] <= table["seen_ci_high"]).all()
+    assert table[["seen_accuracy", "unseen_accuracy"]].iloc[0].tolist() == [0.8, 0.5]
     compare.comparison_figure(table, "zero-shot").savefig(io.BytesIO(), format="png")
 
 
@@ -49,4 +63,5 @@ def test_imbalance_tracks_the_first_language_share():
     assert set(table["ratio"]) == {1.0, 4.0}
     assert set(table["test_language"]) == {"en", "de"}
     assert table["share"].between(0, 1).all()
+    assert ((table["ci_low"] <= table["share"]) & (table["share"] <= table["ci_high"])).all()
     compare.comparison_figure(table, "imbalance").savefig(io.BytesIO(), format="png")

@@ -12,37 +12,51 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from xlinfluence.analysis.bootstrap import pooled_self_share_intervals
+from xlinfluence.analysis.shares import SHARE
 from xlinfluence.artifacts import TOTAL
 
 SETTING = "setting"
 
 
-def zero_shot(self_shares: dict[str, pd.DataFrame], heldout: dict[str, str]) -> pd.DataFrame:
-    """Cross-lingual share of each language's top-k proponents when unseen vs seen.
+def zero_shot(
+    shares: dict[str, pd.DataFrame],
+    heldout: dict[str, str],
+    accuracy: dict[str, dict[str, float]] | None = None,
+) -> pd.DataFrame:
+    """Where a language's top-k proponents come from when it is held out vs when it is seen.
 
-    `self_shares` maps setting name -> its self_shares table; `heldout` maps setting name
-    -> the language held out there ("" for the baseline where every language is seen).
-    Columns: test_language, seen_cross_share, seen_self_share, unseen_cross_share
-    (1 by construction: an unseen language has no own-language training data), and
-    unseen_top_train_language, the training language with the largest share when unseen.
+    `shares` maps setting name -> its shares table; `heldout` maps setting name -> the
+    language held out there ("" for the baseline where every language is seen);
+    `accuracy` (optional) setting -> test language -> accuracy. One row per (held-out
+    language, training language), summed-score proponents: the training language's share
+    of the held-out language's top-k with its bootstrap interval, in the all-seen setting
+    (`seen_*`) and when held out (`unseen_*`; the held-out language's own row is 0 there:
+    it has no training data). With `accuracy`: the held-out language's test accuracy in
+    both settings.
     """
     baseline = next(name for name, lang in heldout.items() if not lang)
-    seen = _total_proponents(self_shares[baseline]).set_index("test_language")
-    rows = []
+    values = [SHARE, "ci_low", "ci_high"]
+    seen = _total_proponents(shares[baseline])
+    frames = []
     for name, lang in heldout.items():
         if not lang:
             continue
-        unseen = _total_proponents(self_shares[name]).set_index("test_language")
-        rows.append(
-            {
-                "test_language": lang,
-                "heldout_setting": name,
-                "seen_self_share": seen.loc[lang, "self_share"],
-                "seen_cross_share": seen.loc[lang, "cross_share"],
-                "unseen_cross_share": unseen.loc[lang, "cross_share"],
-            }
+        seen_rows = _of_test_language(seen, lang)
+        unseen_rows = _of_test_language(_total_proponents(shares[name]), lang)
+        frame = (
+            seen_rows[values]
+            .add_prefix("seen_")
+            .join(unseen_rows[values].add_prefix("unseen_"), how="outer")
+            .fillna({f"unseen_{v}": 0.0 for v in values})
         )
-    return pd.DataFrame(rows)
+        frame = frame.loc[list(dict.fromkeys([*seen_rows.index, *frame.index]))].reset_index()
+        frame.insert(0, "test_language", lang)
+        frame.insert(1, "heldout_setting", name)
+        if accuracy is not None:
+            frame["seen_accuracy"] = accuracy[baseline].get(lang, np.nan)
+            frame["unseen_accuracy"] = accuracy[name].get(lang, np.nan)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def imbalance(
@@ -52,22 +66,20 @@ def imbalance(
 
     `shares` maps setting -> its shares table, `ratios` setting -> how many times more
     examples `language` had than each other language. Columns: setting, ratio,
-    test_language, share (of `language` in that test language's top-k proponents).
+    test_language, share (of `language` in that test language's top-k proponents, summed
+    score), ci_low, ci_high (its bootstrap interval).
     """
-    rows = []
+    frames = []
     for name, ratio in ratios.items():
-        frame = shares[name]
-        mine = frame[
-            (frame["checkpoint"] == TOTAL)
-            & (frame["kind"] == "proponent")
-            & (frame["train_language"] == language)
-        ]
-        for row in mine.itertuples(index=False):
-            rows.append(
-                {SETTING: name, "ratio": ratio, "test_language": row.test_language,
-                 "share": row.share}
-            )  # fmt: skip
-    return pd.DataFrame(rows).sort_values(["test_language", "ratio"]).reset_index(drop=True)
+        frame = _total_proponents(shares[name])
+        frame = frame[frame["train_language"] == language]
+        frame = frame[["test_language", SHARE, "ci_low", "ci_high"]].assign(
+            **{SETTING: name, "ratio": ratio}
+        )
+        frames.append(frame)
+    columns = [SETTING, "ratio", "test_language", SHARE, "ci_low", "ci_high"]
+    table = pd.concat(frames, ignore_index=True)[columns]
+    return table.sort_values(["test_language", "ratio"], kind="stable").reset_index(drop=True)
 
 
 def seeds(per_example_shares: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -85,36 +97,80 @@ def seeds(per_example_shares: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def comparison_figure(table: pd.DataFrame, experiment: str) -> Figure:
-    """One bar chart per experiment, readable without the table."""
+    """One figure per experiment, readable without the table; error bars are the
+    bootstrap intervals of the table."""
+    if experiment == "zero-shot":
+        return _zero_shot_figure(table)
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    if experiment == "zero-shot":
-        x = np.arange(len(table))
-        ax.bar(x - 0.2, table["seen_cross_share"], 0.4, label="seen in fine-tuning")
-        ax.bar(x + 0.2, table["unseen_cross_share"], 0.4, label="held out (zero-shot)")
-        ax.set_xticks(x, table["test_language"])
-        ax.set_ylabel("cross-lingual share of top-k proponents")
-        ax.set_title("Cross-lingual reliance, seen vs zero-shot")
-    elif experiment == "imbalance":
+    if experiment == "imbalance":
         for lang, group in table.groupby("test_language", sort=False):
-            ax.plot(group["ratio"], group["share"], marker="o", label=lang)
-        ax.set_xlabel("over-representation ratio")
-        ax.set_ylabel("share of the over-represented language")
-        ax.set_title("Share of the over-represented language in top-k proponents")
+            ax.errorbar(
+                group["ratio"],
+                group[SHARE],
+                yerr=_yerr(group, SHARE),
+                marker="o",
+                capsize=3,
+                label=lang,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(
+            sorted(table["ratio"].unique()), [f"{r:g}" for r in sorted(table["ratio"].unique())]
+        )
+        ax.set_xlabel("over-representation ratio of the first language")
+        ax.set_ylabel("its share of the top-k proponents")
+        ax.set_title("Share of the over-represented language, per test language (95% CI)")
+        ax.legend(fontsize=8, title="test language")
     else:
         x = np.arange(len(table))
-        mean = table["self_share"]
-        err = np.vstack([mean - table["ci_low"], table["ci_high"] - mean])
-        ax.bar(x, mean, yerr=np.nan_to_num(err), capsize=4)
+        ax.bar(x, table["self_share"], yerr=_yerr(table, "self_share"), capsize=4)
         ax.set_xticks(x, table["test_language"])
         ax.set_ylabel("own-language share of top-k proponents")
         ax.set_title("Own-language share pooled over seeds (95% hierarchical bootstrap CI)")
     ax.set_ylim(0, 1)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
+
+
+def _zero_shot_figure(table: pd.DataFrame) -> Figure:
+    """One panel per held-out language: its top-k by training language, seen vs held out."""
+    languages = list(dict.fromkeys(table["test_language"]))
+    fig = Figure(figsize=(2.6 * len(languages) + 0.8, 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(languages), sharey=True))
+    for ax, lang in zip(axes, languages, strict=True):
+        rows = table[table["test_language"] == lang]
+        x = np.arange(len(rows))
+        for offset, prefix, label in ((-0.2, "seen", "seen in fine-tuning"),
+                                      (0.2, "unseen", "held out (zero-shot)")):  # fmt: skip
+            ax.bar(
+                x + offset, rows[f"{prefix}_share"], 0.4, label=label, capsize=2,
+                yerr=_yerr(rows, f"{prefix}_share", f"{prefix}_ci_low", f"{prefix}_ci_high"),
+            )  # fmt: skip
+        ax.set_xticks(x, rows["train_language"])
+        title = f"test: {lang}"
+        if "seen_accuracy" in rows:
+            acc = rows.iloc[0]
+            title += f"\nacc {acc['seen_accuracy']:.2f} \u2192 {acc['unseen_accuracy']:.2f}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training language", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("share of top-k proponents")
+    axes[0].set_ylim(0, 1)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("Where each language's top-k proponents come from, seen vs held out (95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+def _yerr(frame: pd.DataFrame, value: str, low: str = "ci_low", high: str = "ci_high"):
+    """Asymmetric error bars (2, n) from an interval's columns; NaN draws none."""
+    err = np.vstack([frame[value] - frame[low], frame[high] - frame[value]])
+    return np.nan_to_num(err).clip(min=0)
+
+
+def _of_test_language(frame: pd.DataFrame, language: str) -> pd.DataFrame:
+    return frame[frame["test_language"] == language].set_index("train_language")
 
 
 def _total_proponents(frame: pd.DataFrame) -> pd.DataFrame:

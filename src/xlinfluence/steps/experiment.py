@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import compare
@@ -73,13 +72,12 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     by_name = settings(config)
     main_runs = {name: tracking.run_or_reuse(setting, project) for name, setting in by_name.items()}
     parent.set_tags({f"xlinfluence.setting.{name}": run_id for name, run_id in main_runs.items()})
-    analyze_runs = {
-        name: MlflowClient().get_run(run_id).data.tags["xlinfluence.analyze_run_id"]
-        for name, run_id in main_runs.items()
-    }
-    own = {n: _table(r, "self_shares") for n, r in analyze_runs.items()}
+    analyze_runs = {name: _child(run_id, "analyze") for name, run_id in main_runs.items()}
     if config.experiment == "zero-shot":
-        table = compare.zero_shot(own, {n: s.heldout_language for n, s in by_name.items()})
+        shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
+        accuracy = {n: _accuracy(run_id) for n, run_id in main_runs.items()}
+        heldout = {n: s.heldout_language for n, s in by_name.items()}
+        table = compare.zero_shot(shares, heldout, accuracy)
     elif config.experiment == "imbalance":
         shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
         ratios = {n: float(n.removeprefix("ratio-")) for n in by_name}
@@ -95,6 +93,17 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
         compare.comparison_figure(table, config.experiment), "experiment/comparison.png"
     )
     return main_runs
+
+
+def _child(main_run_id: str, step: str) -> str:
+    """The ID of a setting's `step` run, as its main run tagged it."""
+    return tracking.fetch_run(main_run_id, step="main").data.tags[f"xlinfluence.{step}_run_id"]
+
+
+def _accuracy(main_run_id: str) -> dict[str, float]:
+    """Final test accuracy per language of the setting's train run (its accuracy.<lang>)."""
+    metrics = tracking.fetch_run(_child(main_run_id, "train"), step="train").data.metrics
+    return {k.removeprefix("accuracy."): v for k, v in metrics.items() if k.startswith("accuracy.")}
 
 
 def _table(analyze_run_id: str, name: str) -> pd.DataFrame:
