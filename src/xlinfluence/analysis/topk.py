@@ -97,9 +97,7 @@ class StreamingTopK:
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(proponent_idx, proponent_scores, opponent_idx, opponent_scores), each (M, k)."""
         if (self.pro_idx < 0).any():
-            raise ConfigError(
-                f"top_k={self.k} exceeds the training examples seen; lower top_k."
-            )
+            raise ConfigError(f"top_k={self.k} exceeds the training examples seen; lower top_k.")
         return self.pro_idx, self.pro_scores, self.opp_idx, self.opp_scores
 
 

@@ -24,9 +24,7 @@ class TokenizedExamples(Dataset):
         texts = frame[schema.TEXT].tolist()
         pairs = frame[schema.TEXT_PAIR]
         pairs = None if pairs.isna().all() else pairs.fillna("").tolist()
-        encoded = tokenizer(
-            texts, pairs, truncation=True, max_length=max_length, padding=False
-        )
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
         self.input_ids: list[list[int]] = encoded["input_ids"]
         self.labels = frame[schema.LABEL].to_numpy()
         self.pad_id = tokenizer.pad_token_id

@@ -41,9 +41,7 @@ def validate(frame: pd.DataFrame, *, where: str) -> pd.DataFrame:
     try:
         labels = frame[LABEL].astype("int64")
     except (TypeError, ValueError) as err:
-        raise DataError(
-            f"{where}: label column must hold integer class indices ({err})."
-        ) from err
+        raise DataError(f"{where}: label column must hold integer class indices ({err}).") from err
     return pd.DataFrame(
         {
             ID: frame[ID].astype(str),
