@@ -58,6 +58,11 @@ def test_seeds_report_mean_and_interval_per_language(main_runs):
     assert (table["n_seeds"] == 2).all()
     assert ((table["ci_low"] <= table["self_share"])
             & (table["self_share"] <= table["ci_high"])).all()  # fmt: skip
+    pooled = pd.read_csv(tracking.download(parent, "experiment/pooled_shares.csv"))
+    total = pooled[(pooled["checkpoint"] == "total") & (pooled["kind"] == "proponent")]
+    assert len(total) == 3 * 3  # every test language x training language
+    assert (total["n_seeds"] == 2).all()
+    assert total.groupby("test_language")["share"].sum().round(6).eq(1).all()
 
 
 def test_imbalance_needs_one_base_count(main_runs):

@@ -33,6 +33,9 @@ def test_main_leaves_four_finished_runs_with_lineage(main_runs):
         assert runs[step].data.tags[tracking.STEP_TAG] == step
     assert runs["influence"].data.tags[tracking.UPSTREAM_TAG] == main_runs["train"]
     assert runs["analyze"].data.tags[tracking.UPSTREAM_TAG] == main_runs["influence"]
+    headline = runs["main"].data.metrics  # copied from the children, for side-by-side views
+    assert headline["accuracy.en"] == runs["train"].data.metrics["accuracy.en"]
+    assert headline["total_self_share.en"] == runs["analyze"].data.metrics["total_self_share.en"]
 
 
 def test_train_run_logs_manifests_checkpoints_and_metrics(main_runs):

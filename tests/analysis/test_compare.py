@@ -59,7 +59,15 @@ def test_zero_shot_lines_up_seen_and_heldout_sources():
 
 def test_imbalance_tracks_the_first_language_share():
     shares = {"ratio-1": _frames(1)[0], "ratio-4": _frames(2)[0]}
-    table = compare.imbalance(shares, {"ratio-1": 1.0, "ratio-4": 4.0}, "en")
+    mass = {
+        name: pd.DataFrame(
+            {"train_language": ["en", "de", "en", "de"], "n_train_examples": [n, 6, n, 6]}
+        )
+        for name, n in (("ratio-1", 6), ("ratio-4", 24))
+    }
+    table = compare.imbalance(shares, {"ratio-1": 1.0, "ratio-4": 4.0}, "en", mass)
+    assert table.set_index("ratio")["data_share"].to_dict() == {1.0: 0.5, 4.0: 0.8}
+    assert (table["enrichment"] == table["share"] / table["data_share"]).all()
     assert set(table["ratio"]) == {1.0, 4.0}
     assert set(table["test_language"]) == {"en", "de"}
     assert table["share"].between(0, 1).all()

@@ -1,8 +1,8 @@
 """Comparisons across the settings of an experiment (zero-shot, imbalance, seeds).
 
-Each setting is one full pipeline whose analyze run produced a `self_shares` table and a
-`shares` table (see shares.py). These functions line the settings up so one table and one
-figure answer the experiment's question.
+Each setting is one full pipeline whose analyze run logged `shares` (with bootstrap
+intervals) and `example_shares` tables (see shares.py, bootstrap.py). These functions line
+the settings up so one table and one figure answer the experiment's question.
 """
 
 from __future__ import annotations
@@ -60,26 +60,41 @@ def zero_shot(
 
 
 def imbalance(
-    shares: dict[str, pd.DataFrame], ratios: dict[str, float], language: str
+    shares: dict[str, pd.DataFrame],
+    ratios: dict[str, float],
+    language: str,
+    mass: dict[str, pd.DataFrame],
 ) -> pd.DataFrame:
     """How the over-represented language's share of each test language's top-k moves.
 
     `shares` maps setting -> its shares table, `ratios` setting -> how many times more
-    examples `language` had than each other language. Columns: setting, ratio,
-    test_language, share (of `language` in that test language's top-k proponents, summed
-    score), ci_low, ci_high (its bootstrap interval).
+    examples `language` had than each other language, `mass` setting -> its influence_mass
+    table (for the training-set counts). Columns: setting, ratio, test_language, share (of
+    `language` in that test language's top-k proponents, summed score), ci_low, ci_high
+    (its bootstrap interval), data_share (`language`'s fraction of the training examples:
+    the share a top-k blind to language would give it), enrichment (share / data_share).
     """
     frames = []
     for name, ratio in ratios.items():
         frame = _total_proponents(shares[name])
         frame = frame[frame["train_language"] == language]
         frame = frame[["test_language", SHARE, "ci_low", "ci_high"]].assign(
-            **{SETTING: name, "ratio": ratio}
+            **{SETTING: name, "ratio": ratio, "data_share": _data_share(mass[name], language)}
         )
         frames.append(frame)
-    columns = [SETTING, "ratio", "test_language", SHARE, "ci_low", "ci_high"]
-    table = pd.concat(frames, ignore_index=True)[columns]
-    return table.sort_values(["test_language", "ratio"], kind="stable").reset_index(drop=True)
+    table = pd.concat(frames, ignore_index=True)
+    table["enrichment"] = table[SHARE] / table["data_share"]
+    columns = [SETTING, "ratio", "test_language", SHARE, "ci_low", "ci_high", "data_share",
+               "enrichment"]  # fmt: skip
+    return (
+        table[columns].sort_values(["test_language", "ratio"], kind="stable").reset_index(drop=True)
+    )
+
+
+def _data_share(mass: pd.DataFrame, language: str) -> float:
+    """`language`'s fraction of the training examples, from an influence_mass table."""
+    counts = mass.drop_duplicates("train_language").set_index("train_language")
+    return float(counts.loc[language, "n_train_examples"] / counts["n_train_examples"].sum())
 
 
 def seeds(per_example_shares: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -106,13 +121,11 @@ def comparison_figure(table: pd.DataFrame, experiment: str) -> Figure:
     if experiment == "imbalance":
         for lang, group in table.groupby("test_language", sort=False):
             ax.errorbar(
-                group["ratio"],
-                group[SHARE],
-                yerr=_yerr(group, SHARE),
-                marker="o",
-                capsize=3,
+                group["ratio"], group[SHARE], yerr=_yerr(group, SHARE), marker="o", capsize=3,
                 label=lang,
-            )
+            )  # fmt: skip
+        data = table.drop_duplicates("ratio").sort_values("ratio")
+        ax.plot(data["ratio"], data["data_share"], "k--", label="its share of the data")
         ax.set_xscale("log", base=2)
         ax.set_xticks(
             sorted(table["ratio"].unique()), [f"{r:g}" for r in sorted(table["ratio"].unique())]
@@ -156,7 +169,8 @@ def _zero_shot_figure(table: pd.DataFrame) -> Figure:
         ax.set_xlabel("training language", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("share of top-k proponents")
-    axes[0].set_ylim(0, 1)
+    top = table[["seen_ci_high", "unseen_ci_high", "seen_share", "unseen_share"]].max().max()
+    axes[0].set_ylim(0, min(1.0, 1.25 * top) if top > 0 else 1.0)
     axes[-1].legend(fontsize=7)
     fig.suptitle("Where each language's top-k proponents come from, seen vs held out (95% CI)")
     fig.tight_layout()

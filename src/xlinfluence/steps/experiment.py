@@ -19,6 +19,7 @@ import pandas as pd
 
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import compare
+from xlinfluence.analysis.bootstrap import pooled_share_intervals
 from xlinfluence.config import MainConfig
 from xlinfluence.data.params import parse_languages
 from xlinfluence.errors import ConfigError
@@ -73,26 +74,39 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     main_runs = {name: tracking.run_or_reuse(setting, project) for name, setting in by_name.items()}
     parent.set_tags({f"xlinfluence.setting.{name}": run_id for name, run_id in main_runs.items()})
     analyze_runs = {name: _child(run_id, "analyze") for name, run_id in main_runs.items()}
+    tables = _comparison_tables(config, by_name, main_runs, analyze_runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for name, frame in tables.items():
+            frame.to_parquet(out / f"{name}.parquet", index=False)
+            frame.to_csv(out / f"{name}.csv", index=False)
+        parent.log_artifacts(out, "experiment")
+    parent.log_figure(
+        compare.comparison_figure(tables["comparison"], config.experiment),
+        "experiment/comparison.png",
+    )
+    return main_runs
+
+
+def _comparison_tables(config, by_name, main_runs, analyze_runs) -> dict[str, pd.DataFrame]:
+    """`comparison` (the experiment's question, see compare.py) and, for seeds, every
+    language x language share pooled over seeds with hierarchical intervals."""
     if config.experiment == "zero-shot":
         shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
         accuracy = {n: _accuracy(run_id) for n, run_id in main_runs.items()}
         heldout = {n: s.heldout_language for n, s in by_name.items()}
-        table = compare.zero_shot(shares, heldout, accuracy)
-    elif config.experiment == "imbalance":
+        return {"comparison": compare.zero_shot(shares, heldout, accuracy)}
+    if config.experiment == "imbalance":
         shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
         ratios = {n: float(n.removeprefix("ratio-")) for n in by_name}
-        table = compare.imbalance(shares, ratios, parse_languages(config.languages)[0])
-    else:
-        table = compare.seeds({n: _table(r, "example_shares") for n, r in analyze_runs.items()})
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        table.to_parquet(out / "comparison.parquet", index=False)
-        table.to_csv(out / "comparison.csv", index=False)
-        parent.log_artifacts(out, "experiment")
-    parent.log_figure(
-        compare.comparison_figure(table, config.experiment), "experiment/comparison.png"
-    )
-    return main_runs
+        mass = {n: _table(r, "influence_mass") for n, r in analyze_runs.items()}
+        first = parse_languages(config.languages)[0]
+        return {"comparison": compare.imbalance(shares, ratios, first, mass)}
+    per_example = [_table(r, "example_shares") for r in analyze_runs.values()]
+    return {
+        "comparison": compare.seeds(dict(zip(analyze_runs, per_example, strict=True))),
+        "pooled_shares": pooled_share_intervals(per_example),
+    }
 
 
 def _child(main_run_id: str, step: str) -> str:

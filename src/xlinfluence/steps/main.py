@@ -33,7 +33,18 @@ def run(config: MainConfig) -> dict[str, str]:
         analyze_id = tracking.run_or_reuse(config.analyze(influence_id), project)
         runs = {"train": train_id, "influence": influence_id, "analyze": analyze_id}
         parent.set_tags({f"xlinfluence.{step}_run_id": run_id for step, run_id in runs.items()})
+        parent.log_metrics(headline_metrics(runs))
     return runs
+
+
+def headline_metrics(runs: dict[str, str]) -> dict[str, float]:
+    """The children's final test accuracy per language and summed-score shares, copied onto
+    the main run so that settings (e.g. an experiment's) compare side by side in the UI."""
+    train = tracking.fetch_run(runs["train"], step="train").data.metrics
+    analyze = tracking.fetch_run(runs["analyze"], step="analyze").data.metrics
+    return {k: v for k, v in train.items() if k.startswith("accuracy.")} | {
+        k: v for k, v in analyze.items() if k.startswith("total_")
+    }
 
 
 def find_project() -> Path:
