@@ -8,6 +8,8 @@ so the whole pipeline runs with no model hub. Its special-token ids match XLM-R'
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -59,7 +61,9 @@ def train_tokenizer(
     trainer = trainers.UnigramTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>"
     )
+    texts = list(texts)
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.model = _canonical_unigram(tokenizer, texts)
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
@@ -76,6 +80,36 @@ def train_tokenizer(
         pad_token="<pad>",
         mask_token="<mask>",
     )
+
+
+def _canonical_unigram(tokenizer: Tokenizer, texts: list[str]) -> models.Unigram:
+    """The trained pieces with scores re-estimated from their counts, ids in a fixed order.
+
+    The Unigram trainer is not deterministic: two runs on the same texts give the same
+    pieces, but in another id order and with some rare characters' scores apart by ~2e-3,
+    so one seed trained different models. One deterministic re-estimation fixes that:
+    segment the texts with the trained model (scores rounded to 0.01, which the rare
+    characters cannot change: they have no alternative segmentation) and set each score
+    to log((count + 1) / total); ids follow (score, piece), special tokens first.
+    """
+    trained = json.loads(tokenizer.to_str())["model"]["vocab"]
+    pieces = [(t, round(score, 2)) for t, score in trained if t not in SPECIAL_TOKENS]
+    rounded = models.Unigram(
+        [(t, 0.0) for t in SPECIAL_TOKENS] + pieces, unk_id=SPECIAL_TOKENS.index("<unk>")
+    )
+    tokenizer.model = rounded
+    counts = dict.fromkeys((t for t, _ in pieces), 1)  # add-one: every piece stays reachable
+    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
+        for token in encoding.tokens:
+            if token in counts:
+                counts[token] += 1
+    total = sum(counts.values())
+    scored = sorted(
+        ((t, round(math.log(c / total), 6)) for t, c in counts.items()),
+        key=lambda item: (-item[1], item[0]),
+    )
+    vocab = [(t, 0.0) for t in SPECIAL_TOKENS] + scored
+    return models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
 
 
 def build(
