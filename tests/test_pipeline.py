@@ -52,6 +52,23 @@ def test_train_run_logs_manifests_checkpoints_and_metrics(main_runs):
     assert [m.step for m in metrics] == [1, 2]
 
 
+def test_training_again_gives_identical_checkpoints(main_runs):
+    """Same parameters and seed, same bytes: settings differ by their parameters, not by noise."""
+    train_options = SETTING[: SETTING.index("--influence-batch-size")] + ["--seed", "3"]
+    again = run_step("train", *train_options)
+    assert again != main_runs["train"]
+    try:
+        for name in ("epoch-1", "epoch-2"):
+            files = [
+                tracking.download(run_id, f"{artifacts.CHECKPOINTS}/{name}")
+                for run_id in (main_runs["train"], again)
+            ]
+            for file in ("model.safetensors", "tokenizer.json"):
+                assert (files[0] / file).read_bytes() == (files[1] / file).read_bytes(), file
+    finally:  # main would reuse it (newest equal run) and so recompute influence and analyze
+        MlflowClient().delete_run(again)
+
+
 def test_influence_scores_equal_the_per_example_reference(main_runs):
     """The whole step (tokenisation, bucketing, lr weighting) against float64 autograd."""
     train_id, influence_id = main_runs["train"], main_runs["influence"]
