@@ -142,7 +142,9 @@ def translation_influence(
     for name, rows in frame.groupby(CHECKPOINT, sort=False).groups.items():
         block = frame.loc[rows]
         scores = scores_by_name[name]
-        values = scores[block[TEST_INDEX].to_numpy(), block["translation"].to_numpy()]
+        # copies: torch warns on indexing with pandas' read-only arrays
+        at = (block[TEST_INDEX].to_numpy(copy=True), block["translation"].to_numpy(copy=True))
+        values = scores[at]
         positive[frame.index.get_indexer(rows)] = (values > 0).numpy()
     frame = frame.assign(positive=positive)
     keys = [CHECKPOINT, TEST_INDEX, TEST_LANGUAGE]
