@@ -162,6 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.memory_n is not None and len(set(args.memory_n)) < 2:
+        p.error("--memory-n needs at least two different train set sizes to compare")
     if not 2 <= args.min_len <= args.max_len:
         p.error("need 2 <= --min-len <= --max-len (<s> and </s> are counted)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -295,7 +297,9 @@ def run_method(args: argparse.Namespace, name: str, extra: tuple[str, ...] = ())
     """`extra` arguments override the command line's in the worker (e.g. another --n-train)."""
     wait_for_idle(args.wait_idle)
     if args.in_process:
-        return worker(parse_args([*sys.argv[1:], *extra]) if extra else args, name)
+        overrides = vars(parse_args([*sys.argv[1:], *extra])) if extra else {}
+        changed = {k: v for k, v in overrides.items() if k != "workdir"}
+        return worker(argparse.Namespace(**{**vars(args), **changed}), name)
     argv = [a for a in sys.argv[1:] if a != "--in-process"]
     cmd = [
         sys.executable,

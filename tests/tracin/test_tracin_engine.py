@@ -282,3 +282,15 @@ def test_positions_without_gradient_are_dropped(model, test_batches):
     for name in ("attention.self.query", "attention.output.dense", "intermediate.dense",
                  "output.dense", "classifier.dense", "classifier.out_proj"):  # fmt: skip
         assert lengths[name] == 1, name
+
+
+def test_non_finite_gradients_are_not_dropped():
+    """A NaN or inf output gradient must reach the scores, not vanish with the dead positions."""
+    from xlinfluence.tracin.layers import _live_positions
+
+    a = torch.ones(2, 4, 3)
+    g = torch.zeros(2, 4, 5)
+    g[0, 1, 0], g[1, 2, 4] = float("nan"), float("inf")
+    kept_a, kept_g = _live_positions(a, g)
+    assert kept_a.shape == (2, 2, 3)
+    assert kept_g[0, 0, 0].isnan() and kept_g[1, 1, 4].isinf()

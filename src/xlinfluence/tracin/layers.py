@@ -42,7 +42,7 @@ def _live_positions(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, tor
     """
     if g.shape[1] <= 1:
         return a, g
-    live = g.abs().amax(dim=(0, 2)) > 0  # (T,)
+    live = g.ne(0).any(dim=2).any(dim=0)  # (T,); NaN and inf count as live
     if bool(live.all()):
         return a, g
     return a[:, live], g[:, live]
@@ -87,7 +87,8 @@ class LinearKernel(LayerKernel):
       ghost        sum_{t,s} (a_t . a'_s)(g_t . g'_s) from cached test a', g';
                    costs ~ B M T T' (d_in + d_out).
     "auto" picks ghost for a train batch when T * T' < d_in d_out / (d_in + d_out), with T
-    and T' the padded lengths of the train batch and of the test chunk; this matched the
+    and T' the padded lengths of the train batch and of the test chunk after positions with
+    no output gradient are dropped (`_live_positions`); this matched the
     measured crossover (64 for 128x128, 384 for 768x768). The test chunk keeps raw a', g'
     and builds per-example test grads only if some train batch needs them (or up front when
     ghost can never win, T' >= threshold).
