@@ -116,7 +116,8 @@ def test_topk_only_run_matches_full_run_and_feeds_analyze(main_runs):
     pd.testing.assert_series_equal(full["score"], kept["score"], rtol=1e-5, atol=1e-6)
     matrices = _scores(main_runs["influence"], train_id)
     for name, rows in kept.groupby("checkpoint"):
-        entries = matrices[name][rows["test_index"].to_numpy(), rows["train_index"].to_numpy()]
+        at = (rows["test_index"].to_numpy(copy=True), rows["train_index"].to_numpy(copy=True))
+        entries = matrices[name][at]
         torch.testing.assert_close(entries, torch.tensor(rows["score"].to_numpy()))
 
     code, output = run_cli("analyze", "--influence-run-id", topk_only, "--top-k", "3")
