@@ -42,7 +42,7 @@ def _live_positions(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, tor
     """
     if g.shape[1] <= 1:
         return a, g
-    live = g.ne(0).any(dim=2).any(dim=0)  # (T,); NaN and inf count as live
+    live = g.abs().amax(dim=(0, 2)) != 0  # (T,); NaN != 0, so NaN and inf count as live
     if bool(live.all()):
         return a, g
     return a[:, live], g[:, live]
