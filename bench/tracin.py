@@ -415,23 +415,26 @@ def _cells(r: dict) -> tuple[str, ...]:
     )
 
 
-def format_table(rows: list[dict], args: argparse.Namespace) -> str:
-    lines = [_cells(r) for r in rows if r["table"]]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(HEAD)]
-
-    def fmt(cells) -> str:
-        return "  ".join(
+def aligned(head: tuple[str, ...], lines: list[tuple[str, ...]]) -> list[str]:
+    """A text table: header, rule, rows; first column left-aligned, the others right."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    return [
+        "  ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
+        for cells in [head, tuple("-" * w for w in widths), *lines]
+    ]
 
+
+def format_table(rows: list[dict], args: argparse.Namespace) -> str:
     setting = (
         f"{args.n_train} train x {args.n_test} test, lengths {args.min_len}..{args.max_len}, "
         f"batch {args.batch_size}, {args.checkpoints} checkpoints, hidden {args.hidden}, "
         f"{args.layers} layers, {args.device} {args.precision}, {args.threads} thread(s), "
         f"fastest of {args.repeat}."
     )
-    return "\n".join([fmt(HEAD), fmt(["-" * w for w in widths]), *map(fmt, lines), setting, LEGEND])
+    return "\n".join([*aligned(HEAD, [_cells(r) for r in rows if r["table"]]), setting, LEGEND])
 
 
 def verdict(rows: list[dict]) -> list[str]:
@@ -505,14 +508,7 @@ def format_memory(rows: list[dict]) -> str:
          f"{r['peak_rss_mb']:.0f}", f"{r['rss_over_setup_mb']:.1f}", f"{r['matrix_mb']:.1f}")
         for r in rows
     ]  # fmt: skip
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-        for cells in [head, ["-" * w for w in widths], *lines]
-    )
+    return "\n".join(aligned(head, lines))
 
 
 def run_all(args: argparse.Namespace) -> dict:

@@ -73,8 +73,8 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     by_name = settings(config)
     main_runs = {name: tracking.run_or_reuse(setting, project) for name, setting in by_name.items()}
     parent.set_tags({f"xlinfluence.setting.{name}": run_id for name, run_id in main_runs.items()})
-    analyze_runs = {name: _child(run_id, "analyze") for name, run_id in main_runs.items()}
-    tables = _comparison_tables(config, by_name, main_runs, analyze_runs)
+    children = {name: _child_runs(run_id) for name, run_id in main_runs.items()}
+    tables = _comparison_tables(config, by_name, children)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for name, frame in tables.items():
@@ -88,12 +88,13 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     return main_runs
 
 
-def _comparison_tables(config, by_name, main_runs, analyze_runs) -> dict[str, pd.DataFrame]:
+def _comparison_tables(config, by_name, children) -> dict[str, pd.DataFrame]:
     """`comparison` (the experiment's question, see compare.py) and, for seeds, every
     language x language share pooled over seeds with hierarchical intervals."""
+    analyze_runs = {name: runs["analyze"] for name, runs in children.items()}
     if config.experiment == "zero-shot":
         shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
-        accuracy = {n: _accuracy(run_id) for n, run_id in main_runs.items()}
+        accuracy = {n: _accuracy(runs["train"]) for n, runs in children.items()}
         heldout = {n: s.heldout_language for n, s in by_name.items()}
         return {"comparison": compare.zero_shot(shares, heldout, accuracy)}
     if config.experiment == "imbalance":
@@ -109,14 +110,15 @@ def _comparison_tables(config, by_name, main_runs, analyze_runs) -> dict[str, pd
     }
 
 
-def _child(main_run_id: str, step: str) -> str:
-    """The ID of a setting's `step` run, as its main run tagged it."""
-    return tracking.fetch_run(main_run_id, step="main").data.tags[f"xlinfluence.{step}_run_id"]
+def _child_runs(main_run_id: str) -> dict[str, str]:
+    """Step -> run ID of a setting's train and analyze runs, as its main run tagged them."""
+    tags = tracking.fetch_run(main_run_id, step="main").data.tags
+    return {step: tags[f"xlinfluence.{step}_run_id"] for step in ("train", "analyze")}
 
 
-def _accuracy(main_run_id: str) -> dict[str, float]:
-    """Final test accuracy per language of the setting's train run (its accuracy.<lang>)."""
-    metrics = tracking.fetch_run(_child(main_run_id, "train"), step="train").data.metrics
+def _accuracy(train_run_id: str) -> dict[str, float]:
+    """Final test accuracy per language of a train run (its accuracy.<lang> metrics)."""
+    metrics = tracking.fetch_run(train_run_id, step="train").data.metrics
     return {k.removeprefix("accuracy."): v for k, v in metrics.items() if k.startswith("accuracy.")}
 
 
