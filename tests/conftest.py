@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
 from click.testing import CliRunner
@@ -57,3 +59,26 @@ def main_runs(tracking_env):
             for s in ("train", "influence", "analyze")
         },
     }
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Converted models (e5-small) go to a per-session folder, not the user's cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XLINFLUENCE_MODEL_CACHE", str(tmp_path_factory.mktemp("models")))
+    yield
+    patch.undo()
+
+
+def shared_data(*parts: str) -> Path:
+    """A folder of the real benchmark data beside the checkout, or skip the test saying why."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.is_dir():
+        pytest.skip(
+            f"real benchmark data not found at {path}: it lives in ../shared/data beside the "
+            "project checkout (CI has it; a user's clone does not)"
+        )
+    return path

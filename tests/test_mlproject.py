@@ -32,3 +32,11 @@ def test_shipped_accelerate_configs_parse():
         config = yaml.safe_load(path.read_text())
         assert config["distributed_type"] in {"NO", "MULTI_CPU", "MULTI_GPU"}, path
         assert config["num_processes"] >= 1
+
+
+def test_committed_mlproject_is_the_rendered_one():
+    from xlinfluence.mlproject import render
+
+    assert (ROOT / "MLproject").read_text() == render(), (
+        "MLproject is out of date: run `python -m xlinfluence.mlproject > MLproject`"
+    )

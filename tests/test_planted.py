@@ -139,12 +139,14 @@ def test_influence_recovers_the_planted_structure(tmp_path):
     seed, k = 0, 20
     splits = planted_splits(64, 16, seed)
     train, test = splits.train, splits.test
-    model, tokenizer = modeling.build(
+    built = modeling.build(
         "tiny",
         num_labels=len(splits.label_names),
         train_texts=train[schema.TEXT].tolist(),
+        test_texts=test[schema.TEXT].tolist(),
         seed=seed,
     )
+    model, tokenizer = built.model, built.tokenizer
     saved = []
     training.fine_tune(
         model, tokenizer, train, test, epochs=10, batch_size=8, learning_rate=1e-3,

@@ -88,13 +88,19 @@ def _from_str(value: Any, kind: type) -> Any:
     return text
 
 
+def _threads() -> Any:
+    return _param(0, "CPU threads per process for torch (0: torch's default, one per core)")
+
+
 @dataclass(frozen=True)
 class TrainConfig(StepConfig):
     """Fine-tune a multilingual encoder on several languages, one checkpoint per epoch."""
 
     step: ClassVar[str] = "train"
 
-    dataset: str = _param("cldr", "cldr (built-in, offline), xnli, paws-x, marc, or local")
+    dataset: str = _param(
+        "cldr", "cldr (built-in, offline), sib200, xnli, paws-x, marc, or local (your files)"
+    )
     data_path: str = _param(
         "", "local copy: save_to_disk root (<path>/<lang>) for hub tasks, file or dir for local"
     )
@@ -105,7 +111,14 @@ class TrainConfig(StepConfig):
     )
     test_per_language: int = _param(25, "test examples per language")
     heldout_language: str = _param("", "zero-shot language: in the test set, never in training")
-    model: str = _param("tiny", "'tiny' (offline XLM-R-shaped preset) or a pretrained name/path")
+    model: str = _param(
+        "tiny",
+        "'e5-small' (pretrained multilingual-e5-small, offline), 'tiny' (random XLM-R-shaped "
+        "preset for tests), or a hub name / local folder such as xlm-roberta-base",
+    )
+    trim_vocab: bool = _param(
+        True, "pretrained models: keep only the vocabulary rows the selected data uses (exact)"
+    )
     epochs: int = _param(4, "fine-tuning epochs; one checkpoint is saved after each")
     batch_size: int = _param(16, "training batch size per process")
     learning_rate: float = _param(1e-3, "peak AdamW learning rate")
@@ -113,6 +126,7 @@ class TrainConfig(StepConfig):
     warmup_ratio: float = _param(0.1, "fraction of steps with linear warm-up, then linear decay")
     max_length: int = _param(128, "maximum tokens per example (truncation)")
     seed: int = _param(42, "seed for data selection, initialisation and shuffling")
+    threads: int = _threads()
     accelerate_config: str = _param("", "Accelerate config file; empty runs one plain process")
 
 
@@ -147,6 +161,7 @@ class InfluenceConfig(StepConfig):
     )
     top_k: int = _param(100, "proponents and opponents kept per test example in topk.parquet")
     resume_run_id: str = _param("", "an interrupted influence run whose finished chunks to reuse")
+    threads: int = _threads()
     accelerate_config: str = _param("", "Accelerate config file; empty runs one plain process")
 
 
@@ -184,6 +199,7 @@ class MainConfig(StepConfig):
     test_per_language: int = _same(_T, "test_per_language")
     heldout_language: str = _same(_T, "heldout_language")
     model: str = _same(_T, "model")
+    trim_vocab: bool = _same(_T, "trim_vocab")
     epochs: int = _same(_T, "epochs")
     batch_size: int = _same(_T, "batch_size")
     learning_rate: float = _same(_T, "learning_rate")
@@ -191,6 +207,7 @@ class MainConfig(StepConfig):
     warmup_ratio: float = _same(_T, "warmup_ratio")
     max_length: int = _same(_T, "max_length")
     seed: int = _same(_T, "seed")
+    threads: int = _same(_T, "threads")
     checkpoints: str = _same(_I, "checkpoints")
     params: str = _same(_I, "params")
     precision: str = _same(_I, "precision")

@@ -66,6 +66,7 @@ def fine_tune(
     accelerator: Accelerator,
     checkpoint_root: Path,
     on_epoch_end: Callable[[EpochMetrics, CheckpointInfo, Path], None],
+    vocab_map: modeling.VocabMap | None = None,
 ) -> list[CheckpointInfo]:
     """Train for `epochs`, saving `checkpoint_root/epoch-<e>` (main process) after each."""
     train_loader = make_loader(
@@ -108,7 +109,9 @@ def fine_tune(
         info = CheckpointInfo(checkpoint_name(epoch), epoch, step, lr_sum / max(n_batches, 1))
         directory = checkpoint_root / info.name
         if accelerator.is_main_process:
-            modeling.save_checkpoint(accelerator.unwrap_model(model), tokenizer, directory)
+            modeling.save_checkpoint(
+                accelerator.unwrap_model(model), tokenizer, directory, vocab_map
+            )
         accelerator.wait_for_everyone()
         checkpoints.append(info)
         on_epoch_end(EpochMetrics(epoch, step, epoch_loss, accuracy), info, directory)

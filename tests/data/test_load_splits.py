@@ -70,7 +70,7 @@ def test_imbalance_counts_honoured_and_parallel():
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"dataset": "imdb"}, r"unknown dataset 'imdb'; choose one of cldr, xnli"),
+        ({"dataset": "imdb"}, r"unknown dataset 'imdb'; choose one of cldr, sib200, xnli"),
         (
             {"languages": ["en", "qq"], "train_counts": {"en": 5, "qq": 5}},
             r"unknown language 'qq'.*Available:",

@@ -43,6 +43,10 @@ def translation_share_per_example(topk_table: pd.DataFrame, train: pd.DataFrame)
     pair_id of one of the example's own-language top-k proponents. NaN when the example has
     no cross-lingual proponent, or when none of its proponents has a pair_id (nothing is
     known about translations). With no own-language proponent (e.g. zero-shot) it is 0.
+
+    Partially parallel data: proponents from a training language that shares no pair_id
+    with any other (see `unrelated_languages`) cannot be translations, so they are left out
+    of n_cross_proponents; a test language that is itself unrelated gets NaN.
     """
     require_columns(
         topk_table,
@@ -60,6 +64,9 @@ def translation_share_per_example(topk_table: pd.DataFrame, train: pd.DataFrame)
         if schema.PAIR_ID in train
         else pd.Series(pd.NA, index=train.index, dtype="string")
     ).to_numpy(dtype=object, na_value=None)
+    unrelated = unrelated_languages(train)
+    pro = pro.loc[~pro[TEST_LANGUAGE].isin(unrelated)]
+    parallel = ~pro[TRAIN_LANGUAGE].isin(unrelated).to_numpy()
     own = (pro[TRAIN_LANGUAGE] == pro[TEST_LANGUAGE]).to_numpy()
     pair = pair_ids[pro[TRAIN_INDEX].to_numpy()]
 
@@ -68,7 +75,7 @@ def translation_share_per_example(topk_table: pd.DataFrame, train: pd.DataFrame)
     for group_key, idx in pro.groupby(keys, sort=False).indices.items():
         is_own, pairs = own[idx], pair[idx]
         own_pairs = {p for p in pairs[is_own] if p is not None}
-        cross = pairs[~is_own]
+        cross = pairs[~is_own & parallel[idx]]
         n_reinforcing = sum(p is not None and p in own_pairs for p in cross)
         known = any(p is not None for p in pairs)
         share = n_reinforcing / len(cross) if len(cross) and known else np.nan
@@ -76,9 +83,27 @@ def translation_share_per_example(topk_table: pd.DataFrame, train: pd.DataFrame)
     columns = [*keys, N_OWN_PROPONENTS, N_CROSS_PROPONENTS, N_REINFORCING, TRANSLATION_SHARE]
     counts = pd.DataFrame(rows, columns=columns)
     meta_columns = [*keys, *([TEST_ID] if TEST_ID in pro else []), TEST_LANGUAGE]
-    out = pro.drop_duplicates(keys)[meta_columns].merge(counts, on=keys, how="left")
+    every = topk_table.loc[topk_table[KIND] == PROPONENT]
+    out = every.drop_duplicates(keys)[meta_columns].merge(counts, on=keys, how="left")
+    for column in (N_OWN_PROPONENTS, N_CROSS_PROPONENTS, N_REINFORCING):
+        out[column] = out[column].fillna(0).astype("int64")  # unrelated test languages
     out[TRANSLATION_SHARE] = out[TRANSLATION_SHARE].astype("float64")
     return out.reset_index(drop=True)
+
+
+def unrelated_languages(train: pd.DataFrame) -> set[str]:
+    """Training languages none of whose pair_ids occurs in another language: their examples
+    have no translation in the data (a partially parallel set)."""
+    if schema.PAIR_ID not in train:
+        return set()
+    paired = train.dropna(subset=[schema.PAIR_ID])
+    languages_per_pair = paired.groupby(schema.PAIR_ID)[schema.LANGUAGE].nunique()
+    shared = set(languages_per_pair.index[languages_per_pair > 1])
+    has_shared = paired[schema.PAIR_ID].isin(shared).groupby(paired[schema.LANGUAGE]).any()
+    paired_languages = set(has_shared.index[has_shared])
+    if not paired_languages:  # nothing parallel at all: the shares are NaN anyway
+        return set()
+    return set(train[schema.LANGUAGE].unique()) - paired_languages
 
 
 def aggregate_translation_share(per_example: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from xlinfluence.data import schema
 from xlinfluence.data.select import Pools, select
 from xlinfluence.errors import DataError
 
-DATASETS = ("cldr", "xnli", "paws-x", "marc", "local")
+DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ def _pools(
         from xlinfluence.data import local
 
         return local.load(languages, data_path=data_path, column_map=column_map)
+    if dataset == "sib200":
+        from xlinfluence.data import sib200
+
+        return sib200.load(languages, data_path=data_path, column_map=column_map)
     from xlinfluence.data import hub  # imports `datasets`, which is slow: only when needed
 
     return hub.load(dataset, languages, data_path=data_path, column_map=column_map)
@@ -109,8 +113,9 @@ def load_splits(
 ) -> Splits:
     """Train and test examples of `languages` (plus the zero-shot `heldout_language`).
 
-    dataset: "cldr" (built in), "xnli", "paws-x", "marc" (hub, or saved copies under
-    data_path), or "local" (data_path is a file or a folder with train and test files).
+    dataset: "cldr" (built in), "sib200" (hub, or the SIB-200 repository's layout under
+    data_path), "xnli", "paws-x", "marc" (hub, or saved copies under data_path), or
+    "local" (data_path is a file or a folder with train and test files).
     train_counts: examples per training language; test_per_language: per test language.
     """
     if dataset not in DATASETS:

@@ -4,16 +4,18 @@ Loaders hand over schema-valid pools: either one pool (split here into test and 
 pair_id, or by id where there is no pair_id) or a train pool and a test pool. Selection is
 deterministic for a seed and does not depend on the pools' row order.
 
-Parallel sources (every row has a pair_id, and translations share it) get parallel test
-sets: the same pair_ids in every test language, so a test example's translations are
-scored too (reinforcing vs complementary influence). Training sets are made as parallel as
-possible: pair_ids present in every training language come first, in one shuffled order,
-so a language with a smaller count takes a prefix of a larger one's selection.
+Parallel sources (translations share a pair_id) get parallel test sets: the same pair_ids
+in every test language that shares pair_ids with another, so a test example's translations
+are scored too (reinforcing vs complementary influence). A language whose pair_ids no
+other language holds is sampled on its own (partially parallel data). Training sets are
+made as parallel as possible: pair_ids present in every training language come first, in
+one shuffled order, so a language with a smaller count takes a prefix of a larger one's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ import pandas as pd
 
 from xlinfluence.data import schema
 from xlinfluence.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class _Candidates:
         self.rows = np.flatnonzero(keep)
         self.language = language[keep]
         self.key = key[keep]
-        self.parallel = bool(has_pair[keep].all())
+        self.paired = has_pair[keep]  # key is a pair_id (else the example's own id)
 
     def of(self, lang: str) -> np.ndarray:
         return self.language == lang
@@ -138,23 +142,40 @@ def _select_test(
             f"test_per_language={per_language}. Lower test_per_language to at most {have}."
         )
 
-    if cand.parallel:
-        # The same pair_ids in every test language.
-        shared = set.intersection(*(set(cand.key[cand.of(lang)]) for lang in languages))
+    parallel = _parallel_languages(cand, languages)
+    position = _order(cand.key, seed)  # languages without translations: their own sample
+    if parallel:
+        # The same pair_ids in every parallel test language.
+        shared = set.intersection(*(set(cand.key[cand.of(lang)]) for lang in parallel))
         if len(shared) < per_language:
             raise DataError(
-                f"{where}: only {len(shared)} pair_id(s) have an example in every test language "
-                f"{list(languages)}, but test_per_language={per_language}. Lower "
+                f"{where}: only {len(shared)} pair_id(s) have an example in every parallel "
+                f"test language {parallel}, but test_per_language={per_language}. Lower "
                 f"test_per_language to at most {len(shared)}, or drop the language with the "
                 "fewest examples. (If your data is not parallel, leave pair_id empty.)"
             )
+        in_parallel = np.isin(cand.language, parallel)
         in_shared = np.fromiter((k in shared for k in cand.key), dtype=bool, count=len(cand.key))
-        position = np.full(len(cand.key), np.iinfo(np.int64).max)
-        position[in_shared] = _order(cand.key[in_shared], seed)
-        return _take(cand, languages, position, counts, too_few)
+        position[in_parallel] = np.iinfo(np.int64).max
+        position[in_parallel & in_shared] = _order(cand.key[in_parallel & in_shared], seed)
+    return _take(cand, languages, position, counts, too_few)
 
-    # Not parallel: an independent seeded sample per language.
-    return _take(cand, languages, _order(cand.key, seed), counts, too_few)
+
+def _parallel_languages(cand: _Candidates, languages: Sequence[str]) -> list[str]:
+    """Test languages holding a pair_id that another test language also holds.
+
+    Only they get parallel test sets; a language whose pair_ids no other language shares
+    (or that has none) is sampled on its own, so partially parallel data works.
+    """
+    paired = cand.paired
+    frame = pd.DataFrame({"language": cand.language[paired], "key": cand.key[paired]})
+    per_key = frame.groupby("key")["language"].transform("nunique")
+    linked = set(frame.loc[per_key > 1, "language"])
+    parallel = [lang for lang in languages if lang in linked]
+    alone = [lang for lang in languages if lang not in linked]
+    if parallel and alone:
+        log.info("test languages %s share no pair_id with the others: sampled on their own", alone)
+    return parallel
 
 
 def _select_train(

@@ -26,6 +26,7 @@ from xlinfluence.analysis.topk import StreamingTopK, topk_table_from
 from xlinfluence.config import InfluenceConfig, TrainConfig
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.errors import ConfigError
+from xlinfluence.steps import set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.engine import CheckpointScorer
@@ -51,6 +52,7 @@ def run(config: InfluenceConfig) -> str:
 
 
 def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
+    set_threads(config.threads)
     train_run = tracking.fetch_run(config.train_run_id, step=TrainConfig.step)
     if config.resume_run_id:
         tracking.fetch_run(config.resume_run_id, step=InfluenceConfig.step, finished=False)

@@ -12,6 +12,7 @@ from xlinfluence import artifacts, modeling, tracking
 from xlinfluence.config import TrainConfig
 from xlinfluence.data import load_splits, schema
 from xlinfluence.data.params import parse_column_map, parse_counts, parse_languages
+from xlinfluence.steps import set_threads
 from xlinfluence.training import CheckpointInfo, EpochMetrics, fine_tune
 
 
@@ -25,6 +26,7 @@ def run(config: TrainConfig) -> str:
 
 
 def _train(config: TrainConfig, accelerator: Accelerator) -> str:
+    set_threads(config.threads)
     set_seed(config.seed)
     languages = parse_languages(config.languages)
     heldout = config.heldout_language.strip() or None
@@ -40,11 +42,13 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             heldout_language=heldout,
             seed=config.seed,
         )
-    model, tokenizer = modeling.build(
+    built = modeling.build(
         config.model,
         num_labels=len(splits.label_names),
         train_texts=_texts(splits.train),
+        test_texts=_texts(splits.test),
         seed=config.seed,
+        trim_vocab=config.trim_vocab,
     )
     with (
         tracking.step_run(config, is_main=accelerator.is_main_process) as run,
@@ -62,6 +66,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
                 "num_processes": accelerator.num_processes,
             }
             | {f"n_train.{k}": v for k, v in _counts(splits.train).items()}
+            | {"vocab_size": built.model.config.vocab_size}
         )
         index: list[dict] = []
 
@@ -77,8 +82,8 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             run.log_artifact(out / artifacts.CHECKPOINT_INDEX, artifacts.CHECKPOINTS)
 
         fine_tune(
-            model,
-            tokenizer,
+            built.model,
+            built.tokenizer,
             splits.train,
             splits.test,
             epochs=config.epochs,
@@ -91,6 +96,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             accelerator=accelerator,
             checkpoint_root=out / "local-checkpoints",
             on_epoch_end=log_epoch,
+            vocab_map=built.vocab_map,
         )
         return run.run_id or ""
 
@@ -102,10 +108,9 @@ def _train_counts(text: str, train_languages: list[str], heldout: str | None) ->
     return parse_counts(",".join(entries), train_languages)
 
 
-def _texts(frame):
-    """Training texts (both fields of pair tasks) for the tiny preset's tokenizer."""
-    yield from frame[schema.TEXT]
-    yield from frame[schema.TEXT_PAIR].dropna()
+def _texts(frame) -> list[str]:
+    """Every text field (both sides of pair tasks): what tokenizers are trained or trimmed on."""
+    return [*frame[schema.TEXT], *frame[schema.TEXT_PAIR].dropna()]
 
 
 def _counts(frame) -> dict[str, int]:

@@ -133,6 +133,7 @@ class CheckpointScorer:
     def captures(self, batch: Batch) -> tuple[dict, dict]:
         """Module inputs and output-grads for one batch."""
         self.capture.clear()
+        self.capture.batch_size = len(batch["labels"])
         autocast = (
             torch.autocast(self.device.type, dtype=self.compute_dtype)
             if self.compute_dtype is not None

@@ -97,10 +97,16 @@ class ActivationCapture:
     `output_grads(loss)` returns d loss / d output for every module in one autograd call,
     which was measured faster than `.backward()` into `.grad`. Call `clear()` before
     each forward pass.
+
+    Set `batch_size` before a forward pass to make broadcast embedding lookups per example:
+    BERT looks its position embeddings up once, (1, T), and broadcasts them over the batch,
+    which would leave only the batch's summed gradient. Expanding the ids to (B, T) gives
+    the same activations and one gradient per example.
     """
 
     def __init__(self, tracked: list[TrackedModule]):
         self.tracked = tracked
+        self.batch_size: int | None = None
         self.inputs: dict[str, torch.Tensor] = {}
         self._outputs: dict[str, torch.Tensor] = {}
         self._versions: dict[str, int] = {}
@@ -110,7 +116,15 @@ class ActivationCapture:
         for t in self.tracked:
             hook = self._hook(t.name)
             self._handles.append(t.module.register_forward_hook(hook, with_kwargs=True))
+            if isinstance(t.module, nn.Embedding):
+                self._handles.append(t.module.register_forward_pre_hook(self._per_example))
         return self
+
+    def _per_example(self, module: nn.Module, args: tuple) -> tuple | None:
+        ids = args[0] if args else None
+        if self.batch_size and ids is not None and ids.shape[0] == 1 < self.batch_size:
+            return (ids.expand(self.batch_size, *ids.shape[1:]), *args[1:])
+        return None
 
     def __exit__(self, *exc) -> None:
         for h in self._handles:

@@ -191,7 +191,7 @@ class EmbeddingKernel(LayerKernel):
         return {"uniq": uniq, "table": table.view(M, len(uniq), d)}  # (U,), (M, U, d)
 
     def train_scores(self, x, g, cache):
-        ids = x.reshape(x.shape[0], -1)  # (B, T)
+        ids = x.reshape(x.shape[0], -1).contiguous()  # (B, T); expanded ids are strided
         g = _tokens(g, self.module.embedding_dim).to(self.dtype)  # (B, T, d)
         uniq, table = cache["uniq"], cache["table"]
         B, M, d = ids.shape[0], table.shape[0], table.shape[2]

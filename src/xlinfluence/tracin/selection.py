@@ -17,8 +17,9 @@ _LAYER = re.compile(r"\.layer\.(\d+)\.")
 def parameter_filter(spec: str, model: torch.nn.Module) -> Callable[[str], bool] | None:
     """A predicate on parameter names, or None for every trainable parameter.
 
-    'last-layer' keeps the classifier head and the last encoder layer (the cheap variant of
-    Pruthi et al. 2020, sec. 3.2); any other value is a regex searched in parameter names.
+    'last-layer' keeps the classifier head (with BERT's pooler) and the last encoder layer
+    (the cheap variant of Pruthi et al. 2020, sec. 3.2); any other value is a regex searched
+    in parameter names.
     """
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if spec == ALL:
@@ -26,7 +27,11 @@ def parameter_filter(spec: str, model: torch.nn.Module) -> Callable[[str], bool]
     if spec == LAST_LAYER:
         layers = [int(m.group(1)) for n in names if (m := _LAYER.search(n))]
         last = f".layer.{max(layers)}." if layers else None
-        keep = lambda name: name.startswith("classifier.") or (last is not None and last in name)  # noqa: E731
+        keep = lambda name: (  # noqa: E731
+            name.startswith("classifier.")
+            or ".pooler." in name
+            or (last is not None and last in name)
+        )
     else:
         try:
             pattern = re.compile(spec)

@@ -1,4 +1,4 @@
-"""Models and tokenizers: a pretrained XLM-R (hub or local path) or the offline `tiny` preset.
+"""The offline `tiny` preset: an XLM-R-shaped model with random weights, for fast tests.
 
 The tiny preset is an `XLMRobertaForSequenceClassification` built from a small config with
 random weights and a SentencePiece-style Unigram tokenizer trained on the training texts,
@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
-import torch
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -24,14 +22,10 @@ from tokenizers import (
     trainers,
 )
 from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedTokenizerFast,
     XLMRobertaConfig,
     XLMRobertaForSequenceClassification,
 )
-
-from xlinfluence.errors import ConfigError
 
 TINY = "tiny"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's ids 0..4
@@ -114,45 +108,15 @@ def _canonical_unigram(tokenizer: Tokenizer, texts: list[str]) -> models.Unigram
     return models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
 
 
-def build(
-    model_name: str, *, num_labels: int, train_texts: Iterable[str], seed: int
-) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
-    """A sequence classifier and its tokenizer, ready to fine-tune."""
-    torch.manual_seed(seed)
-    if model_name == TINY:
-        tokenizer = train_tokenizer(train_texts)
-        config = XLMRobertaConfig(
-            vocab_size=len(tokenizer),
-            num_labels=num_labels,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **TINY_CONFIG,
-        )
-        return XLMRobertaForSequenceClassification(config), tokenizer
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_name, num_labels=num_labels
-        )
-    except OSError as err:
-        raise ConfigError(
-            f"could not load model {model_name!r} ({err}). Give a local path to a saved model, "
-            "make the hub reachable (or its cache present), or use model=tiny offline."
-        ) from err
-    return model, tokenizer
-
-
-def save_checkpoint(model: torch.nn.Module, tokenizer, directory: Path) -> None:
-    """Weights as safetensors, config and tokenizer: everything needed to reload offline."""
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-
-
-def load_checkpoint(directory: Path, *, dtype: torch.dtype = torch.float32):
-    """Reload a saved checkpoint in eval mode (dropout off, as TracIn requires)."""
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, dtype=dtype, use_safetensors=True
+def build_tiny(num_labels: int, train_texts: Iterable[str]):
+    """The tiny preset: a fresh XLM-R-shaped classifier and a tokenizer trained on the texts."""
+    tokenizer = train_tokenizer(train_texts)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TINY_CONFIG,
     )
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(directory)
+    return XLMRobertaForSequenceClassification(config), tokenizer
