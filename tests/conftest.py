@@ -13,6 +13,7 @@ from xlinfluence import tracking
 from xlinfluence.cli import cli
 
 SETTING = [
+    "--model", "tiny", "--learning-rate", "1e-3",
     "--languages", "en,de,ru", "--train-per-language", "en=24,de=16,ru=16",
     "--test-per-language", "4", "--epochs", "2", "--batch-size", "8",
     "--influence-batch-size", "16", "--top-k", "5", "--seed", "3",

@@ -136,3 +136,31 @@ def test_duplicate_pair_in_a_language_is_used_once():
     assert pairs(test, "de") == pairs(test, "en")
     assert not train.duplicated(["language", "pair_id"]).any()
     assert not train.id.str.endswith("-dup").any()
+
+
+def partially_parallel_pool(n=40):
+    """en and de are translations of each other; fr, ru and zh carry pair_ids of their own."""
+    rows = [
+        {
+            "id": f"{lang}-{i}",
+            "language": lang,
+            "label": i % 3,
+            "pair_id": f"p{i}" if lang in ("en", "de") else f"{lang}-own-{i}",
+            "text": f"{lang} text {i}",
+        }
+        for lang in ("en", "de", "fr", "ru", "zh")
+        for i in range(n)
+    ]
+    return schema.validate(pd.DataFrame(rows), where="test pool")
+
+
+def test_partially_parallel_data_keeps_the_parallel_languages_parallel():
+    """Two parallel languages and three unrelated ones: selection used to refuse the set."""
+    langs = ("en", "de", "fr", "ru", "zh")
+    pools = Pools(partially_parallel_pool(), None, ["a", "b", "c"])
+    train, test = run(pools, train=langs, test=langs, counts=dict.fromkeys(langs, 10), per=5)
+    assert pairs(test, "en") == pairs(test, "de")  # the parallel pair stays parallel
+    for lang in ("fr", "ru", "zh"):
+        assert len(pairs(test, lang)) == 5  # sampled on their own
+    assert not set(train.pair_id) & set(test.pair_id)  # test content kept out of training
+    assert train.language.value_counts().to_dict() == dict.fromkeys(langs, 10)
