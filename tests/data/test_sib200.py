@@ -62,7 +62,10 @@ def _folder(tmp_path, lang="eng_Latn", header="index_id\tcategory\ttext", row="1
     [
         (lambda p: p / "absent", r"data_path .* is not a folder"),
         (lambda p: _folder(p, lang="deu_Latn"), r"unknown language\(s\) \['en'\]"),
-        (lambda p: _folder(p, header="id\tlabel\ttext"), r"missing column\(s\) \['index_id', 'category'\]"),
+        (
+            lambda p: _folder(p, header="id\tlabel\ttext"),
+            r"missing column\(s\) \['index_id', 'category'\]",
+        ),
         (lambda p: _folder(p, row="1\tcooking\tHi."), r"unknown categor.*'cooking'"),
     ],
 )

@@ -41,7 +41,7 @@ from xlinfluence.analysis.topk import (
     TRAIN_LANGUAGE,
     require_columns,
 )
-from xlinfluence.analysis.translation import TRANSLATION_SHARE
+from xlinfluence.analysis.translation import CONTROL_SHARE, TRANSLATION_SHARE
 from xlinfluence.errors import ConfigError, DataError
 
 CI_LOW = "ci_low"
@@ -226,7 +226,8 @@ def translation_share_intervals(
     confidence: float = DEFAULT_CONFIDENCE,
     seed: Seed = 0,
 ) -> pd.DataFrame:
-    """``aggregate_translation_share`` output with ``translation_share_ci_low/high``.
+    """``aggregate_translation_share`` output with ``translation_share_ci_low/high`` (and
+    ``control_translation_share_ci_low/high`` when the table has the control).
 
     ``per_example`` is ``translation_share_per_example``; its NaN shares (no cross-lingual
     proponent, or no pair ids) are skipped, as in the point estimate, but the examples
@@ -235,15 +236,16 @@ def translation_share_intervals(
     require_columns(
         aggregated, (CHECKPOINT, TEST_LANGUAGE, TRANSLATION_SHARE), what="the translation table"
     )
+    values = [c for c in (TRANSLATION_SHARE, CONTROL_SHARE) if c in per_example]
     wide = bootstrap_means(
         per_example,
-        [TRANSLATION_SHARE],
+        values,
         (CHECKPOINT,),
         n_resamples=n_resamples,
         confidence=confidence,
         seed=seed,
     )
-    columns = [low_column(TRANSLATION_SHARE), high_column(TRANSLATION_SHARE)]
+    columns = [name for c in values for name in (low_column(c), high_column(c))]
     return _attach(
         aggregated, wide[[CHECKPOINT, TEST_LANGUAGE, *columns]], (CHECKPOINT, TEST_LANGUAGE)
     )

@@ -17,7 +17,7 @@ from matplotlib.ticker import PercentFormatter
 from xlinfluence.analysis.bootstrap import CI_HIGH, CI_LOW, high_column, low_column
 from xlinfluence.analysis.shares import CROSS_SHARE, SELF_SHARE, SHARE
 from xlinfluence.analysis.topk import CHECKPOINT, KIND, PROPONENT, TEST_LANGUAGE, TRAIN_LANGUAGE
-from xlinfluence.analysis.translation import N_EXAMPLES, TRANSLATION_SHARE
+from xlinfluence.analysis.translation import CONTROL_SHARE, N_EXAMPLES, TRANSLATION_SHARE
 from xlinfluence.artifacts import TOTAL
 from xlinfluence.errors import ConfigError
 
@@ -135,7 +135,10 @@ def translation_share_bars(
     aggregated: pd.DataFrame, checkpoint: str = TOTAL, title: str | None = None
 ) -> Figure:
     """Bar per test language: fraction of cross-lingual proponents that are translations of
-    its own-language proponents (reinforcing); the rest are complementary."""
+    its own-language proponents (reinforcing); the rest are complementary. With the
+    within-label shuffled control in the table, a black mark shows it (with its interval):
+    the share to expect if TracIn picked same-label examples without singling out
+    translations."""
     rows = aggregated[aggregated[CHECKPOINT] == checkpoint]
     if rows.empty:
         raise ConfigError(
@@ -156,6 +159,20 @@ def translation_share_bars(
         alpha=0.6,
         label="complementary",
     )
+    if CONTROL_SHARE in rows:
+        control = rows[CONTROL_SHARE].to_numpy(dtype=float)
+        low, high = low_column(CONTROL_SHARE), high_column(CONTROL_SHARE)
+        yerr = None
+        if low in rows and high in rows:
+            yerr = np.nan_to_num(
+                np.vstack(
+                    [control - rows[low].to_numpy(float), rows[high].to_numpy(float) - control]
+                )
+            )
+        ax.errorbar(
+            x, control, yerr=yerr, fmt="_", color="black", markersize=22, capsize=3,
+            label="within-label shuffled control",
+        )  # fmt: skip
     for bar, v, n in zip(bars, values, rows[N_EXAMPLES], strict=True):
         label = "n/a" if np.isnan(v) else f"{_percent(v)}\nn={n}"
         y = 0.5 if np.isnan(v) else (v / 2 if v >= 0.15 else v + 0.08)

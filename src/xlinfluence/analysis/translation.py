@@ -27,6 +27,8 @@ from xlinfluence.data import schema
 from xlinfluence.errors import ArtifactError
 
 TRANSLATION_SHARE = "translation_share"
+CONTROL_SHARE = "control_translation_share"
+CONTROL_DRAWS = 20
 N_OWN_PROPONENTS = "n_own_proponents"
 N_CROSS_PROPONENTS = "n_cross_proponents"
 N_REINFORCING = "n_reinforcing"
@@ -106,18 +108,55 @@ def unrelated_languages(train: pd.DataFrame) -> set[str]:
     return set(train[schema.LANGUAGE].unique()) - paired_languages
 
 
+def within_label_shuffle(train: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The training set with pair_ids permuted among examples of the same language and label.
+
+    The control for the translation share: a cross-lingual proponent then "matches" an
+    own-language proponent by label alone, which is what the share would be if TracIn
+    picked same-label examples but did not single out translations.
+    """
+    control = train.copy()
+    rng = np.random.default_rng(seed)
+    paired = control[schema.PAIR_ID].notna()
+    for _, rows in (
+        control[paired].groupby([schema.LANGUAGE, schema.LABEL], sort=True).groups.items()
+    ):
+        values = control.loc[rows, schema.PAIR_ID].to_numpy()
+        control.loc[rows, schema.PAIR_ID] = rng.permutation(values)
+    return control
+
+
+def control_share_per_example(
+    topk_table: pd.DataFrame, train: pd.DataFrame, *, draws: int = CONTROL_DRAWS, seed: int = 0
+) -> pd.Series:
+    """Per (checkpoint, test example), in translation_share_per_example's row order: the mean
+    translation share over `draws` within-label shuffles of the pair_ids."""
+    shares = [
+        translation_share_per_example(topk_table, within_label_shuffle(train, seed + draw))[
+            TRANSLATION_SHARE
+        ]
+        for draw in range(draws)
+    ]
+    return pd.concat(shares, axis=1).mean(axis=1).rename(CONTROL_SHARE)
+
+
 def aggregate_translation_share(per_example: pd.DataFrame) -> pd.DataFrame:
     """Per (checkpoint, test_language): mean translation share over test examples.
 
     Columns: checkpoint, test_language, translation_share (NaN-skipping mean over examples),
-    n_examples (examples with a defined share), n_cross_proponents and n_reinforcing (sums
-    over all the language's examples). Rows in checkpoint order, then test order.
+    control_translation_share (the same for the within-label shuffled control, when
+    per_example has it), n_examples (examples with a defined share), n_cross_proponents and
+    n_reinforcing (sums over all the language's examples). Rows in checkpoint order, then
+    test order.
     """
     group = [CHECKPOINT, TEST_LANGUAGE]
     grouped = per_example.groupby(group, sort=False)
+    columns = {TRANSLATION_SHARE: grouped[TRANSLATION_SHARE].mean()}  # skips NaN
+    if CONTROL_SHARE in per_example:
+        columns[CONTROL_SHARE] = grouped[CONTROL_SHARE].mean()
     return pd.DataFrame(
-        {
-            TRANSLATION_SHARE: grouped[TRANSLATION_SHARE].mean(),  # skips NaN
+        columns
+        | {
             N_EXAMPLES: grouped[TRANSLATION_SHARE].count(),
             N_CROSS_PROPONENTS: grouped[N_CROSS_PROPONENTS].sum(),
             N_REINFORCING: grouped[N_REINFORCING].sum(),

@@ -35,6 +35,11 @@ from xlinfluence.analysis.plots import (
     share_heatmap,
     translation_share_bars,
 )
+from xlinfluence.analysis.translation import (
+    CONTROL_SHARE,
+    TRANSLATION_SHARE,
+    control_share_per_example,
+)
 from xlinfluence.config import AnalyzeConfig, InfluenceConfig
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps.upstream import train_manifests
@@ -55,6 +60,7 @@ def run(config: AnalyzeConfig) -> str:
     shares = share_intervals(language_shares(table, train_languages=train_languages), per_example)
     own = self_share_intervals(self_shares(shares), per_example)
     translation_per_example = translation_share_per_example(table, train)
+    translation_per_example[CONTROL_SHARE] = control_share_per_example(table, train).to_numpy()
     translation = translation_share_intervals(
         aggregate_translation_share(translation_per_example), translation_per_example
     )
@@ -120,7 +126,7 @@ def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints:
     proponents = own[own["kind"] == PROPONENT]
     for frame, columns in (
         (proponents, ("self_share", "cross_share")),
-        (translation, ("translation_share",)),
+        (translation, (TRANSLATION_SHARE, CONTROL_SHARE)),
     ):
         for row in frame.itertuples(index=False):
             values = {
