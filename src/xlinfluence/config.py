@@ -148,7 +148,9 @@ class InfluenceConfig(StepConfig):
     )
     precision: str = _param("fp32", "fp32, or bf16/fp16 compute with fp32 accumulation (GPU)")
     batch_size: int = _param(32, "training examples per backward pass")
-    test_chunk_size: int = _param(0, "test examples cached at once; 0 caches them all")
+    test_chunk_size: int = _param(
+        0, "test examples cached at once; 0 picks as many as fit 30% of the device's memory"
+    )
     train_chunk_size: int = _param(
         2048, "training examples per committed chunk: the unit of progress and of resume"
     )

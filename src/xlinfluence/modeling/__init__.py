@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from xlinfluence.errors import ConfigError
 from xlinfluence.modeling import e5, tiny
@@ -93,6 +93,13 @@ def save_checkpoint(
         vocab_map.save(directory)
 
 
+def skeleton(directory: Path) -> torch.nn.Module:
+    """A checkpoint's architecture without its weights (meta device): shapes for planning."""
+    config = AutoConfig.from_pretrained(directory)
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(config)
+
+
 def load_checkpoint(directory: Path, *, dtype: torch.dtype = torch.float32):
     """Reload a saved checkpoint in eval mode (dropout off, as TracIn requires)."""
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -104,5 +111,5 @@ def load_checkpoint(directory: Path, *, dtype: torch.dtype = torch.float32):
 
 __all__ = [
     "E5_SMALL", "PRESETS", "SPECIAL_TOKENS", "TINY", "TINY_CONFIG", "Built", "VocabMap",
-    "build", "load_checkpoint", "save_checkpoint", "train_tokenizer",
+    "build", "load_checkpoint", "save_checkpoint", "skeleton", "train_tokenizer",
 ]  # fmt: skip

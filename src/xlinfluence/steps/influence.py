@@ -30,6 +30,7 @@ from xlinfluence.steps import set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.engine import CheckpointScorer
+from xlinfluence.tracin.memory import auto_test_chunk
 from xlinfluence.tracin.selection import parameter_filter
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,7 +69,10 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             f"of run {config.train_run_id}; lower top_k."
         )
     checkpoints = _select_checkpoints(config.checkpoints, index)
-    test_rows = ranges(len(test), config.test_chunk_size)
+    test_chunk = config.test_chunk_size or _auto_test_chunk(
+        config, checkpoints[0]["name"], accelerator, len(test)
+    )
+    test_rows = ranges(len(test), test_chunk)
     train_cols = ranges(len(train), config.train_chunk_size)
     plan = [Chunk(c["name"], r, k) for c in checkpoints for r in test_rows for k in train_cols]
 
@@ -81,7 +85,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             out / CHUNKS,
             fingerprint(
                 train_run_id=config.train_run_id, params=config.params,
-                precision=config.precision, rows=config.test_chunk_size,
+                precision=config.precision, rows=test_chunk,
                 cols=config.train_chunk_size, code=tracking.code_version(),
                 n_train=len(train), n_test=len(test), with_self=_wants_self(config),
             ),
@@ -90,7 +94,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
         done = broadcast_object_list([done])[0]  # every process skips the same chunks
         run.log_metrics(
             {"num_processes": accelerator.num_processes, "chunks_total": len(plan),
-             "chunks_reused": len(done)}
+             "chunks_reused": len(done), "test_chunk_size": test_chunk}
         )  # fmt: skip
         _compute(config, accelerator, run, store, plan, set(done), train, test, max_length)
         if accelerator.is_main_process:
@@ -101,6 +105,16 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
                     run.log_artifact(out / name, artifacts.INFLUENCE)
         accelerator.wait_for_everyone()
         return run.run_id or ""
+
+
+def _auto_test_chunk(config, name: str, accelerator, n_test: int) -> int:
+    """test_chunk_size=0: as many test examples as fit the device (tracin.memory)."""
+    with accelerator.local_main_process_first():
+        directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
+    model = modeling.skeleton(directory)
+    return auto_test_chunk(
+        model, parameter_filter(config.params, model), accelerator.device, n_test
+    )
 
 
 def _resume(config, run, store: ChunkStore, plan: list[Chunk]) -> list[str]:

@@ -1,0 +1,47 @@
+"""Test chunks sized to the device: bytes per cached test example, and the chunk size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tracin_fixtures import tiny_model
+
+from xlinfluence.tracin import memory
+from xlinfluence.tracin.selection import parameter_filter
+
+
+def test_cache_bytes_count_every_tracked_linear_and_layernorm():
+    model = tiny_model()  # hidden 32, intermediate 64, 2 layers, 3 labels
+    per_layer = 4 * (32 * 32 + 32) + 2 * (32 * 64) + 64 + 32 + 2 * (2 * 32)
+    head = (32 * 32 + 32) + (32 * 3 + 3)
+    embeddings_ln = 2 * 32
+    assert memory.test_cache_bytes(model) == 4 * (2 * per_layer + head + embeddings_ln)
+    only_head = memory.test_cache_bytes(model, parameter_filter("classifier", model))
+    assert only_head == 4 * head
+
+
+def test_chunk_fits_the_budget(monkeypatch):
+    model = tiny_model()
+    per_example = memory.test_cache_bytes(model)
+    monkeypatch.setattr(
+        memory, "device_memory", lambda device: int(10 * per_example / memory.CACHE_SHARE) + 1
+    )
+    assert memory.auto_test_chunk(model, None, torch.device("cpu"), 125) == 10
+    assert memory.auto_test_chunk(model, None, torch.device("cpu"), 4) == 4
+    monkeypatch.setattr(memory, "device_memory", lambda device: 1)
+    assert memory.auto_test_chunk(model, None, torch.device("cpu"), 125) == 1  # never zero
+
+
+def test_this_machine_reports_its_memory():
+    assert memory.device_memory(torch.device("cpu")) > 2**30
+
+
+@pytest.mark.parametrize("hidden,ff,layers,mb", [(384, 1536, 12, 86), (768, 3072, 12, 343)])
+def test_pretrained_sizes_match_the_docstring(hidden, ff, layers, mb):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers,
+                        num_attention_heads=12, vocab_size=1000, num_labels=7)  # fmt: skip
+    with torch.device("meta"):
+        model = BertForSequenceClassification(config)
+    assert round(memory.test_cache_bytes(model) / 1e6) == pytest.approx(mb, abs=1)
