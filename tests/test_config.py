@@ -13,10 +13,13 @@ from xlinfluence.config import (
 )
 from xlinfluence.errors import ConfigError
 
+R1, R2 = "1" * 32, "2" * 32  # well-formed run IDs
+REQUIRED = {"influence": {"train_run_id": R1}, "analyze": {"influence_run_id": R2}}
+
 
 @pytest.mark.parametrize("cls", list(STEP_CONFIGS.values()))
 def test_params_round_trip(cls):
-    config = cls()
+    config = cls(**REQUIRED.get(cls.step, {}))
     assert cls.from_params(config.to_params()) == config
 
 
@@ -42,10 +45,10 @@ def test_bad_params_name_the_problem(params, message):
 def test_main_splits_into_steps_with_their_own_defaults():
     main = MainConfig(epochs=2, influence_batch_size=8, top_k=7, accelerate_config="x.yaml")
     assert main.train() == TrainConfig(epochs=2, accelerate_config="x.yaml")
-    assert main.influence("r1") == InfluenceConfig(
-        train_run_id="r1", batch_size=8, top_k=7, accelerate_config="x.yaml"
+    assert main.influence(R1) == InfluenceConfig(
+        train_run_id=R1, batch_size=8, top_k=7, accelerate_config="x.yaml"
     )
-    assert main.analyze("r2") == AnalyzeConfig(influence_run_id="r2", top_k=7)
+    assert main.analyze(R2) == AnalyzeConfig(influence_run_id=R2, top_k=7)
 
 
 def test_main_shares_defaults_with_steps():
@@ -59,6 +62,6 @@ def test_main_shares_defaults_with_steps():
 
 
 def test_upstream_run_id():
-    assert InfluenceConfig(train_run_id="abc").upstream_run_id == "abc"
-    assert AnalyzeConfig(influence_run_id="def").upstream_run_id == "def"
+    assert InfluenceConfig(train_run_id=R1).upstream_run_id == R1
+    assert AnalyzeConfig(influence_run_id=R2).upstream_run_id == R2
     assert TrainConfig().upstream_run_id == ""

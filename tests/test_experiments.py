@@ -68,4 +68,4 @@ def test_seeds_report_mean_and_interval_per_language(main_runs):
 def test_imbalance_needs_one_base_count(main_runs):
     code, output = run_cli("main", *SETTING, "--experiment", "imbalance")
     assert code == 1
-    assert "imbalance needs one number in train_per_language" in output
+    assert "imbalance sets per-language counts itself" in output

@@ -18,10 +18,14 @@ def test_every_step_is_an_entry_point_with_matching_parameters():
         fields = {f.name: f.default for f in dataclasses.fields(cls)}
         declared = entry["parameters"]
         assert set(declared) == set(fields), step
+        required = {"train_run_id": "1" * 32, "influence_run_id": "2" * 32}
+        required = {k: v for k, v in required.items() if k in fields}
         for name, default in fields.items():
-            assert cls.canonical({name: declared[name]["default"]}) == cls.canonical(
-                {name: default}
-            ), (step, name)
+            if name in required:  # no valid default: declared empty, as in the config
+                assert declared[name]["default"] == default == "", (step, name)
+                continue
+            as_declared = cls.canonical({**required, name: declared[name]["default"]})
+            assert as_declared == cls.canonical({**required, name: default}), (step, name)
             assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"], (step, name)
         assert entry["command"].startswith(f"python entrypoints/{step}.py")
         assert (ROOT / "entrypoints" / f"{step}.py").is_file()
@@ -35,8 +39,16 @@ def test_shipped_accelerate_configs_parse():
 
 
 def test_committed_mlproject_is_the_rendered_one():
-    from xlinfluence.mlproject import render
+    from xlinfluence import render
 
-    assert (ROOT / "MLproject").read_text() == render(), (
-        "MLproject is out of date: run `python -m xlinfluence.mlproject > MLproject`"
+    assert (ROOT / "MLproject").read_text() == render.mlproject(), (
+        "MLproject is out of date: run `python -m xlinfluence.render mlproject > MLproject`"
+    )
+
+
+def test_committed_errors_doc_is_the_rendered_one():
+    from xlinfluence import render
+
+    assert (ROOT / "docs" / "errors.md").read_text() == render.errors(), (
+        "docs/errors.md is out of date: run `python -m xlinfluence.render errors > docs/errors.md`"
     )

@@ -18,7 +18,7 @@ import click
 import yaml
 
 from xlinfluence import tracking
-from xlinfluence.config import STEP_CONFIGS, StepConfig
+from xlinfluence.config import STEP_CONFIGS, StepConfig, check_of
 from xlinfluence.errors import ConfigError, XlinfluenceError
 
 LAUNCHED_ENV = "XLINFLUENCE_LAUNCHED"
@@ -32,7 +32,12 @@ def _runner(step: str) -> Callable[[StepConfig], object]:
 
 
 def execute(config: StepConfig) -> object:
-    """Run a step here, or under `accelerate launch` when the config names an Accelerate file."""
+    """Run a step here, or under `accelerate launch` when the config names an Accelerate file.
+
+    The files and runs the config names are checked first, before any run is created."""
+    from xlinfluence.steps import preflight
+
+    preflight.check(config)
     accelerate_config = getattr(config, "accelerate_config", "")
     if config.step == "main" or not accelerate_config or os.environ.get(LAUNCHED_ENV):
         return _runner(config.step)(config)
@@ -79,22 +84,24 @@ def _wants_cpu(accelerate_config: Path) -> bool:
 
 
 def _make_command(config_cls: type[StepConfig]) -> click.Command:
+    # Options are read as text and parsed by the config, so every bad value meets the same
+    # one-line error that names the parameter (click's own type errors print a usage block).
     options = [
         click.Option(
             [f"--{f.name.replace('_', '-')}", f.name],
-            type=type(f.default),
-            default=f.default,
+            type=str,
+            default=config_cls.to_text(f.default),
             show_default=True,
-            help=f.metadata.get("help"),
+            help=f"{f.metadata['help']} [accepts {check_of(f).accepts}]",
         )
         for f in dataclasses.fields(config_cls)
     ]
 
     def callback(**values):
         try:
-            result = execute(config_cls(**values))
+            result = execute(config_cls.from_params(values))
         except XlinfluenceError as err:
-            raise click.ClickException(str(err)) from err
+            raise click.ClickException(" ".join(str(err).split())) from err
         if result and not os.environ.get(LAUNCHED_ENV):  # the launcher prints it once
             click.echo(result)
 
@@ -115,6 +122,60 @@ def cli(verbose: bool) -> None:
 
 for _config_cls in STEP_CONFIGS.values():
     cli.add_command(_make_command(_config_cls))
+
+
+_SERVER_DIR = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("xlinfluence-server"),
+    show_default=True,
+    help="Folder holding the database cluster, artifacts, logs and server.json.",
+)
+
+
+@cli.group()
+def server() -> None:
+    """A team tracking server here: PostgreSQL backend store, artifacts served by MLflow."""
+
+
+@server.command("start")
+@_SERVER_DIR
+@click.option("--port", type=int, default=None, help="Tracking server port (default: a free one).")
+def server_start(directory: Path, port: int | None) -> None:
+    """Start PostgreSQL and `mlflow server --serve-artifacts`; print the tracking URI."""
+    from xlinfluence.server import TeamServer
+
+    try:
+        state = TeamServer(directory).start(port)
+    except XlinfluenceError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"export MLFLOW_TRACKING_URI={state.uri}")
+
+
+@server.command("stop")
+@_SERVER_DIR
+def server_stop(directory: Path) -> None:
+    """Stop the tracking server and the database (their files stay in --dir)."""
+    from xlinfluence.server import TeamServer
+
+    try:
+        TeamServer(directory).stop()
+    except XlinfluenceError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"stopped the server in {directory}")
+
+
+@server.command("status")
+@_SERVER_DIR
+def server_status(directory: Path) -> None:
+    """Print the tracking URI if the server answers, else exit with 1."""
+    from xlinfluence.server import TeamServer
+
+    state = TeamServer(directory).status()
+    if state is None:
+        raise click.ClickException(f"no server from {directory} is answering.")
+    click.echo(state.uri)
 
 
 if __name__ == "__main__":

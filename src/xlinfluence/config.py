@@ -11,13 +11,26 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from xlinfluence import checks
+from xlinfluence.checks import Check, refuse
 from xlinfluence.errors import ConfigError
 
 C = TypeVar("C", bound="StepConfig")
 
+DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
+PRESETS = ("e5-small", "tiny")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SIMILARITIES = ("dot", "cosine")
+EXPERIMENTS = ("zero-shot", "imbalance", "seeds")
+SCHEMA_COLUMNS = ("id", "language", "label", "pair_id", "text", "text_pair")
 
-def _param(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+
+def _param(default: Any, help: str, check: Check) -> Any:
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def check_of(f: dataclasses.Field) -> Check:
+    return f.metadata["check"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +40,31 @@ class StepConfig:
     step: ClassVar[str]
     upstream_field: ClassVar[str | None] = None  # the parameter naming the upstream run
 
+    def __post_init__(self) -> None:
+        """Every value is checked when the config is built: before any data or run."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            if kind is float and type(value) is int:
+                value = float(value)
+                object.__setattr__(self, f.name, value)
+            if type(value) is not kind:
+                raise refuse(f.name, value, f"not a {kind.__name__}", f"give {check_of(f).accepts}")
+            check_of(f)(f.name, value)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Rules between fields (a step overrides it)."""
+
     @property
     def upstream_run_id(self) -> str:
         return getattr(self, self.upstream_field) if self.upstream_field else ""
+
+    def run_name(self) -> str:
+        """What the MLflow UI lists: the step and what sets this run apart."""
+        return " · ".join([self.step, *self._name_parts()])
+
+    def _name_parts(self) -> list[str]:
+        return [f"{self.upstream_field.removesuffix('_run_id')} {self.upstream_run_id[:8]}"]
 
     def to_params(self) -> dict[str, str]:
         """Canonical string form, as logged to MLflow and compared for run reuse."""
@@ -50,11 +85,16 @@ class StepConfig:
             try:
                 values[name] = _from_str(value, kind)
             except ValueError as err:
-                raise ConfigError(
-                    f"parameter {name}={value!r} of step '{cls.step}' is not a valid "
-                    f"{kind.__name__}"
+                accepts = check_of(known[name]).accepts
+                raise refuse(
+                    name, value, f"not a valid {kind.__name__}", f"give {accepts}"
                 ) from err
         return cls(**values)
+
+    @staticmethod
+    def to_text(value: Any) -> str:
+        """One value in its canonical string form."""
+        return _to_str(value)
 
     @classmethod
     def canonical(cls, params: dict[str, Any]) -> dict[str, str]:
@@ -89,7 +129,19 @@ def _from_str(value: Any, kind: type) -> Any:
 
 
 def _threads() -> Any:
-    return _param(0, "CPU threads per process for torch (0: torch's default, one per core)")
+    return _param(
+        0,
+        "CPU threads per process for torch (0: torch's default, one per core)",
+        checks.AtLeast(0),
+    )
+
+
+def _accelerate_config() -> Any:
+    return _param(
+        "",
+        "Accelerate config file; empty runs one plain process",
+        checks.PathRef("file"),
+    )
 
 
 @dataclass(frozen=True)
@@ -99,37 +151,80 @@ class TrainConfig(StepConfig):
     step: ClassVar[str] = "train"
 
     dataset: str = _param(
-        "cldr", "cldr (built-in, offline), sib200, xnli, paws-x, marc, or local (your files)"
+        "cldr",
+        "cldr (built-in, offline), sib200, xnli, paws-x, marc, or local (your files)",
+        checks.OneOf(DATASETS),
     )
     data_path: str = _param(
-        "", "local copy: save_to_disk root (<path>/<lang>) for hub tasks, file or dir for local"
+        "",
+        "local copy: SIB-200's data/annotated folder, save_to_disk root (<path>/<lang>) for "
+        "xnli/paws-x/marc, a file or folder for local",
+        checks.PathRef("file or folder"),
     )
-    column_map: str = _param("", "schema=column pairs, e.g. 'text=premise,text_pair=hypothesis'")
-    languages: str = _param("en,de,fr,ru,zh", "comma-separated languages to fine-tune and test on")
+    column_map: str = _param(
+        "",
+        "schema=column pairs, e.g. 'text=premise,text_pair=hypothesis'",
+        checks.KeyValues(SCHEMA_COLUMNS),
+    )
+    languages: str = _param(
+        "en,de,fr,ru,zh",
+        "comma-separated languages to fine-tune and test on (the held-out one included)",
+        checks.Languages(),
+    )
     train_per_language: str = _param(
-        "400", "training examples per language: one number, or 'en=400,de=100,...' for imbalance"
+        "400",
+        "training examples per language: one number, or 'en=400,de=100,...' for imbalance",
+        checks.Counts(),
     )
-    test_per_language: int = _param(25, "test examples per language")
-    heldout_language: str = _param("", "zero-shot language: in the test set, never in training")
+    test_per_language: int = _param(25, "test examples per language", checks.AtLeast(1))
+    heldout_language: str = _param(
+        "",
+        "zero-shot language: one of `languages`, tested but never trained on",
+        checks.Languages(single=True),
+    )
     model: str = _param(
         "e5-small",
         "'e5-small' (pretrained multilingual-e5-small, offline), 'tiny' (random XLM-R-shaped "
         "preset for tests), or a hub name / local folder such as xlm-roberta-base",
+        checks.ModelRef(PRESETS),
     )
     trim_vocab: bool = _param(
-        True, "pretrained models: keep only the vocabulary rows the selected data uses (exact)"
+        True,
+        "pretrained models: keep only the vocabulary rows the selected data uses (exact)",
+        checks.Flag(),
     )
-    epochs: int = _param(3, "fine-tuning epochs; one checkpoint is saved after each")
-    batch_size: int = _param(16, "training batch size per process")
+    epochs: int = _param(
+        3, "fine-tuning epochs; one checkpoint is saved after each", checks.AtLeast(1)
+    )
+    batch_size: int = _param(16, "training batch size per process", checks.AtLeast(1))
     learning_rate: float = _param(
-        1e-4, "peak AdamW learning rate (1e-4 suits e5-small; use 1e-3 for tiny)"
+        1e-4,
+        "peak AdamW learning rate (1e-4 suits e5-small; use 1e-3 for tiny)",
+        checks.Real(0.0, 1.0, strict_low=True),
     )
-    weight_decay: float = _param(0.01, "AdamW weight decay")
-    warmup_ratio: float = _param(0.1, "fraction of steps with linear warm-up, then linear decay")
-    max_length: int = _param(128, "maximum tokens per example (truncation)")
-    seed: int = _param(42, "seed for data selection, initialisation and shuffling")
+    weight_decay: float = _param(0.01, "AdamW weight decay", checks.Real(0.0))
+    warmup_ratio: float = _param(
+        0.1,
+        "fraction of steps with linear warm-up, then linear decay",
+        checks.Real(0.0, 1.0),
+    )
+    max_length: int = _param(128, "maximum tokens per example (truncation)", checks.AtLeast(4))
+    seed: int = _param(
+        42, "seed for data selection, initialisation and shuffling", checks.AtLeast(0)
+    )
+    resume_run_id: str = _param(
+        "",
+        "a killed train run to continue from its last complete epoch (same parameters)",
+        checks.RunRef("train", optional=True, finished=False),
+    )
     threads: int = _threads()
-    accelerate_config: str = _param("", "Accelerate config file; empty runs one plain process")
+    accelerate_config: str = _accelerate_config()
+
+    def _name_parts(self) -> list[str]:
+        return _data_name_parts(self)
+
+    def _check_combinations(self) -> None:
+        _check_data(self)
 
 
 @dataclass(frozen=True)
@@ -139,34 +234,65 @@ class InfluenceConfig(StepConfig):
     step: ClassVar[str] = "influence"
     upstream_field: ClassVar[str | None] = "train_run_id"
 
-    train_run_id: str = _param("", "MLflow run ID of a finished train run")
+    train_run_id: str = _param("", "MLflow run ID of a finished train run", checks.RunRef("train"))
     checkpoints: str = _param(
-        "all", "'all' or comma-separated checkpoint names, e.g. epoch-1,epoch-3"
+        "all",
+        "'all' or comma-separated checkpoint names, e.g. epoch-1,epoch-3",
+        checks.Pattern(
+            r"all|\s*epoch-\d+\s*(,\s*epoch-\d+\s*)*", "'all' or names such as epoch-1,epoch-3"
+        ),
     )
     params: str = _param(
-        "all", "parameters to trace: 'all', 'last-layer', or a regex on parameter names"
+        "all",
+        "parameters to trace: 'all', 'last-layer', or a regex on parameter names",
+        checks.Regex(),
     )
-    precision: str = _param("fp32", "fp32, or bf16/fp16 compute with fp32 accumulation (GPU)")
-    batch_size: int = _param(32, "training examples per backward pass")
+    precision: str = _param(
+        "fp32",
+        "fp32, or bf16/fp16 compute with fp32 accumulation (GPU)",
+        checks.OneOf(PRECISIONS),
+    )
+    batch_size: int = _param(32, "training examples per backward pass", checks.AtLeast(1))
     test_chunk_size: int = _param(
-        0, "test examples cached at once; 0 picks as many as fit 30% of the device's memory"
+        0,
+        "test examples cached at once; 0 picks as many as fit 30% of the device's memory",
+        checks.AtLeast(0),
     )
     train_chunk_size: int = _param(
-        2048, "training examples per committed chunk: the unit of progress and of resume"
+        2048,
+        "training examples per committed chunk: the unit of progress and of resume",
+        checks.AtLeast(1),
     )
     similarity: str = _param(
-        "dot", "dot (TracIn) or cosine (each gradient normalised to unit length per checkpoint)"
+        "dot",
+        "dot (TracIn) or cosine (each gradient normalised to unit length per checkpoint)",
+        checks.OneOf(SIMILARITIES),
     )
     store_scores: bool = _param(
-        True, "log the full [n_test, n_train] matrices; false keeps only top-k (memory ~ top-k)"
+        True,
+        "log the full [n_test, n_train] matrices; false keeps only top-k (memory ~ top-k)",
+        checks.Flag(),
     )
     self_influence: bool = _param(
-        False, "also log <grad L(z), grad L(z)> per train example (always on with cosine)"
+        False,
+        "also log <grad L(z), grad L(z)> per train example (always on with cosine)",
+        checks.Flag(),
     )
-    top_k: int = _param(100, "proponents and opponents kept per test example in topk.parquet")
-    resume_run_id: str = _param("", "an interrupted influence run whose finished chunks to reuse")
+    top_k: int = _param(
+        100,
+        "proponents and opponents kept per test example in topk.parquet",
+        checks.AtLeast(1),
+    )
+    resume_run_id: str = _param(
+        "",
+        "an interrupted influence run whose finished chunks to reuse",
+        checks.RunRef("influence", optional=True, finished=False),
+    )
     threads: int = _threads()
-    accelerate_config: str = _param("", "Accelerate config file; empty runs one plain process")
+    accelerate_config: str = _accelerate_config()
+
+    def _name_parts(self) -> list[str]:
+        return [self.similarity, f"params {self.params}", self.precision, *super()._name_parts()]
 
 
 @dataclass(frozen=True)
@@ -176,8 +302,88 @@ class AnalyzeConfig(StepConfig):
     step: ClassVar[str] = "analyze"
     upstream_field: ClassVar[str | None] = "influence_run_id"
 
-    influence_run_id: str = _param("", "MLflow run ID of a finished influence run")
-    top_k: int = _param(100, "proponents/opponents per test example counted in the shares")
+    influence_run_id: str = _param(
+        "", "MLflow run ID of a finished influence run", checks.RunRef("influence")
+    )
+    top_k: int = _param(
+        100,
+        "proponents/opponents per test example counted in the shares",
+        checks.AtLeast(1),
+    )
+
+    def _name_parts(self) -> list[str]:
+        return [f"top-{self.top_k}", *super()._name_parts()]
+
+
+def _check_data(config: TrainConfig | MainConfig) -> None:
+    """Rules between the data parameters of train (and main)."""
+    languages = [c.strip() for c in config.languages.split(",")]
+    heldout = config.heldout_language.strip()
+    if heldout and heldout not in languages:
+        raise refuse(
+            "heldout_language",
+            heldout,
+            f"not among languages={config.languages!r}",
+            f"add it to languages ({config.languages},{heldout}): it is then tested but never "
+            "trained on",
+        )
+    if heldout and len(languages) < 2:
+        raise refuse(
+            "heldout_language",
+            heldout,
+            "every language is held out",
+            "add at least one training language",
+        )
+    train_counts(config)
+    if config.dataset == "cldr" and (config.data_path or config.column_map):
+        name = "data_path" if config.data_path else "column_map"
+        raise refuse(
+            name,
+            getattr(config, name),
+            "cldr is built in and takes none",
+            "leave it empty, or use dataset=local for your own files",
+        )
+    if config.dataset == "local" and not config.data_path:
+        raise refuse(
+            "data_path",
+            "",
+            "dataset=local reads your files",
+            "give a .jsonl/.csv/.parquet file or a folder with train and test files",
+        )
+    if config.dataset == "sib200" and config.column_map:
+        raise refuse(
+            "column_map", config.column_map, "SIB-200 has fixed columns", "leave column_map empty"
+        )
+
+
+def train_counts(config: TrainConfig | MainConfig) -> dict[str, int]:
+    """Training examples per training language (a count for the held-out one is ignored)."""
+    languages = [c.strip() for c in config.languages.split(",")]
+    heldout = config.heldout_language.strip()
+    train = [lang for lang in languages if lang != heldout]
+    text = config.train_per_language.strip()
+    if "=" not in text:
+        return dict.fromkeys(train, int(text))
+    counts = {k.strip(): int(v) for k, _, v in (e.partition("=") for e in text.split(","))}
+    missing = [lang for lang in train if lang not in counts]
+    extra = [lang for lang in counts if lang not in languages]
+    if missing or extra:
+        raise refuse(
+            "train_per_language",
+            text,
+            (f"no count for {missing}" if missing else f"{extra} are not among the languages"),
+            f"give one count for each of {train}, or one number for all",
+        )
+    return {lang: counts[lang] for lang in train}
+
+
+def _data_name_parts(config: TrainConfig | MainConfig) -> list[str]:
+    parts = [config.dataset, config.model, config.languages]
+    counts = config.train_per_language
+    parts.append(f"{counts}/lang" if "=" not in counts else counts)
+    if config.heldout_language:
+        parts.append(f"zero-shot {config.heldout_language}")
+    return [*parts, f"seed {config.seed}"]
 
 
 _T, _I, _A = TrainConfig, InfluenceConfig, AnalyzeConfig  # short names for MainConfig below
@@ -216,7 +422,7 @@ class MainConfig(StepConfig):
     params: str = _same(_I, "params")
     precision: str = _same(_I, "precision")
     influence_batch_size: int = _param(
-        _I.batch_size, "influence: training examples per backward pass"
+        _I.batch_size, "influence: training examples per backward pass", checks.AtLeast(1)
     )
     test_chunk_size: int = _same(_I, "test_chunk_size")
     train_chunk_size: int = _same(_I, "train_chunk_size")
@@ -224,15 +430,39 @@ class MainConfig(StepConfig):
     store_scores: bool = _same(_I, "store_scores")
     self_influence: bool = _same(_I, "self_influence")
     top_k: int = _same(_A, "top_k")
-    accelerate_config: str = _param("", "Accelerate config for train and influence; empty: plain")
+    accelerate_config: str = _param(
+        "",
+        "Accelerate config for train and influence; empty: plain",
+        checks.PathRef("file"),
+    )
     experiment: str = _param(
-        "", "'' runs one pipeline; zero-shot, imbalance or seeds run one child per setting"
+        "",
+        "'' runs one pipeline; zero-shot, imbalance or seeds run one child per setting",
+        checks.OneOf(("", *EXPERIMENTS)),
     )
     experiment_values: str = _param(
         "",
         "zero-shot: languages to hold out (default all); imbalance: ratios for the first "
         "language (default 1,2,4); seeds: seeds (default 1,2,3)",
+        checks.Pattern(r"[\w.]*(,[\w.]+)*", "empty, or comma-separated values"),
     )
+
+    def _check_combinations(self) -> None:
+        _check_data(self)
+        checks.experiment_values(self)
+        total = sum(train_counts(self).values())
+        if self.top_k > total:
+            raise refuse(
+                "top_k",
+                self.top_k,
+                f"more than the {total} training examples asked for",
+                f"give top_k <= {total}",
+            )
+
+    def _name_parts(self) -> list[str]:
+        if self.experiment:
+            return [f"{self.experiment} experiment", *_data_name_parts(self)[:3]]
+        return _data_name_parts(self)
 
     def train(self) -> TrainConfig:
         return TrainConfig(**_shared_values(self, TrainConfig))

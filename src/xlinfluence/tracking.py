@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import mlflow.data
+import pandas as pd
+import requests
 from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.exceptions import ExecutionException, MlflowException
@@ -30,6 +33,9 @@ CODE_VERSION_TAG = "xlinfluence.code_version"
 UPSTREAM_TAG = "xlinfluence.upstream_run_id"
 REUSED_TAG = "xlinfluence.reused_run_id"
 PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "finetuning"  # MLflow's UI then opens the experiment on its training runs
 DEFAULT_DB = "mlflow.db"
 
 
@@ -48,6 +54,15 @@ def code_version() -> str:
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+class TrackingError(XlinfluenceError):
+    """The tracking server (or store) could not be reached while a step was logging."""
+
+
+# What an unreachable server raises from inside MLflow's client, after its retries
+# (MLflow wraps most of them in MlflowException: "API request to ... failed").
+_UNREACHABLE = (requests.exceptions.RequestException, MlflowException)
 
 
 class StepRun:
@@ -84,13 +99,35 @@ class StepRun:
         if self.active:
             mlflow.set_tags(tags)
 
+    def log_dataset(self, frame: pd.DataFrame, *, name: str, context: str, source: str) -> None:
+        """An example manifest as an MLflow dataset input (the UI's Datasets column, lineage).
+
+        source: where the examples came from (a URL or local path); MLflow records it when
+        it can resolve it, else the dataset is logged without one."""
+        if not self.active:
+            return
+        try:
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets="label")
+        except MlflowException:
+            dataset = mlflow.data.from_pandas(frame, name=name, targets="label")
+        mlflow.log_input(dataset, context=context)
+
+    def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        """A table the MLflow UI renders (JSON artifact), beside the Parquet/CSV files."""
+        if self.active:
+            mlflow.log_table(frame, artifact_file)
+
 
 @contextmanager
-def step_run(config: StepConfig, *, is_main: bool = True) -> Iterator[StepRun]:
+def step_run(
+    config: StepConfig, *, is_main: bool = True, system_metrics: bool = False
+) -> Iterator[StepRun]:
     """Open (or attach to, via MLFLOW_RUN_ID) the step's run, tagged with kind and lineage.
 
     Params already logged by `mlflow run` are left alone; missing ones are added, so a run
     started from the plain CLI carries the same params as one started by MLflow Projects.
+    The run is named by `config.run_name()`, its experiment tagged as a fine-tuning one.
+    system_metrics samples CPU, memory (and GPU, with nvidia-ml-py) while the run is open.
     The run ends FINISHED, or FAILED if the block raises. The accelerate launcher holds
     the run open this way while the processes it launched attach to it.
     """
@@ -98,16 +135,43 @@ def step_run(config: StepConfig, *, is_main: bool = True) -> Iterator[StepRun]:
         yield StepRun(None)
         return
     setup()
-    with mlflow.start_run() as run:
+    try:
+        with _open_run(config, system_metrics) as step:
+            yield step
+    except _UNREACHABLE as err:
+        said = " ".join(str(err).split())[:300]
+        raise TrackingError(
+            f"the tracking store {mlflow.get_tracking_uri()} failed ({type(err).__name__}: "
+            f"{said}); what was logged before stays. When it answers again, continue the "
+            "step: re-attach with `mlflow run --run-id <run>` or pass resume_run_id=<run>."
+        ) from err
+
+
+@contextmanager
+def _open_run(config: StepConfig, system_metrics: bool) -> Iterator[StepRun]:
+    with mlflow.start_run(log_system_metrics=system_metrics or None) as run:
         logged = run.data.params
         missing = {k: v for k, v in config.to_params().items() if k not in logged}
         if missing:
             mlflow.log_params(missing)
-        tags = {STEP_TAG: config.step, CODE_VERSION_TAG: code_version()}
+        tags = {
+            STEP_TAG: config.step,
+            CODE_VERSION_TAG: code_version(),
+            RUN_NAME_TAG: config.run_name(),
+        }
         if config.upstream_run_id:
             tags[UPSTREAM_TAG] = config.upstream_run_id
         mlflow.set_tags(tags)
+        _tag_experiment(run.info.experiment_id)
         yield StepRun(run.info.run_id)
+
+
+def _tag_experiment(experiment_id: str) -> None:
+    """Mark the experiment as fine-tuning (unless its owner chose a kind): MLflow 3's UI
+    otherwise opens it on the GenAI overview (traces), not on the runs."""
+    client = MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def fetch_run(run_id: str, *, step: str, finished: bool = True) -> Run:
@@ -172,13 +236,14 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
 
 
 def download_partial(run_id: str, artifact_path: str, dst: Path) -> Path | None:
-    """A possibly unfinished run's artifact folder, copied under dst; None if it has none.
+    """A possibly unfinished run's artifact (file or folder), copied under dst; None if the
+    run has none.
 
     Not cached: an interrupted run's artifacts are what a resume is about to extend.
     """
+    if artifact_path not in artifact_names(run_id, str(Path(artifact_path).parent)):
+        return None
     try:
-        if not MlflowClient().list_artifacts(run_id, artifact_path):
-            return None
         return Path(
             mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
@@ -186,6 +251,26 @@ def download_partial(run_id: str, artifact_path: str, dst: Path) -> Path | None:
         )
     except MlflowException:
         return None
+
+
+def artifact_names(run_id: str, folder: str) -> list[str]:
+    """Paths of the artifacts directly in a run's folder ('.' for the top); [] if none."""
+    try:
+        listed = MlflowClient().list_artifacts(run_id, None if folder in ("", ".") else folder)
+    except MlflowException:
+        return []
+    return [info.path for info in listed]
+
+
+def epoch_metrics(run_id: str, *, up_to: int) -> dict[int, dict[str, float]]:
+    """A run's metrics logged with a step (epoch) of at most up_to, by step."""
+    client = MlflowClient()
+    by_step: dict[int, dict[str, float]] = {}
+    for name in client.get_run(run_id).data.metrics:
+        for metric in client.get_metric_history(run_id, name):
+            if 0 < metric.step <= up_to:
+                by_step.setdefault(metric.step, {})[name] = metric.value
+    return by_step
 
 
 def _ensure(path: Path) -> Path:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
+from xlinfluence.config import DATASETS
 from xlinfluence.data import schema
 from xlinfluence.data.select import Pools, select
 from xlinfluence.errors import DataError
-
-DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,45 @@ def _pools(
     return hub.load(dataset, languages, data_path=data_path, column_map=column_map)
 
 
+def available_languages(dataset: str, data_path: str = "") -> set[str] | None:
+    """The languages a source has, where that is known without reading its examples."""
+    folders = (
+        {p.name for p in Path(data_path).iterdir() if p.is_dir()}
+        if data_path and Path(data_path).is_dir()
+        else None
+    )
+    if dataset == "cldr":
+        import babel.localedata
+
+        return set(babel.localedata.locale_identifiers())
+    if dataset == "sib200":
+        from xlinfluence.data.sib200 import SHORT_CODES
+
+        if folders is None:
+            return None
+        return folders | {short for short, code in SHORT_CODES.items() if code in folders}
+    if dataset in ("xnli", "paws-x", "marc"):
+        from xlinfluence.data.hub import TASKS
+
+        return folders if data_path else set(TASKS[dataset].languages)
+    return None  # local files: known once read
+
+
+def source_of(dataset: str, data_path: str = "") -> str:
+    """Where a dataset's examples come from, as a URL or path (recorded with the manifests)."""
+    if data_path:
+        return str(Path(data_path).resolve())
+    if dataset == "cldr":
+        return "https://cldr.unicode.org"
+    if dataset == "sib200":
+        from xlinfluence.data.sib200 import HUB_NAME
+    else:
+        from xlinfluence.data.hub import TASKS
+
+        HUB_NAME = TASKS[dataset].hub_name  # noqa: N806
+    return f"https://huggingface.co/datasets/{HUB_NAME}"
+
+
 def load_splits(
     *,
     dataset: str,
@@ -145,4 +184,4 @@ def load_splits(
     return Splits(train=train, test=test, label_names=list(pools.label_names))
 
 
-__all__ = ["DATASETS", "Splits", "load_splits"]
+__all__ = ["DATASETS", "Splits", "available_languages", "load_splits", "source_of"]

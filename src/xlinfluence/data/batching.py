@@ -66,12 +66,13 @@ def make_loader(
     batch_size: int,
     *,
     shuffle: bool = False,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     indices: list[int] | None = None,
     bucket_by_length: bool = False,
 ) -> DataLoader:
     """A DataLoader over `examples` (or the subset `indices`).
 
+    shuffle draws each pass's order from `generator` (which the caller seeds).
     bucket_by_length sorts the subset by token count so each batch carries little padding;
     used by TracIn, where order does not matter because every row keeps its `index`.
     """
@@ -80,7 +81,6 @@ def make_loader(
         lengths = examples.lengths()
         subset.sort(key=lambda i: lengths[i])
     dataset = torch.utils.data.Subset(examples, subset)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,

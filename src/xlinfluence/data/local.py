@@ -8,6 +8,7 @@ Files are read with pandas (pyarrow for Parquet); nothing is ever unpickled.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,15 +22,47 @@ SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 
 def _read(path: Path) -> pd.DataFrame:
+    """The file as a frame; a file that is not what its suffix says names itself (and the
+    line, where the reader tells)."""
     if path.suffix == ".jsonl":
-        # dtype=False: keep ids such as "007" and string labels as written.
-        return pd.read_json(path, lines=True, dtype=False)
-    if path.suffix == ".csv":
-        # Everything as text, "" as missing: "NA" is a language code and a valid text.
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path, engine="pyarrow")
+        return _read_jsonl(path)
+    try:
+        if path.suffix == ".csv":
+            # Everything as text, "" as missing: "NA" is a language code and a valid text.
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path, engine="pyarrow")
+    except (ValueError, OSError, UnicodeDecodeError) as err:  # pandas' and pyarrow's errors
+        said = " ".join(str(err).split())
+        raise DataError(f"local: cannot read {path} as {path.suffix[1:]} ({said}).") from err
     raise DataError(f"local: cannot read {path}: use one of {', '.join(SUFFIXES)}.")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object per line; the first bad line is named."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"local: {path} is not UTF-8 text ({err}).") from err
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"local: {path} line {number} is not JSON ({err.msg} at column {err.colno}); "
+                "each line must be one JSON object."
+            ) from err
+        if not isinstance(row, dict):
+            raise DataError(
+                f"local: {path} line {number} holds a JSON {type(row).__name__}, not an "
+                'object; each line must be one JSON object such as {"text": ..., ...}.'
+            )
+        rows.append(row)
+    # Values as written: ids such as "007" and string labels stay strings.
+    return pd.DataFrame(rows)
 
 
 def _split_files(folder: Path) -> dict[str, Path]:
@@ -71,7 +104,14 @@ def encode_labels(labels: pd.Series, *, where: str) -> tuple[pd.Series, list[str
     """Integer labels (or strings of digits, as CSV gives them) keep their values, named
     by their str; other labels become indices into their sorted distinct values."""
     if labels.isna().any():
-        raise DataError(f"{where}: {int(labels.isna().sum())} example(s) have no label.")
+        rows = [
+            f"{i[0]} row {i[-1] + 1}" if isinstance(i, tuple) else f"row {i + 1}"
+            for i in labels.index[labels.isna()][:5]
+        ]
+        raise DataError(
+            f"{where}: {int(labels.isna().sum())} example(s) have no label ({', '.join(rows)}, "
+            "counting data rows from 1); give every example a label."
+        )
     if pd.api.types.is_bool_dtype(labels):
         numeric = labels.astype("int64")
     elif pd.api.types.is_numeric_dtype(labels):

@@ -111,6 +111,8 @@ def run(config: AnalyzeConfig) -> str:
             )
         )  # fmt: skip
         run.log_artifacts(out, artifacts.ANALYSIS)
+        for name in ("shares", "self_shares", "translation_share"):  # rendered in the UI
+            run.log_table(tables[name], f"{artifacts.ANALYSIS}/tables/{name}.json")
         _log_metrics(run, own, translation, checkpoints)
         for name, figure in figures.items():
             run.log_figure(figure, f"{artifacts.ANALYSIS}/figures/{name}.png")

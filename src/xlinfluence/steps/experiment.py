@@ -20,11 +20,10 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import compare
 from xlinfluence.analysis.bootstrap import pooled_share_intervals
-from xlinfluence.config import MainConfig
+from xlinfluence.config import EXPERIMENTS, MainConfig
 from xlinfluence.data.params import parse_languages
 from xlinfluence.errors import ConfigError
 
-EXPERIMENTS = ("zero-shot", "imbalance", "seeds")
 DEFAULT_RATIOS = "1,2,4"
 DEFAULT_SEEDS = "1,2,3"
 

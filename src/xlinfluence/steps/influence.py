@@ -34,17 +34,10 @@ from xlinfluence.tracin.memory import auto_test_chunk
 from xlinfluence.tracin.selection import parameter_filter
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-SIMILARITIES = ("dot", "cosine")
 CHUNKS = f"{artifacts.INFLUENCE}/chunks"
 
 
 def run(config: InfluenceConfig) -> str:
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision={config.precision!r}; choose one of {sorted(PRECISIONS)}.")
-    if config.similarity not in SIMILARITIES:
-        raise ConfigError(f"similarity={config.similarity!r}; choose one of {SIMILARITIES}.")
-    if config.train_chunk_size < 1 or config.test_chunk_size < 0 or config.batch_size < 1:
-        raise ConfigError("batch_size and train_chunk_size must be >= 1, test_chunk_size >= 0.")
     accelerator = Accelerator()  # precision: the scorer autocasts the forward pass only
     try:
         return _influence(config, accelerator)
@@ -77,7 +70,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
     plan = [Chunk(c["name"], r, k) for c in checkpoints for r in test_rows for k in train_cols]
 
     with (
-        tracking.step_run(config, is_main=accelerator.is_main_process) as run,
+        tracking.step_run(config, is_main=accelerator.is_main_process, system_metrics=True) as run,
         tempfile.TemporaryDirectory(prefix="xlinfluence-influence-") as tmp,
     ):
         out = Path(tmp)

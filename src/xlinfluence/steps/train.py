@@ -1,19 +1,32 @@
-"""The train step: select data, fine-tune, log manifests, checkpoints and metrics."""
+"""The train step: select data, fine-tune, log manifests, checkpoints and metrics.
+
+A killed run continues from its last complete epoch: re-attach to it (`mlflow run
+--run-id`, or MLFLOW_RUN_ID) or start a new run with resume_run_id, which copies the
+finished epochs' checkpoints and metrics into itself. The training state saved after each
+epoch (training/state.py) makes the result equal an uninterrupted run's.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from xlinfluence import artifacts, modeling, tracking
-from xlinfluence.config import TrainConfig
-from xlinfluence.data import load_splits, schema
-from xlinfluence.data.params import parse_column_map, parse_counts, parse_languages
+from xlinfluence.config import TrainConfig, train_counts
+from xlinfluence.data import load_splits, schema, source_of
+from xlinfluence.data.params import parse_column_map, parse_languages
+from xlinfluence.errors import ConfigError
 from xlinfluence.steps import set_threads
-from xlinfluence.training import CheckpointInfo, EpochMetrics, fine_tune
+from xlinfluence.training import CheckpointInfo, EpochMetrics, fine_tune, state
+
+log = logging.getLogger(__name__)
+STATE = "training_state"
 
 
 def run(config: TrainConfig) -> str:
@@ -30,14 +43,13 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
     set_seed(config.seed)
     languages = parse_languages(config.languages)
     heldout = config.heldout_language.strip() or None
-    train_languages = [lang for lang in languages if lang != heldout]
     with accelerator.main_process_first():
         splits = load_splits(
             dataset=config.dataset,
             data_path=config.data_path,
             column_map=parse_column_map(config.column_map),
             languages=languages,
-            train_counts=_train_counts(config.train_per_language, train_languages, heldout),
+            train_counts=train_counts(config),
             test_per_language=config.test_per_language,
             heldout_language=heldout,
             seed=config.seed,
@@ -51,7 +63,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         trim_vocab=config.trim_vocab,
     )
     with (
-        tracking.step_run(config, is_main=accelerator.is_main_process) as run,
+        tracking.step_run(config, is_main=accelerator.is_main_process, system_metrics=True) as run,
         tempfile.TemporaryDirectory(prefix="xlinfluence-train-") as tmp,
     ):
         out = Path(tmp)
@@ -59,6 +71,12 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         artifacts.save_manifest(splits.test, out / artifacts.TEST_MANIFEST)
         artifacts.write_json(splits.label_names, out / artifacts.LABELS)
         run.log_artifacts(out / artifacts.DATA, artifacts.DATA)
+        source = source_of(config.dataset, config.data_path)
+        for frame, split, context in (
+            (splits.train, "train", "training"),
+            (splits.test, "test", "testing"),
+        ):
+            run.log_dataset(frame, name=f"{config.dataset}-{split}", context=context, source=source)
         run.log_metrics(
             {
                 "n_train": len(splits.train),
@@ -68,7 +86,17 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             | {f"n_train.{k}": v for k, v in _counts(splits.train).items()}
             | {"vocab_size": built.model.config.vocab_size}
         )
+        resume = _resume_point(config, run.run_id or os.environ.get("MLFLOW_RUN_ID"), out)
+        model, tokenizer, vocab_map = built.model, built.tokenizer, built.vocab_map
         index: list[dict] = []
+        if resume is not None:
+            log.info("resuming run %s after epoch %d", resume.run_id, resume.epoch)
+            model, tokenizer = modeling.load_checkpoint(resume.checkpoint)
+            model.train()
+            vocab_map = modeling.VocabMap.load(resume.checkpoint)
+            index = resume.index
+            if resume.run_id != run.run_id:
+                _copy_finished_epochs(run, resume, out)
 
         def log_epoch(metrics: EpochMetrics, info: CheckpointInfo, directory: Path) -> None:
             run.log_metrics(
@@ -81,9 +109,14 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             artifacts.save_checkpoint_index(index, out / artifacts.CHECKPOINT_INDEX)
             run.log_artifact(out / artifacts.CHECKPOINT_INDEX, artifacts.CHECKPOINTS)
 
+        def log_state(folder: Path) -> None:
+            destination = f"{STATE}/{folder.name.replace('state-', 'epoch-')}"
+            for name in (state.OPTIMIZER, state.RNG, state.STATE):  # state.json last
+                run.log_artifact(folder / name, destination)
+
         fine_tune(
-            built.model,
-            built.tokenizer,
+            model,
+            tokenizer,
             splits.train,
             splits.test,
             epochs=config.epochs,
@@ -96,16 +129,80 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             accelerator=accelerator,
             checkpoint_root=out / "local-checkpoints",
             on_epoch_end=log_epoch,
-            vocab_map=built.vocab_map,
+            vocab_map=vocab_map,
+            on_state=log_state,
+            resume_from=resume.state if resume else None,
         )
         return run.run_id or ""
 
 
-def _train_counts(text: str, train_languages: list[str], heldout: str | None) -> dict[str, int]:
-    """Per-language counts; a count given for the held-out language is ignored, so the same
-    counts serve the seen and the zero-shot setting."""
-    entries = [e for e in text.split(",") if not (heldout and e.strip().startswith(f"{heldout}="))]
-    return parse_counts(",".join(entries), train_languages)
+@dataclass(frozen=True)
+class _Resume:
+    run_id: str  # the run whose epochs are continued
+    epoch: int  # last complete epoch
+    state: Path  # its training state folder
+    checkpoint: Path  # its checkpoint folder
+    index: list[dict]  # checkpoint index entries up to that epoch
+
+
+def _resume_point(config: TrainConfig, own_run_id: str | None, out: Path) -> _Resume | None:
+    """The latest epoch with a complete state: of this run if re-attached, else of
+    resume_run_id (whose parameters must equal this run's), else None."""
+    if own_run_id:
+        point = _latest_state(own_run_id, out / "resume-own")
+        if point is not None:
+            return point
+    if not config.resume_run_id:
+        return None
+    source = tracking.fetch_run(config.resume_run_id, step=TrainConfig.step, finished=False)
+    ignored = ("resume_run_id", "threads", "accelerate_config")
+    theirs = TrainConfig.canonical(tracking.run_params(source))
+    differ = sorted(
+        k for k, v in config.to_params().items() if k not in ignored and theirs.get(k) != v
+    )
+    if differ:
+        raise ConfigError(
+            f"resume_run_id={config.resume_run_id!r} was trained with other values of {differ}; "
+            "resume with the same parameters, or train from scratch without resume_run_id."
+        )
+    point = _latest_state(config.resume_run_id, out / "resume-other")
+    if point is None:
+        raise ConfigError(
+            f"resume_run_id={config.resume_run_id!r} has no complete training state (it "
+            "stopped before its first epoch ended); train from scratch without resume_run_id."
+        )
+    return point
+
+
+def _latest_state(run_id: str, staging: Path) -> _Resume | None:
+    index_file = tracking.download_partial(run_id, artifacts.CHECKPOINT_INDEX, staging / "index")
+    if index_file is None:
+        return None
+    index = artifacts.load_checkpoint_index(index_file)
+    by_epoch = {entry["epoch"]: entry for entry in index}
+    saved = [int(p.rsplit("-", 1)[-1]) for p in tracking.artifact_names(run_id, STATE)]
+    for epoch in sorted((e for e in saved if e in by_epoch), reverse=True):
+        folder = tracking.download_partial(run_id, f"{STATE}/epoch-{epoch}", staging / "state")
+        name = by_epoch[epoch]["name"]
+        checkpoint = tracking.download_partial(
+            run_id, f"{artifacts.CHECKPOINTS}/{name}", staging / "checkpoint"
+        )
+        if folder is not None and checkpoint is not None and state.is_complete(folder):
+            entries = [e for e in index if e["epoch"] <= epoch]
+            return _Resume(run_id, epoch, folder, checkpoint, entries)
+    return None
+
+
+def _copy_finished_epochs(run: tracking.StepRun, resume: _Resume, out: Path) -> None:
+    """A new run continuing another holds its finished epochs: checkpoints, index, metrics."""
+    for entry in resume.index:
+        folder = tracking.download(resume.run_id, f"{artifacts.CHECKPOINTS}/{entry['name']}")
+        run.log_artifacts(folder, f"{artifacts.CHECKPOINTS}/{entry['name']}")
+    artifacts.save_checkpoint_index(resume.index, out / artifacts.CHECKPOINT_INDEX)
+    run.log_artifact(out / artifacts.CHECKPOINT_INDEX, artifacts.CHECKPOINTS)
+    for step, metrics in tracking.epoch_metrics(resume.run_id, up_to=resume.epoch).items():
+        run.log_metrics(metrics, step=step)
+    run.set_tags({"xlinfluence.resumed_from": f"{resume.run_id}@epoch-{resume.epoch}"})
 
 
 def _texts(frame) -> list[str]:

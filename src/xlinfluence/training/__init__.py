@@ -1,7 +1,8 @@
 """Fine-tuning with Accelerate: one loop that runs unchanged on CPU, one GPU or many.
 
 Knows nothing of MLflow: after each epoch it saves a checkpoint and hands the epoch's
-metrics to a callback, which the train step uses to log as it goes.
+metrics to a callback, which the train step uses to log as it goes; after every epoch but
+the last it also saves the training state (state.py), from which a killed run continues.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from transformers import get_linear_schedule_with_warmup
 from xlinfluence import modeling
 from xlinfluence.data import schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
+from xlinfluence.training import state
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,21 @@ def fine_tune(
     checkpoint_root: Path,
     on_epoch_end: Callable[[EpochMetrics, CheckpointInfo, Path], None],
     vocab_map: modeling.VocabMap | None = None,
+    on_state: Callable[[Path], None] | None = None,
+    resume_from: Path | None = None,
 ) -> list[CheckpointInfo]:
-    """Train for `epochs`, saving `checkpoint_root/epoch-<e>` (main process) after each."""
+    """Train for `epochs`, saving `checkpoint_root/epoch-<e>` (main process) after each.
+
+    With on_state, the training state after epoch e < epochs is saved to
+    `checkpoint_root/state-<e>` and handed over. resume_from is such a folder: the model
+    must already hold that epoch's checkpoint; training continues with the next epoch.
+    """
+    generator = torch.Generator()  # reseeded per epoch: epoch e's order depends on (seed, e)
     train_loader = make_loader(
-        TokenizedExamples(train, tokenizer, max_length), batch_size, shuffle=True, seed=seed
+        TokenizedExamples(train, tokenizer, max_length),
+        batch_size,
+        shuffle=True,
+        generator=generator,
     )
     test_loader = make_loader(TokenizedExamples(test, tokenizer, max_length), 2 * batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -83,8 +96,12 @@ def fine_tune(
     )
     test_languages = test[schema.LANGUAGE].to_numpy()
     checkpoints: list[CheckpointInfo] = []
-    step = 0
-    for epoch in range(1, epochs + 1):
+    done = state.TrainingState(epoch=0, step=0)
+    if resume_from is not None:
+        done = state.load(resume_from, optimizer, scheduler)
+    step = done.step
+    for epoch in range(done.epoch + 1, epochs + 1):
+        generator.manual_seed(seed * 10_000 + epoch)
         model.train()
         loss_sum, lr_sum, n_batches = 0.0, 0.0, 0
         bar = tqdm(
@@ -115,6 +132,12 @@ def fine_tune(
         accelerator.wait_for_everyone()
         checkpoints.append(info)
         on_epoch_end(EpochMetrics(epoch, step, epoch_loss, accuracy), info, directory)
+        if on_state is not None and epoch < epochs:
+            folder = checkpoint_root / f"state-{epoch}"
+            if accelerator.is_main_process:
+                state.save(folder, state.TrainingState(epoch, step), optimizer, scheduler)
+            accelerator.wait_for_everyone()
+            on_state(folder)
     return checkpoints
 
 

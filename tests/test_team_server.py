@@ -1,0 +1,253 @@
+"""The pipeline against a real team server (PostgreSQL + `mlflow server --serve-artifacts`):
+runs and artifacts through the server, reuse, the UI in a real browser, and faults.
+
+Needs PostgreSQL's server programs and psycopg2 (and Chromium with ChromeDriver for the
+browser test); each test skips, saying what is missing, where they are absent. CI
+installs them (.ci/run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from xlinfluence import artifacts, tracking
+from xlinfluence.server import ServerError, TeamServer, postgres_bin
+
+from .conftest import SETTING
+
+pytestmark = pytest.mark.slow
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+CHUNKED = ["--batch-size", "1", "--train-chunk-size", "3", "--test-chunk-size", "6", "--top-k", "5"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    try:
+        postgres_bin()
+        import psycopg2  # noqa: F401
+    except (ServerError, ImportError) as err:
+        pytest.skip(f"no PostgreSQL server programs or psycopg2 here ({err}); CI installs them")
+    root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
+    team = TeamServer(root)
+    team.start()
+    yield team
+    team.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _cli(server: TeamServer, *args: str, cwd: Path | None = None, **kwargs) -> subprocess.Popen:
+    env = os.environ | {"MLFLOW_TRACKING_URI": server.uri()}
+    env.pop("MLFLOW_RUN_ID", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "xlinfluence.cli", *args],
+        env=env, cwd=cwd or server.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, **kwargs,
+    )  # fmt: skip
+
+
+def _run(server: TeamServer, *args: str) -> str:
+    process = _cli(server, *args)
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output
+    return output.strip().splitlines()[-1]
+
+
+def _client(server: TeamServer) -> MlflowClient:
+    return MlflowClient(tracking_uri=server.uri())
+
+
+def _children(client: MlflowClient, main_id: str) -> dict[str, str]:
+    tags = client.get_run(main_id).data.tags
+    return {s: tags[f"xlinfluence.{s}_run_id"] for s in ("train", "influence", "analyze")}
+
+
+@pytest.fixture(scope="module")
+def pipeline(server):
+    main_id = _run(server, "main", *SETTING)
+    return {"main": main_id, **_children(_client(server), main_id)}
+
+
+def test_pipeline_leaves_four_finished_runs_with_artifacts_on_the_server(server, pipeline):
+    client = _client(server)
+    runs = {step: client.get_run(run_id) for step, run_id in pipeline.items()}
+    assert {s: r.info.status for s, r in runs.items()} == dict.fromkeys(runs, "FINISHED")
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs.values())
+    stored = {p.name for p in (server.root / "artifacts").rglob("*") if p.is_file()}
+    assert {"model.safetensors", "scores.safetensors", "report.html"} <= stored
+    names = {s: r.data.tags[tracking.RUN_NAME_TAG] for s, r in runs.items()}
+    assert names["train"] == "train · cldr · tiny · en,de,ru · en=24,de=16,ru=16 · seed 3"
+    assert names["analyze"].startswith("analyze · top-5 · influence ")
+    experiment = client.get_experiment(runs["main"].info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "finetuning"
+    inputs = {(d.dataset.name, d.tags[0].value) for d in runs["train"].inputs.dataset_inputs}
+    assert inputs == {("cldr-train", "training"), ("cldr-test", "testing")}
+    tables = {a.path for a in client.list_artifacts(pipeline["analyze"], "analysis/tables")}
+    assert "analysis/tables/shares.json" in tables
+    system = [k for k in runs["train"].data.metrics if k.startswith("system/")]
+    assert system, "system metrics (CPU, memory) were not logged"
+
+
+def test_reuse_works_across_the_server(server, pipeline):
+    client = _client(server)
+    again = _run(server, "main", *SETTING)
+    assert again != pipeline["main"]
+    assert _children(client, again) == {s: pipeline[s] for s in ("train", "influence", "analyze")}
+
+
+def test_influence_survives_a_tracking_server_outage(server, pipeline):
+    """The server is SIGKILLed mid-influence and restarted: the step finishes, or stops with
+    a clear error and resumes; either way the tensors equal an uninterrupted run's and no
+    chunk logged before the outage is lost."""
+    client = _client(server)
+    train_id = pipeline["train"]
+    uninterrupted = _run(server, "influence", "--train-run-id", train_id, *CHUNKED)
+
+    before = {r.info.run_id for r in client.search_runs(["0"])}
+    process = _cli(server, "influence", "--train-run-id", train_id, *CHUNKED)
+    run_id, logged = None, []
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        new = [r for r in client.search_runs(["0"]) if r.info.run_id not in before]
+        if new and len(logged := _chunks(client, new[0].info.run_id)) >= 2:
+            run_id = new[0].info.run_id
+            server.kill_tracking(signal.SIGKILL)
+            time.sleep(3)
+            server.start_tracking()
+            break
+        time.sleep(0.1)
+    output, _ = process.communicate(timeout=900)
+    assert run_id, f"influence finished before the outage could happen:\n{output}"
+    assert set(logged) <= set(_chunks(client, run_id)), "chunks logged before the outage lost"
+    if process.returncode == 0:
+        finished = run_id
+    else:
+        last = output.strip().splitlines()[-1]
+        assert last.startswith("Error: ") and "Traceback" not in last, output[-3000:]
+        finished = _run(
+            server, "influence", "--train-run-id", train_id, *CHUNKED, "--resume-run-id", run_id
+        )
+    want, got = _scores(client, uninterrupted), _scores(client, finished)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+
+def test_two_main_runs_at_once_finish_without_corrupting_the_store(server, pipeline):
+    client = _client(server)
+    processes = [
+        _cli(server, "main", *SETTING, "--seed", str(seed), "--threads", "1") for seed in (11, 12)
+    ]
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    mains = [out.strip().splitlines()[-1] for out in outputs]
+    for main_id in mains:
+        children = _children(client, main_id)
+        for step, run_id in children.items():
+            run = client.get_run(run_id)
+            assert run.info.status == "FINISHED"
+            assert run.data.tags[tracking.PARENT_TAG] == main_id
+            assert run.data.tags[tracking.STEP_TAG] == step
+    assert set(_children(client, mains[0]).values()).isdisjoint(
+        _children(client, mains[1]).values()
+    )
+
+
+def test_the_ui_shows_named_runs_and_the_report(server, pipeline):
+    """Headless Chromium opens the MLflow UI on the server, as a person would."""
+    driver = _browser()
+    client = _client(server)
+    experiment = client.get_run(pipeline["main"]).info.experiment_id
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        driver.get(f"{server.uri()}/#/experiments/{experiment}/runs")
+        train_name = client.get_run(pipeline["train"]).data.tags[tracking.RUN_NAME_TAG]
+        _wait_for_text(driver, train_name)
+        _wait_for_text(driver, "cldr-train")  # the Datasets column
+        driver.save_screenshot(str(SCREENSHOTS / "runs.png"))
+
+        analyze = pipeline["analyze"]
+        driver.get(
+            f"{server.uri()}/#/experiments/{experiment}/runs/{analyze}/artifacts/"
+            "analysis/report.html"
+        )
+        _wait_for_text(driver, "report.html")
+        frame = _wait_for(driver, "iframe")
+        driver.switch_to.frame(frame)
+        _wait_for_text(driver, "Own-language shares")  # a heading of the report itself
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(SCREENSHOTS / "report.png"))
+    finally:
+        driver.quit()
+    assert (SCREENSHOTS / "runs.png").stat().st_size > 10_000
+
+
+def _browser():
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip(
+            "no chromium/chromedriver here (Debian: apt-get install chromium chromium-driver)"
+        )
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium must not try to fetch a driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1600,1000",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+def _wait_for(driver, css: str, timeout: float = 60):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+    )
+
+
+def _wait_for_text(driver, text: str, timeout: float = 60) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, timeout).until(
+            lambda d: text in d.find_element("tag name", "body").text
+        )
+    except Exception:
+        driver.save_screenshot(str(SCREENSHOTS / "failure.png"))
+        raise
+
+
+def _chunks(client: MlflowClient, run_id: str) -> list[str]:
+    return [
+        chunk.path
+        for folder in client.list_artifacts(run_id, "influence/chunks")
+        for chunk in client.list_artifacts(run_id, folder.path)
+    ]
+
+
+def _scores(client: MlflowClient, run_id: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, artifacts.SCORES, tmp)
+        return load_file(path)
