@@ -10,8 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -34,14 +37,14 @@ def _state_epochs(run_id: str) -> list[str]:
 
 
 def _checkpoint_bytes(run_id: str) -> dict[str, bytes]:
-    index = artifacts.load_checkpoint_index(tracking.download(run_id, artifacts.CHECKPOINT_INDEX))
-    return {
-        entry["name"]: (
-            tracking.download(run_id, f"{artifacts.CHECKPOINTS}/{entry['name']}")
-            / "model.safetensors"
-        ).read_bytes()
-        for entry in index
-    }
+    """Each checkpoint's weights file; read afresh (the step cache is for finished runs,
+    and these runs change under the test)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifacts.CHECKPOINTS, dst_path=tmp
+        ))  # fmt: skip
+        index = artifacts.load_checkpoint_index(root / Path(artifacts.CHECKPOINT_INDEX).name)
+        return {e["name"]: (root / e["name"] / "model.safetensors").read_bytes() for e in index}
 
 
 def _kill_mid_training(tracking_env) -> str:

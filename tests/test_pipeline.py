@@ -149,8 +149,9 @@ def test_second_main_reuses_every_child_run(main_runs):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["influence", "--train-run-id", "0123456789abcdef"], "does not exist"),
-        (["influence"], "no run ID given"),
+        (["influence", "--train-run-id", "0123456789abcdef"], "not an MLflow run ID"),
+        (["influence", "--train-run-id", "0123456789abcdef" * 2], "does not exist"),
+        (["influence"], "train_run_id='': not an MLflow run ID"),
         (["analyze", "--influence-run-id", "{train}"], "is a train run, not a 'influence' run"),
         (["influence", "--train-run-id", "{analyze}"], "is a analyze run, not a 'train' run"),
         (["influence", "--train-run-id", "{train}", "--top-k", "1000"], "top_k=1000"),

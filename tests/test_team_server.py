@@ -8,6 +8,7 @@ installs them (.ci/run).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -49,7 +50,10 @@ def server():
 
 
 def _cli(server: TeamServer, *args: str, cwd: Path | None = None, **kwargs) -> subprocess.Popen:
-    env = os.environ | {"MLFLOW_TRACKING_URI": server.uri()}
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": server.uri(),
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2",  # these steps last seconds
+    }
     env.pop("MLFLOW_RUN_ID", None)
     return subprocess.Popen(
         [sys.executable, "-m", "xlinfluence.cli", *args],
@@ -74,10 +78,18 @@ def _children(client: MlflowClient, main_id: str) -> dict[str, str]:
     return {s: tags[f"xlinfluence.{s}_run_id"] for s in ("train", "influence", "analyze")}
 
 
+def _run_main(server: TeamServer, *args: str) -> dict[str, str]:
+    """`main`'s run IDs, printed as JSON on its last line: main, train, influence, analyze."""
+    return json.loads(_run(server, "main", *args))
+
+
 @pytest.fixture(scope="module")
 def pipeline(server):
-    main_id = _run(server, "main", *SETTING)
-    return {"main": main_id, **_children(_client(server), main_id)}
+    runs = _run_main(server, *SETTING)
+    assert _children(_client(server), runs["main"]) == {
+        s: runs[s] for s in ("train", "influence", "analyze")
+    }
+    return runs
 
 
 def test_pipeline_leaves_four_finished_runs_with_artifacts_on_the_server(server, pipeline):
@@ -102,9 +114,11 @@ def test_pipeline_leaves_four_finished_runs_with_artifacts_on_the_server(server,
 
 def test_reuse_works_across_the_server(server, pipeline):
     client = _client(server)
-    again = _run(server, "main", *SETTING)
-    assert again != pipeline["main"]
-    assert _children(client, again) == {s: pipeline[s] for s in ("train", "influence", "analyze")}
+    again = _run_main(server, *SETTING)
+    assert again["main"] != pipeline["main"]
+    assert _children(client, again["main"]) == {
+        s: pipeline[s] for s in ("train", "influence", "analyze")
+    }
 
 
 def test_influence_survives_a_tracking_server_outage(server, pipeline):
@@ -152,7 +166,7 @@ def test_two_main_runs_at_once_finish_without_corrupting_the_store(server, pipel
     ]
     outputs = [p.communicate(timeout=900)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
-    mains = [out.strip().splitlines()[-1] for out in outputs]
+    mains = [json.loads(out.strip().splitlines()[-1])["main"] for out in outputs]
     for main_id in mains:
         children = _children(client, main_id)
         for step, run_id in children.items():
@@ -168,11 +182,17 @@ def test_two_main_runs_at_once_finish_without_corrupting_the_store(server, pipel
 def test_the_ui_shows_named_runs_and_the_report(server, pipeline):
     """Headless Chromium opens the MLflow UI on the server, as a person would."""
     driver = _browser()
+    from selenium.webdriver.common.by import By
+
     client = _client(server)
     experiment = client.get_run(pipeline["main"]).info.experiment_id
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         driver.get(f"{server.uri()}/#/experiments/{experiment}/runs")
+        main_name = client.get_run(pipeline["main"]).data.tags[tracking.RUN_NAME_TAG]
+        _wait_for_text(driver, main_name)
+        for toggle in driver.find_elements(By.CSS_SELECTOR, EXPAND_CHILDREN):
+            toggle.click()  # unfold each main run to its step runs
         train_name = client.get_run(pipeline["train"]).data.tags[tracking.RUN_NAME_TAG]
         _wait_for_text(driver, train_name)
         _wait_for_text(driver, "cldr-train")  # the Datasets column
@@ -192,6 +212,10 @@ def test_the_ui_shows_named_runs_and_the_report(server, pipeline):
     finally:
         driver.quit()
     assert (SCREENSHOTS / "runs.png").stat().st_size > 10_000
+
+
+# The fold/unfold button the MLflow 3 runs table puts beside a parent run's name.
+EXPAND_CHILDREN = "button[data-component-id*='runnamecellrenderer']"
 
 
 def _browser():

@@ -46,7 +46,7 @@ STRATEGIES = {
     checks.Flag: lambda c: st.sampled_from(["maybe", "2", "yes please", ""]),
     checks.Languages: lambda c: (
         st.sampled_from(["en,en", "en;de", "english!", "1en", "e n"])
-        | (st.sampled_from(["", " , "]) if not c.optional else st.nothing())
+        | (st.sampled_from(["", " , "]) if not c.single else st.nothing())
     ),
     checks.Counts: lambda c: st.sampled_from(["0", "-3", "en=0", "en=x", "many", "en=4,en=5", ""]),
     checks.KeyValues: lambda c: st.sampled_from(["text", "txt=a", "text=", "=a", "label:x"]),

@@ -7,6 +7,7 @@ launched process attaches to the same MLflow run and only the main one logs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -103,7 +104,7 @@ def _make_command(config_cls: type[StepConfig]) -> click.Command:
         except XlinfluenceError as err:
             raise click.ClickException(" ".join(str(err).split())) from err
         if result and not os.environ.get(LAUNCHED_ENV):  # the launcher prints it once
-            click.echo(result)
+            click.echo(json.dumps(result) if isinstance(result, dict) else result)
 
     return click.Command(
         config_cls.step, callback=callback, params=options, help=config_cls.__doc__

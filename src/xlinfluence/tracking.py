@@ -21,6 +21,7 @@ import pandas as pd
 import requests
 from matplotlib.figure import Figure
 from mlflow.entities import Run
+from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from mlflow.exceptions import ExecutionException, MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -147,8 +148,14 @@ def step_run(
         ) from err
 
 
+SYSTEM_METRICS_INTERVAL_S = 2
+
+
 @contextmanager
 def _open_run(config: StepConfig, system_metrics: bool) -> Iterator[StepRun]:
+    if system_metrics and not MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.is_set():
+        # MLflow's 10 s default leaves a short step with no sample at all.
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
     with mlflow.start_run(log_system_metrics=system_metrics or None) as run:
         logged = run.data.params
         missing = {k: v for k, v in config.to_params().items() if k not in logged}

@@ -19,7 +19,8 @@ PROJECT_FILE = "MLproject"
 
 
 def run(config: MainConfig) -> dict[str, str]:
-    """Run or reuse each step (or each setting of an experiment); returns their run IDs."""
+    """Run or reuse each step (or each setting of an experiment); returns their run IDs,
+    and this run's own under "main"."""
     project = find_project()
     # Children run `python entrypoints/...`: make that this interpreter, venv or not.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -27,14 +28,14 @@ def run(config: MainConfig) -> dict[str, str]:
         if config.experiment:
             from xlinfluence.steps import experiment
 
-            return experiment.run(config, project, parent)
+            return {"main": parent.run_id} | experiment.run(config, project, parent)
         train_id = tracking.run_or_reuse(config.train(), project)
         influence_id = tracking.run_or_reuse(config.influence(train_id), project)
         analyze_id = tracking.run_or_reuse(config.analyze(influence_id), project)
         runs = {"train": train_id, "influence": influence_id, "analyze": analyze_id}
         parent.set_tags({f"xlinfluence.{step}_run_id": run_id for step, run_id in runs.items()})
         parent.log_metrics(headline_metrics(runs))
-    return runs
+    return {"main": parent.run_id} | runs
 
 
 def headline_metrics(runs: dict[str, str]) -> dict[str, float]:
