@@ -7,6 +7,8 @@ and save/load functions; loads validate and raise ArtifactError naming the file 
                     data/labels.json                        label names by class index
                     checkpoints/<name>/                     safetensors weights, config, tokenizer
                     checkpoints/index.json                  [{name, epoch, step, learning_rate}]
+                    evaluation/<checkpoint>.parquet         per test example: predicted, loss,
+                                                            correct (manifest order)
     influence run   influence/scores.safetensors            "total" and one tensor per checkpoint,
                                                             each float32 [n_test, n_train]
                     influence/self_influence.safetensors    <grad L(z), grad L(z)> per train
@@ -34,6 +36,8 @@ DATA = "data"
 TRAIN_MANIFEST = "data/train.parquet"
 TEST_MANIFEST = "data/test.parquet"
 LABELS = "data/labels.json"
+REMOVED = "data/removed.json"  # counterfactual runs: the training ids left out
+EVALUATION = "evaluation"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_INDEX = "checkpoints/index.json"
 INFLUENCE = "influence"
@@ -79,6 +83,33 @@ def load_manifest(path: Path) -> pd.DataFrame:
     except Exception as err:  # pyarrow raises several unrelated types for bad files
         raise _corrupt(path, err) from err
     return schema.validate(frame, where=str(path))
+
+
+def predictions(checkpoint: str) -> str:
+    return f"{EVALUATION}/{checkpoint}.parquet"
+
+
+def save_predictions(predictions: pd.DataFrame, test: pd.DataFrame, path: Path) -> None:
+    """One row per test example, with its id, language and label beside the prediction."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = test[[schema.ID, schema.LANGUAGE, schema.LABEL]].reset_index(drop=True)
+    pd.concat([keys, predictions.reset_index(drop=True)], axis=1).to_parquet(path, index=False)
+
+
+def load_predictions(path: Path, test: pd.DataFrame) -> pd.DataFrame:
+    """A train run's predictions for a checkpoint, checked against its test manifest."""
+    if not path.is_file():
+        raise ArtifactError(f"predictions {path} are missing; re-run the train step.")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several unrelated types for bad files
+        raise _corrupt(path, err) from err
+    if frame.get(schema.ID, pd.Series(dtype=str)).tolist() != test[schema.ID].tolist():
+        raise ArtifactError(
+            f"predictions {path} do not list the test manifest's examples in order; "
+            "re-run the train step."
+        )
+    return frame
 
 
 def save_checkpoint_index(checkpoints: list[dict], path: Path) -> None:

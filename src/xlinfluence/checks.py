@@ -209,6 +209,11 @@ class PathRef(Check):
 
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+# A counterfactual removal (analysis/counterfactual.py): what a train run leaves out.
+REMOVAL = (
+    r"(?P<kind>tracin|random):(?P<run>[0-9a-f]{32}):(?P<test>[\w-]+):(?P<train>[\w-]+)"
+    r":(?P<k>\d+)(:(?P<draw>\d+))?"
+)
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,24 @@ def experiment_values(config) -> None:
             raise refuse(name, given, "ratios must be positive numbers", "give e.g. 1,2,4")
     elif config.experiment == "seeds" and not all(v.isdigit() for v in values):
         raise refuse(name, given, "seeds must be whole numbers >= 0", "give e.g. 1,2,3")
+    elif config.experiment == "counterfactual":
+        if not config.store_scores:
+            raise refuse(
+                "store_scores",
+                False,
+                "counterfactual ranks training examples by their summed scores",
+                "keep store_scores=true",
+            )
+        for value in values:
+            test, _, train = value.partition(":")
+            unknown = [lang for lang in (test, train) if lang and lang not in languages]
+            if unknown or not test:
+                raise refuse(
+                    name,
+                    given,
+                    f"cannot read {value!r} (languages {unknown})",
+                    "give test languages L, or L:X pairs, from languages",
+                )
 
 
 def _positive_number(text: str) -> bool:

@@ -20,8 +20,8 @@ C = TypeVar("C", bound="StepConfig")
 DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
 PRESETS = ("e5-small", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
-SIMILARITIES = ("dot", "cosine")
-EXPERIMENTS = ("zero-shot", "imbalance", "seeds")
+SIMILARITIES = ("dot", "cosine", "representation")
+EXPERIMENTS = ("zero-shot", "imbalance", "seeds", "counterfactual", "methods")
 SCHEMA_COLUMNS = ("id", "language", "label", "pair_id", "text", "text_pair")
 
 
@@ -217,11 +217,25 @@ class TrainConfig(StepConfig):
         "a killed train run to continue from its last complete epoch (same parameters)",
         checks.RunRef("train", optional=True, finished=False),
     )
+    remove: str = _param(
+        "",
+        "counterfactual retraining: leave out TracIn's top-k of a language for a test "
+        "language, or k random ones (set by experiment=counterfactual)",
+        checks.Pattern(
+            f"({checks.REMOVAL})?",
+            "empty, or tracin:<influence run>:<test lang>:<train lang>:<k> or "
+            "random:<influence run>:<test lang>:<train lang>:<k>:<draw>",
+        ),
+    )
     threads: int = _threads()
     accelerate_config: str = _accelerate_config()
 
     def _name_parts(self) -> list[str]:
-        return _data_name_parts(self)
+        parts = _data_name_parts(self)
+        if self.remove:
+            kind, _, test, train, k, *draw = self.remove.split(":")
+            parts.append(f"remove {kind} {train}→{test} k={k}" + (f" #{draw[0]}" if draw else ""))
+        return parts
 
     def _check_combinations(self) -> None:
         _check_data(self)
@@ -265,7 +279,8 @@ class InfluenceConfig(StepConfig):
     )
     similarity: str = _param(
         "dot",
-        "dot (TracIn) or cosine (each gradient normalised to unit length per checkpoint)",
+        "dot (TracIn), cosine (each gradient normalised to unit length per checkpoint), or "
+        "representation (cosine of the <s> hidden states: a gradient-free baseline)",
         checks.OneOf(SIMILARITIES),
     )
     store_scores: bool = _param(
@@ -437,14 +452,24 @@ class MainConfig(StepConfig):
     )
     experiment: str = _param(
         "",
-        "'' runs one pipeline; zero-shot, imbalance or seeds run one child per setting",
+        "'' runs one pipeline; zero-shot, imbalance, seeds, counterfactual or methods run "
+        "one child per setting (docs/analysis.md)",
         checks.OneOf(("", *EXPERIMENTS)),
     )
     experiment_values: str = _param(
         "",
         "zero-shot: languages to hold out (default all); imbalance: ratios for the first "
-        "language (default 1,2,4); seeds: seeds (default 1,2,3)",
-        checks.Pattern(r"[\w.]*(,[\w.]+)*", "empty, or comma-separated values"),
+        "language (default 1,2,4); seeds: seeds (default 1,2,3); counterfactual: test "
+        "languages L or L:X pairs (default every pair)",
+        checks.Pattern(r"[\w.:-]*(,[\w.:-]+)*", "empty, or comma-separated values"),
+    )
+    removal_k: int = _param(
+        25,
+        "counterfactual: training examples removed per (test language, training language)",
+        checks.AtLeast(1),
+    )
+    control_draws: int = _param(
+        3, "counterfactual: random same-label removals per pair, the control", checks.AtLeast(1)
     )
 
     def _check_combinations(self) -> None:

@@ -61,30 +61,55 @@ class PadCollator:
         }
 
 
+class ShuffledBatches(torch.utils.data.Sampler):
+    """Seeded shuffled batches of all n rows, each without the rows in `exclude`.
+
+    Batches are cut from a permutation of all n rows and the excluded rows are then taken
+    out of their batch: a retraining without a few examples (counterfactual) sees every
+    other batch exactly as the full run does, so it differs from it by those examples, not
+    by a new order. With nothing excluded it is torch's shuffled batching (one randperm per
+    pass, cut into batch_size pieces)."""
+
+    def __init__(self, n: int, batch_size: int, exclude: set[int], generator: torch.Generator):
+        self.n, self.batch_size = n, batch_size
+        self.exclude, self.generator = set(exclude), generator
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        for start in range(0, self.n, self.batch_size):
+            batch = [i for i in order[start : start + self.batch_size] if i not in self.exclude]
+            if batch:
+                yield batch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)  # an upper bound when rows are excluded
+
+
 def make_loader(
     examples: TokenizedExamples,
     batch_size: int,
     *,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
+    exclude: set[int] | None = None,
     indices: list[int] | None = None,
     bucket_by_length: bool = False,
 ) -> DataLoader:
     """A DataLoader over `examples` (or the subset `indices`).
 
-    shuffle draws each pass's order from `generator` (which the caller seeds).
+    shuffle draws each pass's order from `generator` (which the caller seeds), leaving out
+    the rows in `exclude` (ShuffledBatches).
     bucket_by_length sorts the subset by token count so each batch carries little padding;
     used by TracIn, where order does not matter because every row keeps its `index`.
     """
+    if shuffle:
+        batches = ShuffledBatches(
+            len(examples), batch_size, exclude or set(), generator or torch.Generator()
+        )
+        return DataLoader(examples, batch_sampler=batches, collate_fn=PadCollator(examples.pad_id))
     subset = list(range(len(examples))) if indices is None else list(indices)
     if bucket_by_length:
         lengths = examples.lengths()
         subset.sort(key=lambda i: lengths[i])
     dataset = torch.utils.data.Subset(examples, subset)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=PadCollator(examples.pad_id),
-    )
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=PadCollator(examples.pad_id))

@@ -6,6 +6,7 @@ manifests; logs tables (Parquet + CSV), heatmaps, curves and per-language metric
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from xlinfluence.analysis import (
     OPPONENT,
     PROPONENT,
     aggregate_translation_share,
+    distance,
     example_shares,
     influence_mass,
     language_shares,
@@ -43,6 +45,8 @@ from xlinfluence.analysis.translation import (
 from xlinfluence.config import AnalyzeConfig, InfluenceConfig
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps.upstream import train_manifests
+
+log = logging.getLogger(__name__)
 
 
 def run(config: AnalyzeConfig) -> str:
@@ -83,6 +87,7 @@ def run(config: AnalyzeConfig) -> str:
         for name in [*checkpoints, artifacts.TOTAL]
         for kind in (PROPONENT, OPPONENT)
     }
+    tables |= _language_distance(shares, figures)
     figures["share_bars"] = share_bars(shares)
     figures["self_share"] = self_share_curve(own, bands=True)
     figures["translation_share"] = translation_share_bars(translation)
@@ -111,6 +116,17 @@ def run(config: AnalyzeConfig) -> str:
             )
         )  # fmt: skip
         run.log_artifacts(out, artifacts.ANALYSIS)
+        if "distance_correlations" in tables:
+            run.log_metrics(
+                {
+                    f"distance_rho.{r.distance}": r.spearman_rho
+                    for r in tables["distance_correlations"].itertuples()
+                }
+                | {
+                    f"distance_p.{r.distance}": r.mantel_p
+                    for r in tables["distance_correlations"].itertuples()
+                }
+            )
         for name in ("shares", "self_shares", "translation_share"):  # rendered in the UI
             run.log_table(tables[name], f"{artifacts.ANALYSIS}/tables/{name}.json")
         _log_metrics(run, own, translation, checkpoints)
@@ -120,6 +136,22 @@ def run(config: AnalyzeConfig) -> str:
 
 
 _SHOWN = ("params", "precision", "similarity", "top_k")
+
+
+def _language_distance(shares: pd.DataFrame, figures: dict) -> dict[str, pd.DataFrame]:
+    """Cross-lingual shares against URIEL distances and script (analysis/distance.py), when
+    at least three languages are both trained and tested and URIEL knows them."""
+    matrix = share_matrix(shares, artifacts.TOTAL, PROPONENT)
+    try:
+        pairs = distance.pairs_table(matrix)
+        correlations = distance.correlations(matrix)
+    except ConfigError as err:  # e.g. languages URIEL does not know
+        log.info("no language-distance analysis: %s", err)
+        return {}
+    if correlations.empty:
+        return {}
+    figures["share_vs_distance"] = distance.scatter(pairs, correlations)
+    return {"language_distance": pairs, "distance_correlations": correlations}
 
 
 def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints: list[str]):

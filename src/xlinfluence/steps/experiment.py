@@ -4,6 +4,9 @@ zero-shot   a baseline where every language is seen, and one setting per held-ou
 imbalance   the first language keeps train_per_language examples, every other one gets
             that divided by each ratio, so the first is over-represented `ratio` times
 seeds       the same setting once per seed
+methods     the same fine-tuning run under other attributions (cosine TracIn, last layer,
+            embeddings only or excluded, representation similarity) and per checkpoint
+counterfactual  retraining without TracIn's picks vs random picks (steps/counterfactual.py)
 Each setting is an ordinary `main` run (reused when finished with equal parameters), so
 every setting can be opened and compared in the MLflow UI; the experiment's own run logs
 experiment/comparison.{parquet,csv} and a figure.
@@ -18,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from xlinfluence import artifacts, tracking
-from xlinfluence.analysis import compare
+from xlinfluence.analysis import agreement, compare
 from xlinfluence.analysis.bootstrap import pooled_share_intervals
 from xlinfluence.config import EXPERIMENTS, MainConfig
 from xlinfluence.data.params import parse_languages
@@ -28,11 +31,24 @@ DEFAULT_RATIOS = "1,2,4"
 DEFAULT_SEEDS = "1,2,3"
 
 
+#: experiment=methods: attribution variants of one fine-tuning run (the train run is shared).
+METHODS = {
+    "dot-all": {},
+    "cosine": {"similarity": "cosine"},
+    "last-layer": {"params": "last-layer"},
+    "embeddings-only": {"params": "embeddings"},
+    "no-embeddings": {"params": "^(?!.*embeddings)"},
+    "representation": {"similarity": "representation"},
+}
+
+
 def settings(config: MainConfig) -> dict[str, MainConfig]:
     """The experiment's settings by name, each a plain (non-experiment) MainConfig."""
     if config.experiment not in EXPERIMENTS:
         raise ConfigError(f"experiment={config.experiment!r}; choose one of {EXPERIMENTS}.")
     base = dataclasses.replace(config, experiment="", experiment_values="")
+    if config.experiment == "methods":
+        return {name: dataclasses.replace(base, **change) for name, change in METHODS.items()}
     languages = parse_languages(config.languages)
     values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
     if config.experiment == "zero-shot":
@@ -69,6 +85,10 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
 
 def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
     """Run or reuse every setting under the open experiment run; log the comparison."""
+    if config.experiment == "counterfactual":
+        from xlinfluence.steps import counterfactual
+
+        return counterfactual.run(config, project, parent)
     by_name = settings(config)
     main_runs = {name: tracking.run_or_reuse(setting, project) for name, setting in by_name.items()}
     parent.set_tags({f"xlinfluence.setting.{name}": run_id for name, run_id in main_runs.items()})
@@ -80,10 +100,12 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
             frame.to_parquet(out / f"{name}.parquet", index=False)
             frame.to_csv(out / f"{name}.csv", index=False)
         parent.log_artifacts(out, "experiment")
-    parent.log_figure(
-        compare.comparison_figure(tables["comparison"], config.experiment),
-        "experiment/comparison.png",
+    figure = (
+        agreement.figure(tables["comparison"], tables["own_shares"])
+        if config.experiment == "methods"
+        else compare.comparison_figure(tables["comparison"], config.experiment)
     )
+    parent.log_figure(figure, "experiment/comparison.png")
     return main_runs
 
 
@@ -91,6 +113,8 @@ def _comparison_tables(config, by_name, children) -> dict[str, pd.DataFrame]:
     """`comparison` (the experiment's question, see compare.py) and, for seeds, every
     language x language share pooled over seeds with hierarchical intervals."""
     analyze_runs = {name: runs["analyze"] for name, runs in children.items()}
+    if config.experiment == "methods":
+        return _methods_tables(config, children)
     if config.experiment == "zero-shot":
         shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
         accuracy = {n: _accuracy(runs["train"]) for n, runs in children.items()}
@@ -109,10 +133,26 @@ def _comparison_tables(config, by_name, children) -> dict[str, pd.DataFrame]:
     }
 
 
+def _methods_tables(config: MainConfig, children) -> dict[str, pd.DataFrame]:
+    """Agreement of every method (and every single checkpoint of dot TracIn) with dot TracIn
+    over all parameters summed over checkpoints."""
+    methods = {}
+    for name, runs in children.items():
+        tables = {t: _table(runs["analyze"], t) for t in ("shares", "self_shares")}
+        tables["topk"] = pd.read_parquet(tracking.download(runs["influence"], artifacts.TOPK))
+        methods[name] = tables | {"checkpoint": artifacts.TOTAL}
+    reference = methods[agreement.REFERENCE]
+    checkpoints = [c for c in pd.unique(reference["shares"]["checkpoint"]) if c != artifacts.TOTAL]
+    for checkpoint in checkpoints:
+        methods[f"{agreement.REFERENCE}@{checkpoint}"] = reference | {"checkpoint": checkpoint}
+    table, own = agreement.compare(methods, config.top_k)
+    return {"comparison": table, "own_shares": own}
+
+
 def _child_runs(main_run_id: str) -> dict[str, str]:
-    """Step -> run ID of a setting's train and analyze runs, as its main run tagged them."""
+    """Step -> run ID of a setting's train, influence and analyze runs (its main's tags)."""
     tags = tracking.fetch_run(main_run_id, step="main").data.tags
-    return {step: tags[f"xlinfluence.{step}_run_id"] for step in ("train", "analyze")}
+    return {s: tags[f"xlinfluence.{s}_run_id"] for s in ("train", "influence", "analyze")}
 
 
 def _accuracy(train_run_id: str) -> dict[str, float]:

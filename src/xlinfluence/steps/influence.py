@@ -31,9 +31,11 @@ from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.engine import CheckpointScorer
 from xlinfluence.tracin.memory import auto_test_chunk
+from xlinfluence.tracin.representation import RepresentationScorer
 from xlinfluence.tracin.selection import parameter_filter
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+REPRESENTATION = "representation"
 CHUNKS = f"{artifacts.INFLUENCE}/chunks"
 
 
@@ -146,11 +148,7 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         test_examples = TokenizedExamples(test, tokenizer, max_length)
         pairs = 0  # (test, train) pairs scored at this checkpoint
         wants_self = _wants_self(config)
-        with CheckpointScorer(
-            model,
-            parameter_filter(config.params, model),
-            compute_dtype=PRECISIONS[config.precision],
-        ) as scorer:
+        with _scorer(config, model) as scorer:
             for rows in dict.fromkeys(c.rows for c in todo if c.checkpoint == name):
                 test_loader = make_loader(
                     test_examples, config.batch_size, indices=rows, bucket_by_length=True
@@ -195,6 +193,15 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         )
     bar.close()
     accelerator.wait_for_everyone()
+
+
+def _scorer(config: InfluenceConfig, model):
+    """TracIn's exact scorer, or the representation-similarity baseline."""
+    if config.similarity == REPRESENTATION:
+        return RepresentationScorer(model, compute_dtype=PRECISIONS[config.precision])
+    return CheckpointScorer(
+        model, parameter_filter(config.params, model), compute_dtype=PRECISIONS[config.precision]
+    )
 
 
 def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, test, out) -> None:
@@ -272,6 +279,8 @@ def _select_checkpoints(spec: str, index: list[dict]) -> list[dict]:
 
 
 def _wants_self(config: InfluenceConfig) -> bool:
+    if config.similarity == REPRESENTATION:  # a cosine already: its own score is 1
+        return False
     return config.self_influence or config.similarity == "cosine"
 
 

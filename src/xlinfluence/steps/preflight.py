@@ -25,6 +25,9 @@ def check(config: StepConfig) -> None:
             _path(f.name, value, rule)
         elif isinstance(rule, RunRef) and value:
             _run(f.name, value, rule)
+    if getattr(config, "remove", ""):
+        run_id = config.remove.split(":")[1]
+        _run("remove", run_id, RunRef("influence"))
     if isinstance(config, InfluenceConfig):
         _influence(config)
     elif isinstance(config, AnalyzeConfig):

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -23,6 +24,7 @@ from xlinfluence.data import load_splits, schema, source_of
 from xlinfluence.data.params import parse_column_map, parse_languages
 from xlinfluence.errors import ConfigError
 from xlinfluence.steps import set_threads
+from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.training import CheckpointInfo, EpochMetrics, fine_tune, state
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             heldout_language=heldout,
             seed=config.seed,
         )
+    removed = _removed_ids(config, splits) if config.remove else []
+    is_removed = splits.train[schema.ID].isin(removed).to_numpy()
+    trained_on = splits.train[~is_removed].reset_index(drop=True)  # the logged manifest
     built = modeling.build(
         config.model,
         num_labels=len(splits.label_names),
@@ -67,24 +72,26 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         tempfile.TemporaryDirectory(prefix="xlinfluence-train-") as tmp,
     ):
         out = Path(tmp)
-        artifacts.save_manifest(splits.train, out / artifacts.TRAIN_MANIFEST)
+        artifacts.save_manifest(trained_on, out / artifacts.TRAIN_MANIFEST)
         artifacts.save_manifest(splits.test, out / artifacts.TEST_MANIFEST)
         artifacts.write_json(splits.label_names, out / artifacts.LABELS)
+        if removed:
+            artifacts.write_json(removed, out / artifacts.REMOVED)
         run.log_artifacts(out / artifacts.DATA, artifacts.DATA)
         source = source_of(config.dataset, config.data_path)
         for frame, split, context in (
-            (splits.train, "train", "training"),
+            (trained_on, "train", "training"),
             (splits.test, "test", "testing"),
         ):
             run.log_dataset(frame, name=f"{config.dataset}-{split}", context=context, source=source)
         run.log_metrics(
             {
-                "n_train": len(splits.train),
+                "n_train": len(trained_on),
                 "n_test": len(splits.test),
                 "num_processes": accelerator.num_processes,
             }
-            | {f"n_train.{k}": v for k, v in _counts(splits.train).items()}
-            | {"vocab_size": built.model.config.vocab_size}
+            | {f"n_train.{k}": v for k, v in _counts(trained_on).items()}
+            | {"vocab_size": built.model.config.vocab_size, "n_removed": len(removed)}
         )
         resume = _resume_point(config, run.run_id or os.environ.get("MLFLOW_RUN_ID"), out)
         model, tokenizer, vocab_map = built.model, built.tokenizer, built.vocab_map
@@ -101,9 +108,13 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         def log_epoch(metrics: EpochMetrics, info: CheckpointInfo, directory: Path) -> None:
             run.log_metrics(
                 {"train_loss": metrics.train_loss, "learning_rate": info.learning_rate}
-                | {f"accuracy.{lang}": acc for lang, acc in metrics.accuracy.items()},
+                | {f"accuracy.{lang}": acc for lang, acc in metrics.accuracy.items()}
+                | {f"test_loss.{lang}": loss for lang, loss in metrics.test_loss.items()},
                 step=metrics.epoch,
             )
+            predictions = out / artifacts.predictions(info.name)
+            artifacts.save_predictions(metrics.predictions, splits.test, predictions)
+            run.log_artifact(predictions, artifacts.EVALUATION)
             run.log_artifacts(directory, f"{artifacts.CHECKPOINTS}/{info.name}")
             index.append(info.to_dict())
             artifacts.save_checkpoint_index(index, out / artifacts.CHECKPOINT_INDEX)
@@ -132,8 +143,35 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             vocab_map=vocab_map,
             on_state=log_state,
             resume_from=resume.state if resume else None,
+            exclude_rows=set(np.flatnonzero(is_removed).tolist()),
         )
         return run.run_id or ""
+
+
+def _removed_ids(config: TrainConfig, splits) -> list[str]:
+    """The training ids `config.remove` leaves out (counterfactual). They stay in the data
+    the tokenizer and the shuffle see, so the run differs from the full one only by them."""
+    from xlinfluence.analysis.counterfactual import Removal, removed_ids
+
+    removal = Removal.parse(config.remove)
+    manifest = artifacts.read_json(
+        tracking.download(removal.influence_run_id, artifacts.INFLUENCE_MANIFEST)
+    )
+    if manifest["train_ids"] != splits.train[schema.ID].tolist():
+        raise ConfigError(
+            f"remove={config.remove!r}: influence run {removal.influence_run_id} scored another "
+            "training set than these data parameters select; give the influence run of a "
+            "train run with the same data parameters and seed."
+        )
+    train, test = train_manifests(manifest["train_run_id"])
+    total = artifacts.load_scores(
+        tracking.download(removal.influence_run_id, artifacts.SCORES),
+        n_test=len(test),
+        n_train=len(train),
+    )[artifacts.TOTAL]
+    ids = removed_ids(removal, total, train, test, seed=config.seed)
+    log.info("counterfactual: leaving out %d examples (%s)", len(ids), config.remove)
+    return ids
 
 
 @dataclass(frozen=True)
@@ -198,6 +236,8 @@ def _copy_finished_epochs(run: tracking.StepRun, resume: _Resume, out: Path) -> 
     for entry in resume.index:
         folder = tracking.download(resume.run_id, f"{artifacts.CHECKPOINTS}/{entry['name']}")
         run.log_artifacts(folder, f"{artifacts.CHECKPOINTS}/{entry['name']}")
+        predictions = tracking.download(resume.run_id, artifacts.predictions(entry["name"]))
+        run.log_artifact(predictions, artifacts.EVALUATION)
     artifacts.save_checkpoint_index(resume.index, out / artifacts.CHECKPOINT_INDEX)
     run.log_artifact(out / artifacts.CHECKPOINT_INDEX, artifacts.CHECKPOINTS)
     for step, metrics in tracking.epoch_metrics(resume.run_id, up_to=resume.epoch).items():

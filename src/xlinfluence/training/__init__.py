@@ -46,6 +46,8 @@ class EpochMetrics:
     step: int
     train_loss: float
     accuracy: dict[str, float]  # test language -> accuracy; "all" for the whole test set
+    test_loss: dict[str, float]  # test language -> mean cross-entropy; "all" likewise
+    predictions: pd.DataFrame  # per test example (manifest order): predicted, loss, correct
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -71,12 +73,15 @@ def fine_tune(
     vocab_map: modeling.VocabMap | None = None,
     on_state: Callable[[Path], None] | None = None,
     resume_from: Path | None = None,
+    exclude_rows: set[int] | None = None,
 ) -> list[CheckpointInfo]:
     """Train for `epochs`, saving `checkpoint_root/epoch-<e>` (main process) after each.
 
     With on_state, the training state after epoch e < epochs is saved to
     `checkpoint_root/state-<e>` and handed over. resume_from is such a folder: the model
     must already hold that epoch's checkpoint; training continues with the next epoch.
+    exclude_rows (rows of `train`) are never trained on, and the other rows keep the order
+    they have in a run without exclusions (counterfactual retraining).
     """
     generator = torch.Generator()  # reseeded per epoch: epoch e's order depends on (seed, e)
     train_loader = make_loader(
@@ -84,6 +89,7 @@ def fine_tune(
         batch_size,
         shuffle=True,
         generator=generator,
+        exclude=exclude_rows,
     )
     test_loader = make_loader(TokenizedExamples(test, tokenizer, max_length), 2 * batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -122,7 +128,7 @@ def fine_tune(
         epoch_loss = accelerator.reduce(
             torch.tensor(loss_sum / max(n_batches, 1), device=accelerator.device), "mean"
         ).item()
-        accuracy = evaluate(model, test_loader, test_languages, accelerator)
+        predictions = evaluate(model, test_loader, len(test), accelerator)
         info = CheckpointInfo(checkpoint_name(epoch), epoch, step, lr_sum / max(n_batches, 1))
         directory = checkpoint_root / info.name
         if accelerator.is_main_process:
@@ -131,7 +137,9 @@ def fine_tune(
             )
         accelerator.wait_for_everyone()
         checkpoints.append(info)
-        on_epoch_end(EpochMetrics(epoch, step, epoch_loss, accuracy), info, directory)
+        accuracy, test_loss = _per_language(predictions, test_languages)
+        metrics = EpochMetrics(epoch, step, epoch_loss, accuracy, test_loss, predictions)
+        on_epoch_end(metrics, info, directory)
         if on_state is not None and epoch < epochs:
             folder = checkpoint_root / f"state-{epoch}"
             if accelerator.is_main_process:
@@ -142,20 +150,39 @@ def fine_tune(
 
 
 @torch.no_grad()
-def evaluate(model, loader, languages, accelerator: Accelerator) -> dict[str, float]:
-    """Accuracy per test language (and overall), gathered across processes."""
+def evaluate(model, loader, n_test: int, accelerator: Accelerator) -> pd.DataFrame:
+    """Each test example's prediction and gold-label loss, gathered across processes, in
+    manifest order: columns predicted, loss, correct."""
     model.eval()
-    correct, index = [], []
+    parts = []
     for batch in loader:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        hits, rows = accelerator.gather_for_metrics(
-            ((logits.argmax(-1) == batch["labels"]).long(), batch["index"])
-        )
-        correct.append(hits.cpu())
-        index.append(rows.cpu())
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="none")
+        predicted = logits.argmax(-1)
+        parts.append(
+            [t.cpu() for t in accelerator.gather_for_metrics(
+                (batch["index"], predicted, loss, (predicted == batch["labels"]).long())
+            )]
+        )  # fmt: skip
+    index, predicted, loss, correct = (torch.cat(column) for column in zip(*parts, strict=True))
     frame = pd.DataFrame(
-        {"correct": torch.cat(correct).numpy(), "language": languages[torch.cat(index).numpy()]}
+        {"predicted": predicted.numpy(), "loss": loss.numpy(), "correct": correct.numpy()},
+        index=index.numpy(),
+    ).sort_index()
+    if len(frame) != n_test:
+        raise RuntimeError(f"evaluation saw {len(frame)} test examples, expected {n_test}")
+    return frame.reset_index(drop=True)
+
+
+def _per_language(
+    predictions: pd.DataFrame, languages
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Accuracy and mean test loss per test language, and over all ("all")."""
+    frame = predictions.assign(language=languages)
+    grouped = frame.groupby("language", sort=False)
+    accuracy = grouped["correct"].mean().to_dict() | {"all": frame["correct"].mean()}
+    loss = grouped["loss"].mean().to_dict() | {"all": frame["loss"].mean()}
+    return (
+        {k: float(v) for k, v in accuracy.items()},
+        {k: float(v) for k, v in loss.items()},
     )
-    accuracy = frame.groupby("language", sort=False)["correct"].mean().to_dict()
-    accuracy["all"] = float(frame["correct"].mean())
-    return {k: float(v) for k, v in accuracy.items()}

@@ -1,0 +1,108 @@
+"""experiment=counterfactual: retrain without what TracIn names, against random removals.
+
+The base pipeline (the experiment's parameters without the experiment) is run or reused;
+then, for each (test language L, training language X), one train run leaves out TracIn's
+top-k of X for L and `control_draws` train runs each leave out k random examples of X with
+the same labels (analysis/counterfactual.py). Every retraining is an ordinary train run
+(reused when finished), a child of the experiment's run; the comparison table and figure
+are logged on the experiment's run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from xlinfluence import artifacts, tracking
+from xlinfluence.analysis import counterfactual
+from xlinfluence.analysis.counterfactual import RANDOM, TRACIN, Removal
+from xlinfluence.config import MainConfig, TrainConfig
+from xlinfluence.steps.upstream import train_manifests
+
+
+def pairs(config: MainConfig) -> list[tuple[str, str]]:
+    """(L, X) pairs from experiment_values ("L" means every training language X)."""
+    languages = [c.strip() for c in config.languages.split(",")]
+    train = [lang for lang in languages if lang != config.heldout_language]
+    values = [v.strip() for v in config.experiment_values.split(",") if v.strip()] or languages
+    out = []
+    for value in values:
+        test, _, source = value.partition(":")
+        out += [(test, x) for x in ([source] if source else train)]
+    return list(dict.fromkeys(out))
+
+
+def settings(config: MainConfig, influence_run_id: str) -> dict[str, TrainConfig]:
+    base = dataclasses.replace(config, experiment="", experiment_values="").train()
+    out = {}
+    for test, source in pairs(config):
+        removal = Removal(TRACIN, influence_run_id, test, source, config.removal_k)
+        out[f"{source}->{test}:tracin"] = dataclasses.replace(base, remove=removal.spec)
+        for draw in range(config.control_draws):
+            random = dataclasses.replace(removal, kind=RANDOM, draw=draw)
+            out[f"{source}->{test}:random-{draw}"] = dataclasses.replace(base, remove=random.spec)
+    return out
+
+
+def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
+    base = dataclasses.replace(config, experiment="", experiment_values="")
+    base_main = tracking.run_or_reuse(base, project)
+    tags = tracking.fetch_run(base_main, step="main").data.tags
+    base_train, influence = tags["xlinfluence.train_run_id"], tags["xlinfluence.influence_run_id"]
+    retrainings = {
+        name: tracking.run_or_reuse(setting, project)
+        for name, setting in settings(config, influence).items()
+    }
+    parent.set_tags(
+        {"xlinfluence.setting.base": base_main}
+        | {f"xlinfluence.setting.{name}": run_id for name, run_id in retrainings.items()}
+    )
+    raw = effects(base_train, retrainings)
+    table = counterfactual.effects_table(raw.to_dict("records"))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for name, frame in {"comparison": table, "retrainings": raw}.items():
+            frame.to_parquet(out / f"{name}.parquet", index=False)
+            frame.to_csv(out / f"{name}.csv", index=False)
+        parent.log_artifacts(out, "experiment")
+    parent.log_figure(counterfactual.effects_figure(table, raw), "experiment/comparison.png")
+    return {"base": base_main, **retrainings}
+
+
+def effects(base_train: str, retrainings: dict[str, str]) -> pd.DataFrame:
+    """One row per retraining: its removal, L's paired loss/accuracy change, run time."""
+    _, test = train_manifests(base_train)
+    last = artifacts.load_checkpoint_index(
+        tracking.download(base_train, artifacts.CHECKPOINT_INDEX)
+    )[-1]["name"]
+    base = _predictions(base_train, last, test)
+    rows = []
+    for name, run_id in retrainings.items():
+        run = tracking.fetch_run(run_id, step="train")
+        removal = Removal.parse(tracking.run_params(run)["remove"])
+        effect = counterfactual.paired_effect(
+            base, _predictions(run_id, last, test), removal.test_language
+        )
+        rows.append(
+            {
+                "setting": name,
+                "run_id": run_id,
+                "kind": removal.kind,
+                "draw": removal.draw,
+                "test_language": removal.test_language,
+                "train_language": removal.train_language,
+                "k": removal.k,
+                "seconds": (run.info.end_time - run.info.start_time) / 1000,
+            }
+            | effect
+        )
+    return pd.DataFrame(rows)
+
+
+def _predictions(train_run_id: str, checkpoint: str, test: pd.DataFrame) -> pd.DataFrame:
+    return artifacts.load_predictions(
+        tracking.download(train_run_id, artifacts.predictions(checkpoint)), test
+    )
