@@ -69,3 +69,55 @@ def test_imbalance_needs_one_base_count(main_runs):
     code, output = run_cli("main", *SETTING, "--experiment", "imbalance")
     assert code == 1
     assert "imbalance sets per-language counts itself" in output
+
+
+def test_methods_compare_attributions_of_one_fine_tuning(main_runs):
+    parent, settings = _experiment("--experiment", "methods")
+    client = MlflowClient()
+    trains = {client.get_run(m).data.tags["xlinfluence.train_run_id"] for m in settings.values()}
+    assert trains == {main_runs["train"]}  # one fine-tuning, every method reads it
+    table = _comparison(parent).set_index("method")
+    methods = {"dot-all", "cosine", "last-layer", "embeddings-only", "no-embeddings"}
+    assert methods | {"representation", "dot-all@epoch-1", "dot-all@epoch-2"} <= set(table.index)
+    reference = table.loc["dot-all"]
+    assert reference["spearman_rho"] == pytest.approx(1.0) and reference["topk_overlap"] == 1.0
+    assert table["spearman_rho"].between(-1, 1).all() and table["topk_overlap"].between(0, 1).all()
+    own = pd.read_csv(tracking.download(parent, "experiment/own_shares.csv"))
+    assert set(own["method"]) == set(table.index)
+
+
+def test_counterfactual_retrains_without_tracins_picks_and_random_controls(main_runs):
+    parent, settings = _experiment(
+        "--experiment", "counterfactual", "--experiment-values", "ru:de",
+        "--removal-k", "1", "--control-draws", "2",
+    )  # fmt: skip
+    assert settings["base"] == main_runs["main"]  # the finished pipeline is reused
+    assert set(settings) == {"base", "de-to-ru:tracin", "de-to-ru:random-0", "de-to-ru:random-1"}
+    client = MlflowClient()
+    removed = {}
+    for name in ("de-to-ru:tracin", "de-to-ru:random-0", "de-to-ru:random-1"):
+        run = client.get_run(settings[name])
+        assert tracking.run_params(run)["remove"].startswith(name.split(":")[1].split("-")[0] + ":")
+        assert run.data.metrics["n_removed"] == 1
+        removed[name] = set(
+            pd.read_json(tracking.download(settings[name], "data/removed.json"), typ="series")
+        )
+    assert removed["de-to-ru:tracin"].isdisjoint(removed["de-to-ru:random-0"])
+    table = _comparison(parent)
+    row = table.iloc[0]
+    assert (row["test_language"], row["train_language"], row["k"]) == ("ru", "de", 1)
+    assert row["n_control"] == 2 and 0 < row["p_control"] <= 1
+    raw = pd.read_csv(tracking.download(parent, "experiment/retrainings.csv"))
+    assert len(raw) == 3 and (raw["seconds"] > 0).all()
+
+
+def test_counterfactual_refuses_an_impossible_control_before_retraining(main_runs):
+    before = len(MlflowClient().search_runs(["0"]))
+    code, output = run_cli(
+        "main", *SETTING, "--experiment", "counterfactual", "--experiment-values", "ru:de",
+        "--removal-k", "16",
+    )  # fmt: skip
+    assert code != 0
+    assert "lower k" in output.strip().splitlines()[-1]
+    runs = MlflowClient().search_runs(["0"])
+    assert not [r for r in runs[: len(runs) - before] if tracking.run_params(r).get("remove")]

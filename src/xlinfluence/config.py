@@ -489,6 +489,15 @@ class MainConfig(StepConfig):
             return [f"{self.experiment} experiment", *_data_name_parts(self)[:3]]
         return _data_name_parts(self)
 
+    def without_experiment(self) -> MainConfig:
+        """The plain pipeline an experiment builds on: every experiment field at its
+        default, so it is the very run `main` without the experiment makes (and reuses)."""
+        defaults = {
+            name: MainConfig.__dataclass_fields__[name].default
+            for name in ("experiment", "experiment_values", "removal_k", "control_draws")
+        }
+        return dataclasses.replace(self, **defaults)
+
     def train(self) -> TrainConfig:
         return TrainConfig(**_shared_values(self, TrainConfig))
 

@@ -36,25 +36,26 @@ def pairs(config: MainConfig) -> list[tuple[str, str]]:
 
 
 def settings(config: MainConfig, influence_run_id: str) -> dict[str, TrainConfig]:
-    base = dataclasses.replace(config, experiment="", experiment_values="").train()
+    base = config.without_experiment().train()
     out = {}
     for test, source in pairs(config):
         removal = Removal(TRACIN, influence_run_id, test, source, config.removal_k)
-        out[f"{source}->{test}:tracin"] = dataclasses.replace(base, remove=removal.spec)
+        out[f"{source}-to-{test}:tracin"] = dataclasses.replace(base, remove=removal.spec)
         for draw in range(config.control_draws):
             random = dataclasses.replace(removal, kind=RANDOM, draw=draw)
-            out[f"{source}->{test}:random-{draw}"] = dataclasses.replace(base, remove=random.spec)
+            out[f"{source}-to-{test}:random-{draw}"] = dataclasses.replace(base, remove=random.spec)
     return out
 
 
 def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
-    base = dataclasses.replace(config, experiment="", experiment_values="")
+    base = config.without_experiment()
     base_main = tracking.run_or_reuse(base, project)
     tags = tracking.fetch_run(base_main, step="main").data.tags
     base_train, influence = tags["xlinfluence.train_run_id"], tags["xlinfluence.influence_run_id"]
+    chosen = settings(config, influence)
+    _check_removals(base_train, influence, chosen)  # refuse a bad k before any retraining
     retrainings = {
-        name: tracking.run_or_reuse(setting, project)
-        for name, setting in settings(config, influence).items()
+        name: tracking.run_or_reuse(setting, project) for name, setting in chosen.items()
     }
     parent.set_tags(
         {"xlinfluence.setting.base": base_main}
@@ -70,6 +71,16 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
         parent.log_artifacts(out, "experiment")
     parent.log_figure(counterfactual.effects_figure(table, raw), "experiment/comparison.png")
     return {"base": base_main, **retrainings}
+
+
+def _check_removals(base_train: str, influence: str, chosen: dict[str, TrainConfig]) -> None:
+    """Every removal can be drawn from the base run's data (else its DataError, now)."""
+    train, test = train_manifests(base_train)
+    total = artifacts.load_scores(
+        tracking.download(influence, artifacts.SCORES), n_test=len(test), n_train=len(train)
+    )[artifacts.TOTAL]
+    for setting in chosen.values():
+        counterfactual.removed_ids(Removal.parse(setting.remove), total, train, test, setting.seed)
 
 
 def effects(base_train: str, retrainings: dict[str, str]) -> pd.DataFrame:

@@ -46,7 +46,7 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
     """The experiment's settings by name, each a plain (non-experiment) MainConfig."""
     if config.experiment not in EXPERIMENTS:
         raise ConfigError(f"experiment={config.experiment!r}; choose one of {EXPERIMENTS}.")
-    base = dataclasses.replace(config, experiment="", experiment_values="")
+    base = config.without_experiment()
     if config.experiment == "methods":
         return {name: dataclasses.replace(base, **change) for name, change in METHODS.items()}
     languages = parse_languages(config.languages)
