@@ -113,7 +113,10 @@ def test_topk_only_run_matches_full_run_and_feeds_analyze(main_runs):
     kept = pd.read_parquet(tracking.download(topk_only, artifacts.TOPK))
     # Rank by rank the same scores; which of two exactly tied examples comes first may differ
     # (the corpus has names spelled the same in two languages, with identical gradients).
-    pd.testing.assert_series_equal(full["score"], kept["score"], rtol=1e-5, atol=1e-6)
+    # Chunked (batch 1) and unchunked runs sum in another order: float32 rounding relative to
+    # the largest scores, which small scores that cancel out inherit.
+    scale = float(full["score"].abs().max())
+    pd.testing.assert_series_equal(full["score"], kept["score"], rtol=1e-5, atol=1e-6 * scale)
     matrices = _scores(main_runs["influence"], train_id)
     for name, rows in kept.groupby("checkpoint"):
         at = (rows["test_index"].to_numpy(copy=True), rows["train_index"].to_numpy(copy=True))

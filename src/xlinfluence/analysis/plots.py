@@ -147,7 +147,8 @@ def translation_share_bars(
         )
     languages = [str(lang) for lang in rows[TEST_LANGUAGE]]
     values = rows[TRANSLATION_SHARE].to_numpy(dtype=float)
-    fig = Figure(figsize=(max(5.5, 3.0 + 0.8 * len(languages)), 4.0))
+    # constrained layout keeps the outside legend and the axis labels inside the image
+    fig = Figure(figsize=(max(6.5, 4.0 + 0.8 * len(languages)), 4.0), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(languages))
     bars = ax.bar(x, np.nan_to_num(values), color="tab:blue", label="reinforcing")
@@ -174,9 +175,14 @@ def translation_share_bars(
             label="within-label shuffled control",
         )  # fmt: skip
     for bar, v, n in zip(bars, values, rows[N_EXAMPLES], strict=True):
+        # at the top of the bar, clear of the control's mark further down
         label = "n/a" if np.isnan(v) else f"{_percent(v)}\nn={n}"
-        y = 0.5 if np.isnan(v) else (v / 2 if v >= 0.15 else v + 0.08)
-        ax.text(bar.get_x() + bar.get_width() / 2, y, label, ha="center", va="center", fontsize=8)
+        inside = not np.isnan(v) and v >= 0.2
+        y = 0.5 if np.isnan(v) else (v - 0.02 if inside else v + 0.02)
+        ax.text(
+            bar.get_x() + bar.get_width() / 2, y, label, ha="center",
+            va="top" if inside else "bottom", fontsize=8, color="white" if inside else "black",
+        )  # fmt: skip
     ax.set_xticks(x, languages)
     ax.set_ylim(0.0, 1.0)
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
@@ -184,7 +190,6 @@ def translation_share_bars(
     ax.set_ylabel("share of cross-lingual proponents")
     ax.set_title(title or f"Translations of own-language proponents ({checkpoint})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
     return fig
 
 
