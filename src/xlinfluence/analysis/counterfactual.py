@@ -217,6 +217,7 @@ def effects_figure(table: pd.DataFrame, raw: pd.DataFrame) -> Figure:
             label="remove k random (same labels)" if i == 0 else None,
         )
     ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlim(-0.6, len(labels) - 0.4)  # a single pair would otherwise fill the width
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_xlabel("removed training language → test language")
     ax.set_ylabel("change of the test language's loss")
