@@ -75,14 +75,19 @@ def save_manifest(frame: pd.DataFrame, path: Path) -> None:
     frame.to_parquet(path, index=False)
 
 
-def load_manifest(path: Path) -> pd.DataFrame:
+def _read_train_parquet(path: Path, missing: str) -> pd.DataFrame:
+    """A Parquet file the train step wrote, or an ArtifactError that says so; `missing`
+    words its absence ("manifest {path} is missing")."""
     if not path.is_file():
-        raise ArtifactError(f"manifest {path} is missing; re-run the train step.")
+        raise ArtifactError(missing.format(path=path) + "; re-run the train step.")
     try:
-        frame = pd.read_parquet(path)
+        return pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several unrelated types for bad files
         raise _corrupt(path, err) from err
-    return schema.validate(frame, where=str(path))
+
+
+def load_manifest(path: Path) -> pd.DataFrame:
+    return schema.validate(_read_train_parquet(path, "manifest {path} is missing"), where=str(path))
 
 
 def predictions(checkpoint: str) -> str:
@@ -98,12 +103,7 @@ def save_predictions(predictions: pd.DataFrame, test: pd.DataFrame, path: Path) 
 
 def load_predictions(path: Path, test: pd.DataFrame) -> pd.DataFrame:
     """A train run's predictions for a checkpoint, checked against its test manifest."""
-    if not path.is_file():
-        raise ArtifactError(f"predictions {path} are missing; re-run the train step.")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several unrelated types for bad files
-        raise _corrupt(path, err) from err
+    frame = _read_train_parquet(path, "predictions {path} are missing")
     if frame.get(schema.ID, pd.Series(dtype=str)).tolist() != test[schema.ID].tolist():
         raise ArtifactError(
             f"predictions {path} do not list the test manifest's examples in order; "

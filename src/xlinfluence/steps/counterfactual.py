@@ -20,7 +20,7 @@ from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import counterfactual
 from xlinfluence.analysis.counterfactual import RANDOM, TRACIN, Removal
 from xlinfluence.config import MainConfig, TrainConfig
-from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.steps.upstream import summed_scores, train_manifests
 
 
 def pairs(config: MainConfig) -> list[tuple[str, str]]:
@@ -53,7 +53,7 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     tags = tracking.fetch_run(base_main, step="main").data.tags
     base_train, influence = tags["xlinfluence.train_run_id"], tags["xlinfluence.influence_run_id"]
     chosen = settings(config, influence)
-    _check_removals(base_train, influence, chosen)  # refuse a bad k before any retraining
+    _check_removals(influence, chosen)  # refuse a bad k before any retraining
     retrainings = {
         name: tracking.run_or_reuse(setting, project) for name, setting in chosen.items()
     }
@@ -73,12 +73,9 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     return {"base": base_main, **retrainings}
 
 
-def _check_removals(base_train: str, influence: str, chosen: dict[str, TrainConfig]) -> None:
+def _check_removals(influence: str, chosen: dict[str, TrainConfig]) -> None:
     """Every removal can be drawn from the base run's data (else its DataError, now)."""
-    train, test = train_manifests(base_train)
-    total = artifacts.load_scores(
-        tracking.download(influence, artifacts.SCORES), n_test=len(test), n_train=len(train)
-    )[artifacts.TOTAL]
+    total, train, test = summed_scores(influence)
     for setting in chosen.values():
         counterfactual.removed_ids(Removal.parse(setting.remove), total, train, test, setting.seed)
 

@@ -24,7 +24,7 @@ from xlinfluence.data import load_splits, schema, source_of
 from xlinfluence.data.params import parse_column_map, parse_languages
 from xlinfluence.errors import ConfigError
 from xlinfluence.steps import set_threads
-from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.steps.upstream import summed_scores
 from xlinfluence.training import CheckpointInfo, EpochMetrics, fine_tune, state
 
 log = logging.getLogger(__name__)
@@ -154,21 +154,13 @@ def _removed_ids(config: TrainConfig, splits) -> list[str]:
     from xlinfluence.analysis.counterfactual import Removal, removed_ids
 
     removal = Removal.parse(config.remove)
-    manifest = artifacts.read_json(
-        tracking.download(removal.influence_run_id, artifacts.INFLUENCE_MANIFEST)
-    )
-    if manifest["train_ids"] != splits.train[schema.ID].tolist():
+    total, train, test = summed_scores(removal.influence_run_id)
+    if train[schema.ID].tolist() != splits.train[schema.ID].tolist():
         raise ConfigError(
             f"remove={config.remove!r}: influence run {removal.influence_run_id} scored another "
             "training set than these data parameters select; give the influence run of a "
             "train run with the same data parameters and seed."
         )
-    train, test = train_manifests(manifest["train_run_id"])
-    total = artifacts.load_scores(
-        tracking.download(removal.influence_run_id, artifacts.SCORES),
-        n_test=len(test),
-        n_train=len(train),
-    )[artifacts.TOTAL]
     ids = removed_ids(removal, total, train, test, seed=config.seed)
     log.info("counterfactual: leaving out %d examples (%s)", len(ids), config.remove)
     return ids
