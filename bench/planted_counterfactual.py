@@ -1,17 +1,28 @@
-"""Does counterfactual retraining find the plant? The planted generator, the tiny model.
+"""Does TracIn name the plant, and does removing what it names hurt? The loanword plant.
 
-Fine-tunes the tiny preset on the planted-structure data (src, its word-by-word
-translation tra, and iso, which shares nothing), scores exact TracIn at every epoch, then
-for each (test language L, training language X) retrains from the same seed without
-TracIn's top-k of X for L and, as the control, without k random examples of X with the
-same labels (analysis/counterfactual.py, as `-P experiment=counterfactual` does), and
-prints L's paired test-loss change for each. Not a test: it reports what it sees.
+The planted generator with loanwords (data/planted.py, borrowed_keywords=1): src's test
+sentences each carry a keyword that src's training set never has and that only some of
+tra's training rows (the carriers) write, with src's own character; iso shares nothing.
+So src's test set depends on exactly those carriers, a known answer. This script
 
-    python bench/planted_counterfactual.py --epochs 20 --learning-rate 7e-4 --k 8
+1. fine-tunes the tiny preset on it and scores exact TracIn at every epoch, twice: dot
+   over all parameters (the influence step's default) and cosine over the word embeddings
+   (the influence step's `similarity=cosine, params=word_embeddings`);
+2. prints, per attribution, how many of tra's top-k for src are carriers (precision against
+   the carriers' base rate among tra's rows);
+3. retrains (analysis/counterfactual.py's removals, as `-P experiment=counterfactual`
+   does) without each attribution's top-k of X for L, and without `--draws` label-matched
+   random sets of k; and once without all the carriers (the oracle), and prints L's paired
+   test-loss change for each, per (L, X) in (src, tra) and (iso, tra).
+
+Not a test: it reports what it sees (tests/test_planted.py holds the asserted parts).
+
+    python bench/planted_counterfactual.py --k 8 --draws 3
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -28,23 +39,32 @@ from xlinfluence.data import schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.data.planted import ISOLATED, SOURCE, TRANSLATION, planted_splits
 from xlinfluence.tracin.engine import checkpoint_scores
+from xlinfluence.tracin.selection import parameter_filter
 
-PAIRS = [(SOURCE, SOURCE), (SOURCE, TRANSLATION), (ISOLATED, TRANSLATION), (ISOLATED, SOURCE)]
+PAIRS = [(SOURCE, TRANSLATION), (ISOLATED, TRANSLATION)]
+#: (name, similarity, params): the default and the attribution that names the most carriers
+ATTRIBUTIONS = [("dot-all", "dot", "all"), ("cosine-word-embeddings", "cosine", "word_embeddings")]
 
 
 @click.command()
 @click.option("--per-language", default=64, show_default=True)
-@click.option("--test-per-language", default=16, show_default=True)
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--learning-rate", default=7e-4, show_default=True)
+@click.option("--test-per-language", default=32, show_default=True)
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--learning-rate", default=5e-4, show_default=True)
 @click.option("--k", default=8, show_default=True, help="examples removed per (L, X)")
 @click.option("--draws", default=3, show_default=True, help="random control removals")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--threads", default=1, show_default=True)
+@click.option("--threads", default=2, show_default=True)
 def main(per_language, test_per_language, epochs, learning_rate, k, draws, seed, threads):
     torch.set_num_threads(threads)
-    splits = planted_splits(per_language, test_per_language, seed)
+    splits = planted_splits(
+        per_language, test_per_language, seed, borrowed_keywords=1, n_fillers=20,
+        min_words=3, max_words=6,
+    )  # fmt: skip
     train, test = splits.train, splits.test
+    languages = test[schema.LANGUAGE].to_numpy()
+    hangul = train[schema.TEXT].map(lambda t: all("가" <= c <= "힣" for c in t))
+    carrier = ((train[schema.LANGUAGE] == TRANSLATION) & ~hangul).to_numpy()
     root = Path(tempfile.mkdtemp(prefix="planted-cf-"))
 
     def fit(exclude: set[int], name: str):
@@ -64,41 +84,54 @@ def main(per_language, test_per_language, epochs, learning_rate, k, draws, seed,
     started = time.perf_counter()
     saved = fit(set(), "base")
     seconds = time.perf_counter() - started
-    languages = test[schema.LANGUAGE].to_numpy()
     base = saved[-1][0].predictions.assign(language=languages)
-    print(
-        f"base run {seconds:.1f} s; accuracy", base.groupby("language")["correct"].mean().to_dict()
-    )
-    total = torch.zeros(len(test), len(train))
+    accuracy = base.groupby("language")["correct"].mean().round(3).to_dict()
+    print(f"base run {seconds:.1f} s; test accuracy {accuracy}")
+    totals = {name: torch.zeros(len(test), len(train)) for name, _, _ in ATTRIBUTIONS}
     for _, info, directory in saved:
         model, tokenizer = modeling.load_checkpoint(directory)
-        total += info.learning_rate * checkpoint_scores(
-            model,
-            make_loader(TokenizedExamples(train, tokenizer, 64), 32),
-            make_loader(TokenizedExamples(test, tokenizer, 64), 32),
-            n_train=len(train), n_test=len(test),
-        )  # fmt: skip
-    rows = []
-    for test_language, train_language in PAIRS:
-        for kind, draw in [(cf.TRACIN, 0)] + [(cf.RANDOM, d) for d in range(draws)]:
-            removal = cf.Removal(kind, "0" * 32, test_language, train_language, k, draw)
-            ids = set(cf.removed_ids(removal, total, train, test, seed))
-            exclude = set(np.flatnonzero(train[schema.ID].isin(ids)).tolist())
-            retrained = fit(exclude, f"{test_language}-{train_language}-{kind}-{draw}")
-            predictions = retrained[-1][0].predictions.assign(language=languages)
-            effect = cf.paired_effect(base, predictions, test_language)
-            rows.append(
-                {"test_language": test_language, "train_language": train_language, "kind": kind,
-                 "draw": draw, "k": k} | effect
+        for name, similarity, params in ATTRIBUTIONS:
+            totals[name] += info.learning_rate * checkpoint_scores(
+                model,
+                make_loader(TokenizedExamples(train, tokenizer, 64), 32),
+                make_loader(TokenizedExamples(test, tokenizer, 64), 32),
+                n_train=len(train), n_test=len(test),
+                param_filter=parameter_filter(params, model), cosine=similarity == "cosine",
             )  # fmt: skip
-            print(rows[-1], flush=True)
-    table = cf.effects_table([r | {"seconds": 0.0} for r in rows])
-    columns = [
-        "test_language", "train_language", "tracin_delta_loss", "control_delta_loss_mean",
-        "control_delta_loss_min", "control_delta_loss_max", "p_control", "supported",
-    ]  # fmt: skip
+    tra_rows = train[schema.LANGUAGE].to_numpy() == TRANSLATION
+    print(f"carriers: {carrier.sum()} of tra's {tra_rows.sum()} rows")
+
+    def effect(exclude: set[int], name: str, lang: str) -> float:
+        predictions = fit(exclude, name)[-1][0].predictions.assign(language=languages)
+        return cf.paired_effect(base, predictions, lang)[cf.DELTA_LOSS]
+
+    oracle = set(np.flatnonzero(carrier).tolist())
+    rows = [("carriers (oracle)", SOURCE, TRANSLATION, len(oracle), len(oracle),
+             effect(oracle, "oracle", SOURCE))]  # fmt: skip
+    print(rows[0], flush=True)
+    for name, total in totals.items():
+        for test_language, train_language in PAIRS:
+            removal = cf.Removal(cf.TRACIN, "0" * 32, test_language, train_language, k)
+            picks = cf.tracin_rows(total, train, test, removal)
+            label = f"{name} top-{k}"
+            rows.append(
+                (label, test_language, train_language, k, int(carrier[picks].sum()),
+                 effect(set(picks.tolist()), label, test_language))
+            )  # fmt: skip
+            for draw in range(draws):
+                random = dataclasses.replace(removal, kind=cf.RANDOM, draw=draw)
+                control = cf.random_rows(train, picks, random, seed)
+                label = f"{name} random-{draw}"
+                rows.append(
+                    (label, test_language, train_language, k, int(carrier[control].sum()),
+                     effect(set(control.tolist()), label, test_language))
+                )  # fmt: skip
+            print(*rows[-1 - draws :], sep="\n", flush=True)
+    table = pd.DataFrame(
+        rows, columns=["removed", "test_language", "train_language", "k", "carriers", "delta_loss"]
+    )
     with pd.option_context("display.width", 200):
-        print(table[columns].round(3).to_string(index=False))
+        print(table.round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -80,6 +83,36 @@ def test_shared_labels_option():
     assert splits.label_names == ["group-0", "group-1", "group-2"]
 
 
+def test_loanwords_reach_src_only_through_tra():
+    splits = planted_splits(64, 16, seed=3, borrowed_keywords=1)
+    train, test = splits.train, splits.test
+    src_train, tra_train = _by_language(train, SOURCE), _by_language(train, TRANSLATION)
+    src_test = _by_language(test, SOURCE)
+    # the loanwords: the src characters that tra writes (tra's own letters are Hangul)
+    loanwords = {c for text in tra_train[schema.TEXT] for c in text if not "가" <= c <= "힣"}
+    assert len(loanwords) == 3  # one keyword of each of the 3 groups
+    assert not any(set(text) & loanwords for text in src_train[schema.TEXT])
+    assert all(len(set(text) & loanwords) == 1 for text in src_test[schema.TEXT])
+    carriers = tra_train[tra_train[schema.TEXT].map(lambda t: bool(set(t) & loanwords))]
+    assert 0 < len(carriers) < len(tra_train)
+    # src lost exactly the rows whose translations carry a loanword; the rest stay paired
+    assert len(src_train) + len(carriers) == len(tra_train) == 64
+    assert set(src_train[schema.PAIR_ID]).isdisjoint(carriers[schema.PAIR_ID])
+    # the tokenizer has each loanword as a piece of its own, the one token src shares
+    tokenizer = modeling.train_tokenizer(train[schema.TEXT].tolist())
+    pieces = {lang: set() for lang in LANGUAGES}
+    for frame in (train, test):
+        for lang, text in zip(frame[schema.LANGUAGE], frame[schema.TEXT], strict=True):
+            pieces[lang] |= set(tokenizer.tokenize(text))
+    assert loanwords <= pieces[TRANSLATION] & pieces[SOURCE]
+    assert pieces[ISOLATED].isdisjoint(pieces[SOURCE] | pieces[TRANSLATION])
+    # without loanwords nothing changes
+    plain = planted_splits(64, 16, seed=3)
+    assert not plain.train.equals(train)
+    zero = planted_splits(64, 16, seed=3, borrowed_keywords=0)
+    pd.testing.assert_frame_equal(plain.train, zero.train)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -88,6 +121,8 @@ def test_shared_labels_option():
         (dict(min_words=5, max_words=4), "max_words=4"),
         (dict(n_fillers=2000), "exceeds 1000"),
         (dict(n_fillers=1, min_words=1, max_words=1, n_articles=1), "distinct sentences"),
+        (dict(borrowed_keywords=4), "leaves src no keyword"),
+        (dict(borrowed_keywords=-1), "borrowed_keywords=-1"),
     ],
 )
 def test_bad_parameters_are_refused(kwargs, message):
@@ -169,3 +204,104 @@ def test_influence_recovers_the_planted_structure(tmp_path):
     share = trans.loc[SOURCE, "translation_share"]
     assert share > 0.4, observed
     assert share - control.loc[SOURCE, "translation_share"] > 0.05, (share, control)
+
+
+@pytest.mark.slow
+def test_counterfactual_retraining_finds_the_loanword_plant(tmp_path):
+    """Counterfactual retraining on the loanword plant: src's test set can learn its keywords
+    only from the 16 tra rows that carry them (of tra's 64); iso shares nothing.
+
+    Tiny model, 64 train / 32 test per language, 20 fillers, 3..6 words, one loanword per
+    label, 30 epochs at lr 5e-4, batch 8, seed 0. Retraining uses the train step's row
+    exclusion; removals, controls and effects are analysis/counterfactual.py's, as in
+    `-P experiment=counterfactual`. Observed while writing (bench/planted_counterfactual.py,
+    same setting; change of the test language's loss):
+
+      removing all 16 carriers (the oracle)        src +2.20 (accuracy 0.97 -> 0.19), iso +0.01
+      TracIn cosine over the word embeddings,
+        src <- tra top-8: 8 of 8 are carriers      src +0.36; 3 label-matched random draws
+                                                   -0.011, -0.006, +0.016 (0-1 carriers)
+        iso <- tra top-8                           iso +0.16; random draws -0.45, -0.04, +0.48
+      TracIn dot over all parameters (the default)
+        src <- tra top-8: 3 of 8 are carriers      src +0.26; random +0.02, +1.02, +0.00
+
+    Margins: the oracle moves src by > 1 and to near chance, and iso by less than src by
+    > 0.5; TracIn's top-8 holds >= 6 carriers and hurts src more than every control draw by
+    > 0.2; for iso, which shares nothing, TracIn's removal is not above every control draw
+    by that margin. The default dot-all attribution does not name the carriers (its top-8
+    holds them at 1.5x their base rate) and is not asserted on: docs/findings.md, 6c.
+    """
+    from accelerate import Accelerator
+
+    from xlinfluence import training
+    from xlinfluence.analysis import counterfactual as cf
+    from xlinfluence.data.batching import TokenizedExamples, make_loader
+    from xlinfluence.tracin.engine import checkpoint_scores
+    from xlinfluence.tracin.selection import parameter_filter
+
+    torch.set_num_threads(2)
+    splits = planted_splits(64, 32, 0, borrowed_keywords=1, n_fillers=20, min_words=3, max_words=6)
+    train, test = splits.train, splits.test
+    languages = test[schema.LANGUAGE].to_numpy()
+    hangul = train[schema.TEXT].map(lambda t: all("가" <= c <= "힣" for c in t))
+    carrier = ((train[schema.LANGUAGE] == TRANSLATION) & ~hangul).to_numpy()
+    assert carrier.sum() == 16
+
+    def fit(exclude: set[int], name: str) -> list:
+        built = modeling.build(
+            "tiny", num_labels=len(splits.label_names),
+            train_texts=train[schema.TEXT].tolist(), test_texts=[], seed=0,
+        )  # fmt: skip
+        saved = []
+        training.fine_tune(
+            built.model, built.tokenizer, train, test, epochs=30, batch_size=8,
+            learning_rate=5e-4, weight_decay=0.01, warmup_ratio=0.1, max_length=64, seed=0,
+            accelerator=Accelerator(cpu=True), checkpoint_root=tmp_path / name,
+            on_epoch_end=lambda metrics, info, directory: saved.append((metrics, info, directory)),
+            exclude_rows=exclude,
+        )  # fmt: skip
+        return saved
+
+    def predictions(saved: list) -> pd.DataFrame:
+        return saved[-1][0].predictions.assign(**{schema.LANGUAGE: languages})
+
+    def change(exclude, name: str, lang: str) -> float:
+        removed = predictions(fit(set(exclude.tolist()), name))
+        return cf.paired_effect(base, removed, lang)[cf.DELTA_LOSS]
+
+    saved = fit(set(), "base")
+    base = predictions(saved)
+    assert base.loc[languages == SOURCE, "correct"].mean() > 0.8  # learnt through tra alone
+
+    oracle = predictions(fit(set(np.flatnonzero(carrier).tolist()), "oracle"))
+    hurt = cf.paired_effect(base, oracle, SOURCE)[cf.DELTA_LOSS]
+    spared = cf.paired_effect(base, oracle, ISOLATED)[cf.DELTA_LOSS]
+    assert hurt > 1.0 and oracle.loc[languages == SOURCE, "correct"].mean() < 0.6, hurt
+    assert spared < hurt - 0.5, (hurt, spared)
+
+    total = torch.zeros(len(test), len(train))
+    for _, info, directory in saved:
+        model, tokenizer = modeling.load_checkpoint(directory)
+        total += info.learning_rate * checkpoint_scores(
+            model,
+            make_loader(TokenizedExamples(train, tokenizer, 64), 32),
+            make_loader(TokenizedExamples(test, tokenizer, 64), 32),
+            n_train=len(train), n_test=len(test),
+            param_filter=parameter_filter("word_embeddings", model), cosine=True,
+        )  # fmt: skip
+    effects = {}
+    for lang in (SOURCE, ISOLATED):
+        removal = cf.Removal(cf.TRACIN, "0" * 32, lang, TRANSLATION, 8)
+        picks = cf.tracin_rows(total, train, test, removal)
+        if lang == SOURCE:
+            assert carrier[picks].sum() >= 6, carrier[picks].sum()
+        controls = []
+        for draw in range(3):
+            random = dataclasses.replace(removal, kind=cf.RANDOM, draw=draw)
+            rows = cf.random_rows(train, picks, random, seed=0)
+            controls.append(change(rows, f"{lang}-random-{draw}", lang))
+        effects[lang] = (change(picks, f"{lang}-tracin", lang), controls)
+    tracin, controls = effects[SOURCE]
+    assert tracin > max(controls) + 0.2, effects
+    tracin, controls = effects[ISOLATED]
+    assert not tracin > max(controls) + 0.2, effects

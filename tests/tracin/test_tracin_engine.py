@@ -87,6 +87,31 @@ def test_float64_model_is_exact(model, train_batches, test_batches, reference, m
     assert rel_err(scores, reference("all")) <= 1e-10
 
 
+@pytest.mark.parametrize("group", ["all", "embeddings"])
+def test_cosine_matches_the_reference_divided_by_its_gradient_norms(
+    model, train_batches, test_batches, group
+):
+    double = copy.deepcopy(model).double()
+    keep = GROUPS[group]
+
+    def gram(rows, cols, n_rows, n_cols):
+        return reference_scores(
+            double, cols, rows, n_train=n_cols, n_test=n_rows, param_filter=keep
+        )
+
+    dot = gram(test_batches, train_batches, N_TEST, N_TRAIN)
+    test_norm = gram(test_batches, test_batches, N_TEST, N_TEST).diagonal().sqrt()
+    train_norm = gram(train_batches, train_batches, N_TRAIN, N_TRAIN).diagonal().sqrt()
+    expected = dot / (test_norm[:, None] * train_norm[None, :])
+    for chunk in (None, 3):
+        scores = checkpoint_scores(
+            model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
+            param_filter=keep, test_chunk_size=chunk, cosine=True,
+        )  # fmt: skip
+        assert rel_err(scores, expected) <= TOL
+        assert scores.abs().max() <= 1 + 1e-5
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 def test_test_chunks_give_the_same_scores(model, train_batches, test_batches, chunk):
     whole = checkpoint_scores(model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST)

@@ -27,6 +27,19 @@ tokenizer learns:
     groups and the same label set: it shares no token and no ``pair_id`` (null) with the
     other languages, only the task.
 
+With ``borrowed_keywords=b > 0``, a second plant: the first ``b`` keywords of each group
+are loanwords, written by ``tra`` with ``src``'s own characters (the bijection maps them
+onto themselves); ``src``'s training set has none of them (its training rows whose keyword
+is borrowed are left out, while their translations stay in ``tra``), and every ``src`` test
+sentence has one (so has its translation). ``src``'s test set can then be solved only with
+what ``tra``'s training rows that carry the loanwords teach, through the only tokens the
+two languages share: ``tra`` is ``src``'s planted partner, a known answer for
+counterfactual retraining (remove those rows and ``src`` must lose its keywords;
+tests/test_planted.py), while ``iso`` still shares nothing. The plain translation plant
+cannot be checked so: with no shared token, a from-scratch model has nothing to carry from
+``tra`` to ``src`` but the classifier and the positions, and in retraining that is lost in
+the noise.
+
 What an influence method should then find, with known answers to the questions of
 Choenni et al. (2023): ``iso`` test examples rely on ``iso`` training data (high own
 share) and ``iso`` takes little of the other languages' top-k; for a ``src`` test example,
@@ -38,6 +51,7 @@ Everything is deterministic for a seed: vocabularies, bijection, sentences and r
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from dataclasses import dataclass
 
@@ -99,6 +113,16 @@ class _Language:
             [[mapping[w] for w in group] for group in self.keywords],
         )
 
+    def borrowing(self, source: _Language, count: int) -> _Language:
+        """This language with the first `count` keywords of each group taken from `source`."""
+        return dataclasses.replace(
+            self,
+            keywords=[
+                theirs[:count] + mine[count:]
+                for mine, theirs in zip(self.keywords, source.keywords, strict=True)
+            ],
+        )
+
     def write(self, sentence: _Sentence) -> str:
         words = [self.fillers[i] for i in sentence.fillers]
         words.insert(sentence.position, self.keywords[sentence.label][sentence.keyword])
@@ -145,9 +169,15 @@ def _bijection(source: _Language, target: _Language, rng: np.random.Generator) -
 
 
 def _sentences(
-    language: _Language, count: int, sizes: _Sizes, rng: np.random.Generator, taken: set[str]
+    language: _Language,
+    count: int,
+    sizes: _Sizes,
+    rng: np.random.Generator,
+    taken: set[str],
+    keywords: int | None = None,
 ) -> list[_Sentence]:
-    """`count` random sentences whose texts are not in `taken`; their texts are added to it."""
+    """`count` random sentences whose texts are not in `taken`; their texts are added to it.
+    Keywords are drawn from the first `keywords` of each group (all, when None)."""
     out: list[_Sentence] = []
     tries = 0
     while len(out) < count:
@@ -164,7 +194,7 @@ def _sentences(
             fillers=tuple(rng.integers(sizes.fillers, size=n_words - 1).tolist()),
             position=int(rng.integers(n_words)),
             label=label,
-            keyword=int(rng.integers(sizes.keywords_per_label)),
+            keyword=int(rng.integers(keywords or sizes.keywords_per_label)),
         )
         text = language.write(sentence)
         if text not in taken:
@@ -181,9 +211,12 @@ def _frame(
     *,
     paired: bool,
     label_offset: int = 0,
+    skip_keywords_below: int = 0,
 ) -> pd.DataFrame:
+    """The sentences as rows; those whose keyword index is below `skip_keywords_below`
+    (borrowed ones, in src's training set) are left out, the others keep their number."""
     n = len(sentences)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             schema.ID: [f"planted-{lang}-{split}-{i:05d}" for i in range(n)],
             schema.LANGUAGE: lang,
@@ -192,6 +225,8 @@ def _frame(
             schema.TEXT: [language.write(s) for s in sentences],
         }
     )
+    kept = [s.keyword >= skip_keywords_below for s in sentences]
+    return frame[kept].reset_index(drop=True)
 
 
 def _check(name: str, value, least: int) -> None:
@@ -211,6 +246,7 @@ def planted_splits(
     min_words: int = 4,
     max_words: int = 8,
     isolated_labels: bool = True,
+    borrowed_keywords: int = 0,
 ) -> Splits:
     """Train and test sets of the planted languages ``src``, ``tra`` and ``iso`` (module doc).
 
@@ -220,7 +256,10 @@ def planted_splits(
     pair_id. Rows are ordered by language (src, tra, iso), then example; ids are
     ``planted-<language>-<split>-<n>``. Labels index keyword groups named ``group-<g>``.
     Texts are distinct within a language, across train and test. Sentence length (words
-    after the article) is uniform in ``min_words..max_words``.
+    after the article) is uniform in ``min_words..max_words``. With ``borrowed_keywords``
+    (module doc), ``src``'s training rows with a borrowed keyword are left out, so ``src``
+    trains on about ``n_train_per_language * (1 - borrowed_keywords / keywords_per_label)``
+    rows; ids keep the numbers of the sentences they write, with gaps.
     """
     for name, value, least in (
         ("n_train_per_language", n_train_per_language, 1),
@@ -233,6 +272,12 @@ def planted_splits(
         ("max_words", max_words, min_words),
     ):
         _check(name, value, least)
+    _check("borrowed_keywords", borrowed_keywords, 0)
+    if borrowed_keywords >= keywords_per_label:
+        raise ConfigError(
+            f"planted: borrowed_keywords={borrowed_keywords} leaves src no keyword of its own "
+            f"(keywords_per_label={keywords_per_label}); give fewer than keywords_per_label."
+        )
     sizes = _Sizes(n_articles, n_fillers, n_labels, keywords_per_label, min_words, max_words)
     if sizes.vocabulary > MAX_VOCABULARY:
         raise ConfigError(
@@ -242,6 +287,7 @@ def planted_splits(
     rng = np.random.default_rng(seed)
     source = _vocabulary(SOURCE, sizes, rng)
     translation = source.translated(_bijection(source, _vocabulary(TRANSLATION, sizes, rng), rng))
+    translation = translation.borrowing(source, borrowed_keywords)
     isolated = _vocabulary(ISOLATED, sizes, rng)
 
     offset = n_labels if isolated_labels else 0
@@ -249,12 +295,21 @@ def planted_splits(
     taken: dict[str, set[str]] = {SOURCE: set(), ISOLATED: set()}
     frames = {}
     for split, count in counts.items():
-        src = _sentences(source, count, sizes, rng, taken[SOURCE])
+        # with loanwords, every src test sentence has one (and so does its translation)
+        borrowed_only = borrowed_keywords if split == "test" else None
+        src = _sentences(source, count, sizes, rng, taken[SOURCE], borrowed_only)
         iso = _sentences(isolated, count, sizes, rng, taken[ISOLATED])
         frames[split] = schema.validate(
             pd.concat(
                 [
-                    _frame(source, SOURCE, split, src, paired=True),
+                    _frame(
+                        source,
+                        SOURCE,
+                        split,
+                        src,
+                        paired=True,
+                        skip_keywords_below=borrowed_keywords if split == "train" else 0,
+                    ),  # fmt: skip
                     _frame(translation, TRANSLATION, split, src, paired=True),
                     _frame(isolated, ISOLATED, split, iso, paired=False, label_offset=offset),
                 ]

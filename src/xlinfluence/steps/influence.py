@@ -29,7 +29,7 @@ from xlinfluence.errors import ConfigError
 from xlinfluence.steps import set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
-from xlinfluence.tracin.engine import CheckpointScorer
+from xlinfluence.tracin.engine import CheckpointScorer, cosine_normalized
 from xlinfluence.tracin.memory import auto_test_chunk
 from xlinfluence.tracin.representation import RepresentationScorer
 from xlinfluence.tracin.selection import parameter_filter
@@ -228,8 +228,7 @@ def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, tes
                 block = tensors["scores"]
                 if config.similarity == "cosine":  # train self-scores: filled by test_rows[0]
                     train_self = self_influence[name][col_index]
-                    norms = (tensors["test_self"].unsqueeze(1) * train_self.unsqueeze(0)).sqrt()
-                    block = block / norms.clamp_min(torch.finfo(block.dtype).tiny)
+                    block = cosine_normalized(block, tensors["test_self"], train_self)
                 total += lr[name] * block
                 _keep(name, block, row_index, col_index, topk, full)
             _keep(artifacts.TOTAL, total, row_index, col_index, topk, full)

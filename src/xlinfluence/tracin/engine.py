@@ -199,6 +199,14 @@ class TestCache:
     self_scores: torch.Tensor | None  # (M,) ||grad L(z')||^2, when asked for
 
 
+def cosine_normalized(
+    scores: torch.Tensor, test_self: torch.Tensor, train_self: torch.Tensor
+) -> torch.Tensor:
+    """(M, N) inner products divided by ||grad L(z')|| ||grad L(z)||, from self-scores."""
+    norms = (test_self.to(scores).unsqueeze(1) * train_self.to(scores).unsqueeze(0)).sqrt()
+    return scores / norms.clamp_min(torch.finfo(scores.dtype).tiny)
+
+
 def checkpoint_scores(
     model: nn.Module,
     train_batches: Iterable[Batch],
@@ -210,6 +218,7 @@ def checkpoint_scores(
     linear_mode: str = "auto",
     test_chunk_size: int | None = None,
     progress: bool = False,
+    cosine: bool = False,
 ) -> torch.Tensor:
     """Exact <grad L(z'), grad L(z)> for every (test z', train z) at the model's current weights.
 
@@ -221,6 +230,8 @@ def checkpoint_scores(
     LinearKernel). `test_chunk_size` bounds the test-side cache to that many examples: the
     test set is processed once, chunk by chunk, and the train batches are iterated once per
     chunk (so they must be re-iterable, e.g. a list or DataLoader, when there are several).
+    `cosine` divides each score by both gradients' norms (the influence step's
+    similarity=cosine), from the same captures.
     """
     if test_chunk_size is not None and test_chunk_size < 1:
         raise ConfigError(
@@ -237,7 +248,7 @@ def checkpoint_scores(
         seen_test = torch.zeros(n_test, dtype=torch.bool)
 
         def run_chunk(pieces: list[Batch], number: int) -> None:
-            test = scorer.test_cache(pieces)
+            test = scorer.test_cache(pieces, with_self=cosine)
             _check_index(test.index, n_test, seen_test, "test")
             seen_train = torch.zeros(n_train, dtype=torch.bool)
             total = len(train_batches) if hasattr(train_batches, "__len__") else None
@@ -245,7 +256,9 @@ def checkpoint_scores(
                 train_batches, total=total, disable=not progress, desc=f"TracIn chunk {number}"
             )
             for batch in bar:
-                block, _ = scorer.train_block(batch, test)  # (B, M)
+                block, train_self = scorer.train_block(batch, test, with_self=cosine)  # (B, M)
+                if cosine:
+                    block = cosine_normalized(block.T, test.self_scores, train_self.cpu()).T
                 train_index = batch["index"].cpu()
                 _check_index(train_index, n_train, seen_train, "train")
                 scores[test.index.unsqueeze(1), train_index.unsqueeze(0)] = block.T.cpu()
