@@ -101,32 +101,28 @@ def main(per_language, test_per_language, epochs, learning_rate, k, draws, seed,
     tra_rows = train[schema.LANGUAGE].to_numpy() == TRANSLATION
     print(f"carriers: {carrier.sum()} of tra's {tra_rows.sum()} rows")
 
-    def effect(exclude: set[int], name: str, lang: str) -> float:
-        predictions = fit(exclude, name)[-1][0].predictions.assign(language=languages)
-        return cf.paired_effect(base, predictions, lang)[cf.DELTA_LOSS]
+    rows = []
 
-    oracle = set(np.flatnonzero(carrier).tolist())
-    rows = [("carriers (oracle)", SOURCE, TRANSLATION, len(oracle), len(oracle),
-             effect(oracle, "oracle", SOURCE))]  # fmt: skip
-    print(rows[0], flush=True)
+    def remove(label: str, test_language: str, train_language: str, removed: np.ndarray):
+        """Retrain without `removed` rows; record L's paired loss change."""
+        retrained = fit(set(removed.tolist()), label)[-1][0].predictions
+        change = cf.paired_effect(base, retrained.assign(language=languages), test_language)
+        rows.append(
+            (label, test_language, train_language, len(removed), int(carrier[removed].sum()),
+             change[cf.DELTA_LOSS])
+        )  # fmt: skip
+        print(rows[-1], flush=True)
+
+    remove("carriers (oracle)", SOURCE, TRANSLATION, np.flatnonzero(carrier))
     for name, total in totals.items():
         for test_language, train_language in PAIRS:
             removal = cf.Removal(cf.TRACIN, "0" * 32, test_language, train_language, k)
             picks = cf.tracin_rows(total, train, test, removal)
-            label = f"{name} top-{k}"
-            rows.append(
-                (label, test_language, train_language, k, int(carrier[picks].sum()),
-                 effect(set(picks.tolist()), label, test_language))
-            )  # fmt: skip
+            remove(f"{name} top-{k}", test_language, train_language, picks)
             for draw in range(draws):
                 random = dataclasses.replace(removal, kind=cf.RANDOM, draw=draw)
                 control = cf.random_rows(train, picks, random, seed)
-                label = f"{name} random-{draw}"
-                rows.append(
-                    (label, test_language, train_language, k, int(carrier[control].sum()),
-                     effect(set(control.tolist()), label, test_language))
-                )  # fmt: skip
-            print(*rows[-1 - draws :], sep="\n", flush=True)
+                remove(f"{name} random-{draw}", test_language, train_language, control)
     table = pd.DataFrame(
         rows, columns=["removed", "test_language", "train_language", "k", "carriers", "delta_loss"]
     )
