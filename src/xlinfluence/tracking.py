@@ -211,7 +211,9 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     """Download a run's artifact (file or folder) once into a per-run local cache.
 
     The cache (XLINFLUENCE_CACHE, default ~/.cache/xlinfluence) makes repeated and
-    multi-process reads free; a folder is only used once its download completed.
+    multi-process reads free; a folder is only used once its download completed. Only a
+    FINISHED run's artifacts are cached: an unfinished run (one being resumed in place) can
+    still change them, so those are downloaded afresh each time, into a temporary folder.
     """
     root = cache_root or Path(
         os.environ.get("XLINFLUENCE_CACHE", Path.home() / ".cache" / "xlinfluence")
@@ -220,19 +222,10 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     done = target.parent / f".{target.name}.complete"
     if done.exists() and target.exists():
         return target
+    if _status(run_id) != "FINISHED":
+        return _fetch(run_id, artifact_path, Path(tempfile.mkdtemp(prefix="xlinfluence-run-")))
     staging = Path(tempfile.mkdtemp(dir=_ensure(root / run_id), prefix=".download-"))
-    try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=artifact_path, dst_path=str(staging)
-            )
-        )
-    except (MlflowException, OSError) as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RunLookupError(
-            f"run {run_id} has no artifact {artifact_path!r} ({err}); the run is incomplete "
-            "or from an older version: re-run it."
-        ) from err
+    local = _fetch(run_id, artifact_path, staging)
     if target.exists():
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +233,29 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     shutil.rmtree(staging, ignore_errors=True)
     done.touch()
     return target
+
+
+def _status(run_id: str) -> str:
+    try:
+        return MlflowClient().get_run(run_id).info.status
+    except MlflowException as err:
+        raise RunLookupError(f"run {run_id} cannot be read ({err}); check the run ID.") from err
+
+
+def _fetch(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """The artifact downloaded under dst (removed again if the download fails)."""
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+            )
+        )
+    except (MlflowException, OSError) as err:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise RunLookupError(
+            f"run {run_id} has no artifact {artifact_path!r} ({err}); the run is incomplete "
+            "or from an older version: re-run it."
+        ) from err
 
 
 def download_partial(run_id: str, artifact_path: str, dst: Path) -> Path | None:
