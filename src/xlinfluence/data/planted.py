@@ -297,19 +297,13 @@ def planted_splits(
     for split, count in counts.items():
         # with loanwords, every src test sentence has one (and so does its translation)
         borrowed_only = borrowed_keywords if split == "test" else None
+        skipped = borrowed_keywords if split == "train" else 0  # src never trains on them
         src = _sentences(source, count, sizes, rng, taken[SOURCE], borrowed_only)
         iso = _sentences(isolated, count, sizes, rng, taken[ISOLATED])
         frames[split] = schema.validate(
             pd.concat(
                 [
-                    _frame(
-                        source,
-                        SOURCE,
-                        split,
-                        src,
-                        paired=True,
-                        skip_keywords_below=borrowed_keywords if split == "train" else 0,
-                    ),  # fmt: skip
+                    _frame(source, SOURCE, split, src, paired=True, skip_keywords_below=skipped),
                     _frame(translation, TRANSLATION, split, src, paired=True),
                     _frame(isolated, ISOLATED, split, iso, paired=False, label_offset=offset),
                 ]

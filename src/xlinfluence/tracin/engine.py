@@ -258,7 +258,7 @@ def checkpoint_scores(
             for batch in bar:
                 block, train_self = scorer.train_block(batch, test, with_self=cosine)  # (B, M)
                 if cosine:
-                    block = cosine_normalized(block.T, test.self_scores, train_self.cpu()).T
+                    block = cosine_normalized(block.T, test.self_scores, train_self).T
                 train_index = batch["index"].cpu()
                 _check_index(train_index, n_train, seen_train, "train")
                 scores[test.index.unsqueeze(1), train_index.unsqueeze(0)] = block.T.cpu()
