@@ -214,6 +214,11 @@ REMOVAL = (
     r"(?P<kind>tracin|random):(?P<run>[0-9a-f]{32}):(?P<test>[\w-]+):(?P<train>[\w-]+)"
     r":(?P<k>\d+)(:(?P<draw>\d+))?"
 )
+# A ground-truth selection (data/subsets.py): a random subset or a language removal.
+SELECTION = (
+    r"subset:(?P<alpha>\d*\.\d+):(?P<subset_draw>\d+)(?P<pairs>:pairs)?"
+    r"|language:(?P<language>[\w-]+)"
+)
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,24 @@ def experiment_values(config) -> None:
             raise refuse(name, given, "ratios must be positive numbers", "give e.g. 1,2,4")
     elif config.experiment == "seeds" and not all(v.isdigit() for v in values):
         raise refuse(name, given, "seeds must be whole numbers >= 0", "give e.g. 1,2,3")
+    elif config.experiment in ("lds", "leave-language-out"):
+        from xlinfluence.config import ATTRIBUTION_METHODS
+
+        unknown = [v for v in values if v not in ATTRIBUTION_METHODS]
+        if unknown:
+            raise refuse(
+                name,
+                given,
+                f"{unknown} are not attribution methods",
+                f"give some of {', '.join(ATTRIBUTION_METHODS)}, or nothing for all",
+            )
+        if not config.store_scores:
+            raise refuse(
+                "store_scores",
+                False,
+                f"{config.experiment} reads every method's summed scores",
+                "keep store_scores=true",
+            )
     elif config.experiment == "counterfactual":
         if not config.store_scores:
             raise refuse(

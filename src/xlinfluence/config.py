@@ -21,7 +21,40 @@ DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
 PRESETS = ("e5-small", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SIMILARITIES = ("dot", "cosine", "representation")
-EXPERIMENTS = ("zero-shot", "imbalance", "seeds", "counterfactual", "methods")
+EXPERIMENTS = (
+    "zero-shot",
+    "imbalance",
+    "seeds",
+    "counterfactual",
+    "methods",
+    "lds",
+    "leave-language-out",
+)
+BACKENDS = ("local", "kubernetes")
+#: experiment=methods: attribution variants of one fine-tuning run (the train run is shared).
+ATTRIBUTION_METHODS = {
+    "dot-all": {},
+    "cosine": {"similarity": "cosine"},
+    "last-layer": {"params": "last-layer"},
+    "embeddings-only": {"params": "embeddings"},
+    "no-embeddings": {"params": "^(?!.*embeddings)"},
+    "cosine-word-embeddings": {"similarity": "cosine", "params": "word_embeddings"},
+    "representation": {"similarity": "representation"},
+}
+#: MainConfig fields that only an experiment reads; without_experiment resets them.
+EXPERIMENT_FIELDS = (
+    "experiment",
+    "experiment_values",
+    "removal_k",
+    "control_draws",
+    "subsets",
+    "subset_fraction",
+    "subset_by",
+    "retrain_seeds",
+    "workers",
+    "backend",
+    "backend_config",
+)
 SCHEMA_COLUMNS = ("id", "language", "label", "pair_id", "text", "text_pair")
 
 
@@ -217,28 +250,62 @@ class TrainConfig(StepConfig):
         "a killed train run to continue from its last complete epoch (same parameters)",
         checks.RunRef("train", optional=True, finished=False),
     )
+    train_seed: int = _param(
+        -1,
+        "seed for initialisation and training order, apart from the data seed (retraining "
+        "seeds); -1: the same as seed",
+        checks.AtLeast(-1),
+    )
     remove: str = _param(
         "",
-        "counterfactual retraining: leave out TracIn's top-k of a language for a test "
-        "language, or k random ones (set by experiment=counterfactual)",
+        "retraining on part of the data: TracIn's top-k of a language for a test language, "
+        "or k random ones (experiment=counterfactual); a random subset (experiment=lds); "
+        "every row of one language (experiment=leave-language-out)",
         checks.Pattern(
-            f"({checks.REMOVAL})?",
-            "empty, or tracin:<influence run>:<test lang>:<train lang>:<k> or "
-            "random:<influence run>:<test lang>:<train lang>:<k>:<draw>",
+            f"({checks.REMOVAL}|{checks.SELECTION})?",
+            "empty, or tracin:<influence run>:<test lang>:<train lang>:<k>, "
+            "random:<influence run>:<test lang>:<train lang>:<k>:<draw>, "
+            "subset:<alpha>:<draw>[:pairs] or language:<train lang>",
         ),
+    )
+    save_checkpoints: bool = _param(
+        True,
+        "false: a cheap retraining that logs per-epoch test outputs and the kept rows only "
+        "(no checkpoints, no training state; it cannot be resumed or scored by influence)",
+        checks.Flag(),
     )
     threads: int = _threads()
     accelerate_config: str = _accelerate_config()
 
     def _name_parts(self) -> list[str]:
         parts = _data_name_parts(self)
-        if self.remove:
+        from xlinfluence.data import subsets  # data imports config
+
+        if self.train_seed >= 0:
+            parts.append(f"train seed {self.train_seed}")
+        if subsets.is_selection(self.remove):
+            parts.append(subsets.Selection.parse(self.remove).label())
+        elif self.remove:
             kind, _, test, train, k, *draw = self.remove.split(":")
             parts.append(f"remove {kind} {train}→{test} k={k}" + (f" #{draw[0]}" if draw else ""))
+        if not self.save_checkpoints:
+            parts.append("outputs only")
         return parts
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of initialisation and order: train_seed, or seed where it is -1."""
+        return self.seed if self.train_seed < 0 else self.train_seed
 
     def _check_combinations(self) -> None:
         _check_data(self)
+        if self.resume_run_id and not self.save_checkpoints:
+            raise refuse(
+                "save_checkpoints",
+                False,
+                "a cheap retraining keeps no training state to resume from",
+                "retrain from scratch (without resume_run_id), or keep save_checkpoints=true",
+            )
 
 
 @dataclass(frozen=True)
@@ -452,15 +519,16 @@ class MainConfig(StepConfig):
     )
     experiment: str = _param(
         "",
-        "'' runs one pipeline; zero-shot, imbalance, seeds, counterfactual or methods run "
-        "one child per setting (docs/analysis.md)",
+        "'' runs one pipeline; zero-shot, imbalance, seeds, counterfactual, methods, lds or "
+        "leave-language-out run one child per setting (docs/analysis.md)",
         checks.OneOf(("", *EXPERIMENTS)),
     )
     experiment_values: str = _param(
         "",
         "zero-shot: languages to hold out (default all); imbalance: ratios for the first "
         "language (default 1,2,4); seeds: seeds (default 1,2,3); counterfactual: test "
-        "languages L or L:X pairs (default every pair)",
+        "languages L or L:X pairs (default every pair); lds, leave-language-out: the "
+        "attribution methods to score (default every method of experiment=methods)",
         checks.Pattern(r"[\w.:-]*(,[\w.:-]+)*", "empty, or comma-separated values"),
     )
     removal_k: int = _param(
@@ -470,6 +538,39 @@ class MainConfig(StepConfig):
     )
     control_draws: int = _param(
         3, "counterfactual: random same-label removals per pair, the control", checks.AtLeast(1)
+    )
+    subsets: int = _param(
+        40, "lds: random training subsets, each retrained retrain_seeds times", checks.AtLeast(3)
+    )
+    subset_fraction: float = _param(
+        0.5,
+        "lds: fraction alpha of each training language a subset keeps",
+        checks.Real(0.0, 1.0, strict_low=True),
+    )
+    subset_by: str = _param(
+        "rows",
+        "lds: draw subsets by rows, or by translation groups (pairs: pair_id)",
+        checks.OneOf(("rows", "pairs")),
+    )
+    retrain_seeds: int = _param(
+        3,
+        "lds, leave-language-out: training seeds per retraining (train_seed 0..S-1)",
+        checks.AtLeast(1),
+    )
+    workers: int = _param(
+        0,
+        "retrainings run at once (0: what this machine's cores and memory bear)",
+        checks.AtLeast(0),
+    )
+    backend: str = _param(
+        "local",
+        "MLflow Projects backend for retrainings: local, or kubernetes (docs/cluster.md)",
+        checks.OneOf(BACKENDS),
+    )
+    backend_config: str = _param(
+        "",
+        "the backend's config file (kubernetes: JSON, docs/cluster.md)",
+        checks.PathRef("file"),
     )
 
     def _check_combinations(self) -> None:
@@ -493,8 +594,7 @@ class MainConfig(StepConfig):
         """The plain pipeline an experiment builds on: every experiment field at its
         default, so it is the very run `main` without the experiment makes (and reuses)."""
         defaults = {
-            name: MainConfig.__dataclass_fields__[name].default
-            for name in ("experiment", "experiment_values", "removal_k", "control_draws")
+            name: MainConfig.__dataclass_fields__[name].default for name in EXPERIMENT_FIELDS
         }
         return dataclasses.replace(self, **defaults)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -66,6 +67,9 @@ class TrackingError(XlinfluenceError):
 _UNREACHABLE = (requests.exceptions.RequestException, MlflowException)
 
 
+_METRIC_UNSAFE = re.compile(r"[^\w\-. :/]")
+
+
 class StepRun:
     """Logging handle for one step's run; every call is a no-op off the main process."""
 
@@ -77,8 +81,11 @@ class StepRun:
         return self.run_id is not None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Characters MLflow refuses in a name (e.g. '@' of 'dot-all@epoch-1') become '_'."""
         if self.active:
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+            mlflow.log_metrics(
+                {_METRIC_UNSAFE.sub("_", k): float(v) for k, v in metrics.items()}, step=step
+            )
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         if self.active:

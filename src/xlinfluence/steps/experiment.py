@@ -7,6 +7,8 @@ seeds       the same setting once per seed
 methods     the same fine-tuning run under other attributions (cosine TracIn, last layer,
             embeddings only or excluded, representation similarity) and per checkpoint
 counterfactual  retraining without TracIn's picks vs random picks (steps/counterfactual.py)
+lds         every method's linear datamodeling score over random subsets (steps/lds.py)
+leave-language-out  retraining without each language vs every method (steps/leave_language_out.py)
 Each setting is an ordinary `main` run (reused when finished with equal parameters), so
 every setting can be opened and compared in the MLflow UI; the experiment's own run logs
 experiment/comparison.{parquet,csv} and a figure.
@@ -23,22 +25,18 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import agreement, compare
 from xlinfluence.analysis.bootstrap import pooled_share_intervals
+from xlinfluence.config import ATTRIBUTION_METHODS as METHODS
 from xlinfluence.config import EXPERIMENTS, MainConfig
 from xlinfluence.data.params import parse_languages
 from xlinfluence.errors import ConfigError
 
 DEFAULT_RATIOS = "1,2,4"
 DEFAULT_SEEDS = "1,2,3"
-
-
-#: experiment=methods: attribution variants of one fine-tuning run (the train run is shared).
-METHODS = {
-    "dot-all": {},
-    "cosine": {"similarity": "cosine"},
-    "last-layer": {"params": "last-layer"},
-    "embeddings-only": {"params": "embeddings"},
-    "no-embeddings": {"params": "^(?!.*embeddings)"},
-    "representation": {"similarity": "representation"},
+#: Experiments that retrain on part of the data: experiment -> its driver module.
+RETRAINING_DRIVERS = {
+    "counterfactual": "xlinfluence.steps.counterfactual",
+    "lds": "xlinfluence.steps.lds",
+    "leave-language-out": "xlinfluence.steps.leave_language_out",
 }
 
 
@@ -48,7 +46,7 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
         raise ConfigError(f"experiment={config.experiment!r}; choose one of {EXPERIMENTS}.")
     base = config.without_experiment()
     if config.experiment == "methods":
-        return {name: dataclasses.replace(base, **change) for name, change in METHODS.items()}
+        return method_settings(config, list(METHODS))
     languages = parse_languages(config.languages)
     values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
     if config.experiment == "zero-shot":
@@ -83,16 +81,23 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
     return {f"seed-{seed}": dataclasses.replace(base, seed=seed) for seed in seeds}
 
 
+def method_settings(config: MainConfig, names: list[str]) -> dict[str, MainConfig]:
+    """The base pipeline under each named attribution method (one shared train run)."""
+    base = config.without_experiment()
+    return {name: dataclasses.replace(base, **METHODS[name]) for name in names}
+
+
 def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
     """Run or reuse every setting under the open experiment run; log the comparison."""
-    if config.experiment == "counterfactual":
-        from xlinfluence.steps import counterfactual
+    if config.experiment in RETRAINING_DRIVERS:
+        import importlib
 
-        return counterfactual.run(config, project, parent)
+        module = importlib.import_module(RETRAINING_DRIVERS[config.experiment])
+        return module.run(config, project, parent)
     by_name = settings(config)
     main_runs = {name: tracking.run_or_reuse(setting, project) for name, setting in by_name.items()}
     parent.set_tags({f"xlinfluence.setting.{name}": run_id for name, run_id in main_runs.items()})
-    children = {name: _child_runs(run_id) for name, run_id in main_runs.items()}
+    children = {name: child_runs(run_id) for name, run_id in main_runs.items()}
     tables = _comparison_tables(config, by_name, children)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -149,7 +154,7 @@ def _methods_tables(config: MainConfig, children) -> dict[str, pd.DataFrame]:
     return {"comparison": table, "own_shares": own}
 
 
-def _child_runs(main_run_id: str) -> dict[str, str]:
+def child_runs(main_run_id: str) -> dict[str, str]:
     """Step -> run ID of a setting's train, influence and analyze runs (its main's tags)."""
     tags = tracking.fetch_run(main_run_id, step="main").data.tags
     return {s: tags[f"xlinfluence.{s}_run_id"] for s in ("train", "influence", "analyze")}

@@ -14,6 +14,7 @@ from pathlib import Path
 from xlinfluence import artifacts, tracking
 from xlinfluence.checks import PathRef, RunRef, refuse
 from xlinfluence.config import AnalyzeConfig, InfluenceConfig, StepConfig, check_of
+from xlinfluence.data import subsets
 from xlinfluence.errors import RunLookupError
 
 
@@ -25,7 +26,7 @@ def check(config: StepConfig) -> None:
             _path(f.name, value, rule)
         elif isinstance(rule, RunRef) and value:
             _run(f.name, value, rule)
-    if getattr(config, "remove", ""):
+    if getattr(config, "remove", "") and not subsets.is_selection(config.remove):
         run_id = config.remove.split(":")[1]
         _run("remove", run_id, RunRef("influence"))
     if isinstance(config, InfluenceConfig):

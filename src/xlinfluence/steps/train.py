@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 
 from xlinfluence import artifacts, modeling, tracking
 from xlinfluence.config import TrainConfig, train_counts
-from xlinfluence.data import load_splits, schema, source_of
+from xlinfluence.data import load_splits, schema, source_of, subsets
 from xlinfluence.data.params import parse_column_map, parse_languages
 from xlinfluence.errors import ConfigError
 from xlinfluence.steps import set_threads
@@ -42,7 +42,7 @@ def run(config: TrainConfig) -> str:
 
 def _train(config: TrainConfig, accelerator: Accelerator) -> str:
     set_threads(config.threads)
-    set_seed(config.seed)
+    set_seed(config.training_seed)
     languages = parse_languages(config.languages)
     heldout = config.heldout_language.strip() or None
     with accelerator.main_process_first():
@@ -64,7 +64,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         num_labels=len(splits.label_names),
         train_texts=_texts(splits.train),
         test_texts=_texts(splits.test),
-        seed=config.seed,
+        seed=config.training_seed,
         trim_vocab=config.trim_vocab,
     )
     with (
@@ -83,7 +83,10 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             (trained_on, "train", "training"),
             (splits.test, "test", "testing"),
         ):
-            run.log_dataset(frame, name=f"{config.dataset}-{split}", context=context, source=source)
+            if config.save_checkpoints:  # a retraining's inputs are its manifest and spec
+                run.log_dataset(
+                    frame, name=f"{config.dataset}-{split}", context=context, source=source
+                )
         run.log_metrics(
             {
                 "n_train": len(trained_on),
@@ -115,7 +118,8 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             predictions = out / artifacts.predictions(info.name)
             artifacts.save_predictions(metrics.predictions, splits.test, predictions)
             run.log_artifact(predictions, artifacts.EVALUATION)
-            run.log_artifacts(directory, f"{artifacts.CHECKPOINTS}/{info.name}")
+            if directory is not None:
+                run.log_artifacts(directory, f"{artifacts.CHECKPOINTS}/{info.name}")
             index.append(info.to_dict())
             artifacts.save_checkpoint_index(index, out / artifacts.CHECKPOINT_INDEX)
             run.log_artifact(out / artifacts.CHECKPOINT_INDEX, artifacts.CHECKPOINTS)
@@ -136,23 +140,33 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             weight_decay=config.weight_decay,
             warmup_ratio=config.warmup_ratio,
             max_length=config.max_length,
-            seed=config.seed,
+            seed=config.training_seed,
             accelerator=accelerator,
-            checkpoint_root=out / "local-checkpoints",
+            checkpoint_root=out / "local-checkpoints" if config.save_checkpoints else None,
             on_epoch_end=log_epoch,
             vocab_map=vocab_map,
-            on_state=log_state,
+            on_state=log_state if config.save_checkpoints else None,
             resume_from=resume.state if resume else None,
             exclude_rows=set(np.flatnonzero(is_removed).tolist()),
         )
+        run.log_metrics({"artifact_bytes": _size(out)})
         return run.run_id or ""
 
 
+def _size(folder: Path) -> int:
+    """Bytes this run wrote to its artifact staging folder (retraining cost)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def _removed_ids(config: TrainConfig, splits) -> list[str]:
-    """The training ids `config.remove` leaves out (counterfactual). They stay in the data
-    the tokenizer and the shuffle see, so the run differs from the full one only by them."""
+    """The training ids `config.remove` leaves out (counterfactual, subset or language).
+    They stay in the data the tokenizer and the shuffle see, so the run differs from the
+    full one only by them."""
     from xlinfluence.analysis.counterfactual import Removal, removed_ids
 
+    if subsets.is_selection(config.remove):
+        kept = subsets.kept_mask(subsets.Selection.parse(config.remove), splits.train, config.seed)
+        return splits.train.loc[~kept, schema.ID].tolist()
     removal = Removal.parse(config.remove)
     total, train, test = summed_scores(removal.influence_run_id)
     if train[schema.ID].tolist() != splits.train[schema.ID].tolist():

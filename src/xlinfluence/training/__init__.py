@@ -68,14 +68,16 @@ def fine_tune(
     max_length: int,
     seed: int,
     accelerator: Accelerator,
-    checkpoint_root: Path,
-    on_epoch_end: Callable[[EpochMetrics, CheckpointInfo, Path], None],
+    checkpoint_root: Path | None,
+    on_epoch_end: Callable[[EpochMetrics, CheckpointInfo, Path | None], None],
     vocab_map: modeling.VocabMap | None = None,
     on_state: Callable[[Path], None] | None = None,
     resume_from: Path | None = None,
     exclude_rows: set[int] | None = None,
 ) -> list[CheckpointInfo]:
-    """Train for `epochs`, saving `checkpoint_root/epoch-<e>` (main process) after each.
+    """Train for `epochs`, saving `checkpoint_root/epoch-<e>` (main process) after each;
+    with checkpoint_root None nothing is saved and the callback gets no folder (a cheap
+    retraining that keeps only the test outputs).
 
     With on_state, the training state after epoch e < epochs is saved to
     `checkpoint_root/state-<e>` and handed over. resume_from is such a folder: the model
@@ -130,8 +132,8 @@ def fine_tune(
         ).item()
         predictions = evaluate(model, test_loader, len(test), accelerator)
         info = CheckpointInfo(checkpoint_name(epoch), epoch, step, lr_sum / max(n_batches, 1))
-        directory = checkpoint_root / info.name
-        if accelerator.is_main_process:
+        directory = checkpoint_root / info.name if checkpoint_root is not None else None
+        if accelerator.is_main_process and directory is not None:
             modeling.save_checkpoint(
                 accelerator.unwrap_model(model), tokenizer, directory, vocab_map
             )
@@ -140,7 +142,7 @@ def fine_tune(
         accuracy, test_loss = _per_language(predictions, test_languages)
         metrics = EpochMetrics(epoch, step, epoch_loss, accuracy, test_loss, predictions)
         on_epoch_end(metrics, info, directory)
-        if on_state is not None and epoch < epochs:
+        if on_state is not None and checkpoint_root is not None and epoch < epochs:
             folder = checkpoint_root / f"state-{epoch}"
             if accelerator.is_main_process:
                 state.save(folder, state.TrainingState(epoch, step), optimizer, scheduler)
@@ -151,8 +153,9 @@ def fine_tune(
 
 @torch.no_grad()
 def evaluate(model, loader, n_test: int, accelerator: Accelerator) -> pd.DataFrame:
-    """Each test example's prediction and gold-label loss, gathered across processes, in
-    manifest order: columns predicted, loss, correct."""
+    """Each test example's prediction, gold-label loss and margin (gold logit minus the
+    best other), gathered across processes, in manifest order: columns predicted, loss,
+    correct, margin. The margin is the output the linear datamodeling score predicts."""
     model.eval()
     parts = []
     for batch in loader:
@@ -161,17 +164,32 @@ def evaluate(model, loader, n_test: int, accelerator: Accelerator) -> pd.DataFra
         predicted = logits.argmax(-1)
         parts.append(
             [t.cpu() for t in accelerator.gather_for_metrics(
-                (batch["index"], predicted, loss, (predicted == batch["labels"]).long())
+                (batch["index"], predicted, loss, (predicted == batch["labels"]).long(),
+                 margin(logits.float(), batch["labels"]))
             )]
         )  # fmt: skip
-    index, predicted, loss, correct = (torch.cat(column) for column in zip(*parts, strict=True))
+    index, predicted, loss, correct, margins = (
+        torch.cat(column) for column in zip(*parts, strict=True)
+    )
     frame = pd.DataFrame(
-        {"predicted": predicted.numpy(), "loss": loss.numpy(), "correct": correct.numpy()},
+        {
+            "predicted": predicted.numpy(),
+            "loss": loss.numpy(),
+            "correct": correct.numpy(),
+            "margin": margins.numpy(),
+        },
         index=index.numpy(),
     ).sort_index()
     if len(frame) != n_test:
         raise RuntimeError(f"evaluation saw {len(frame)} test examples, expected {n_test}")
     return frame.reset_index(drop=True)
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gold-class logit minus the largest other logit, per row."""
+    gold = logits.gather(1, labels[:, None])[:, 0]
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return gold - others.amax(1)
 
 
 def _per_language(

@@ -1,0 +1,81 @@
+"""Every attribution of one fine-tuning run, and the retrainings' outputs, for the
+ground-truth experiments (lds, leave-language-out).
+
+The attributions are the influence runs of experiment=methods on the base pipeline (each
+an ordinary, reused main run), the reference's single checkpoints, and random scores,
+which every method must beat. Retrainings are read back as their last epoch's per-test
+example outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xlinfluence import artifacts, tracking
+from xlinfluence.analysis import lds
+from xlinfluence.analysis.agreement import REFERENCE
+from xlinfluence.config import ATTRIBUTION_METHODS, MainConfig
+from xlinfluence.data import schema
+from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.training import checkpoint_name
+
+
+@dataclass
+class Attributions:
+    scores: dict[str, np.ndarray]  # method -> (n_test, n_train) lr-weighted sum
+    train: pd.DataFrame  # the base run's training manifest (score columns)
+    test: pd.DataFrame  # its test manifest (score rows)
+    main_runs: dict[str, str]  # method -> its main run
+    base_train: str  # the fine-tuning run every method scored
+
+
+def chosen_methods(config: MainConfig) -> list[str]:
+    """experiment_values as method names of experiment=methods (default: all of them;
+    the config has checked the names), the reference first."""
+    values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
+    chosen = values or list(ATTRIBUTION_METHODS)
+    return [REFERENCE, *[m for m in chosen if m != REFERENCE]]
+
+
+def collect(config: MainConfig, project: Path, parent: tracking.StepRun) -> Attributions:
+    """Run or reuse the base pipeline under each chosen method; read every score matrix."""
+    from xlinfluence.steps.experiment import child_runs, method_settings
+
+    settings = method_settings(config, chosen_methods(config))
+    main_runs = {name: tracking.run_or_reuse(s, project) for name, s in settings.items()}
+    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in main_runs.items()})
+    scores: dict[str, np.ndarray] = {}
+    base_train, train, test = "", None, None
+    for name, run_id in main_runs.items():
+        children = child_runs(run_id)
+        base_train = children["train"]
+        if train is None:
+            train, test = train_manifests(base_train)
+        tensors = artifacts.load_scores(
+            tracking.download(children["influence"], artifacts.SCORES),
+            n_test=len(test),
+            n_train=len(train),
+        )
+        scores[name] = tensors[artifacts.TOTAL].double().numpy()
+        if name == REFERENCE:
+            for checkpoint, tensor in tensors.items():
+                if checkpoint != artifacts.TOTAL and len(tensors) > 2:
+                    scores[f"{REFERENCE}@{checkpoint}"] = tensor.double().numpy()
+    scores[lds.RANDOM] = lds.random_scores(len(test), len(train), seed=config.seed)
+    return Attributions(scores, train, test, main_runs, base_train)
+
+
+def last_outputs(run_id: str, epochs: int, test: pd.DataFrame) -> pd.DataFrame:
+    """A retraining's last-epoch outputs per test example (loss, margin, correct, ...)."""
+    path = tracking.download(run_id, artifacts.predictions(checkpoint_name(epochs)))
+    return artifacts.load_predictions(path, test)
+
+
+def kept_rows(run_id: str, train: pd.DataFrame) -> np.ndarray:
+    """The rows of `train` a retraining kept, from its logged manifest."""
+    kept = artifacts.load_manifest(tracking.download(run_id, artifacts.TRAIN_MANIFEST))
+    return train[schema.ID].isin(set(kept[schema.ID])).to_numpy()

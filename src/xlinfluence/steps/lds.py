@@ -1,0 +1,132 @@
+"""experiment=lds: every attribution's linear datamodeling score against subset retraining.
+
+The base pipeline runs (or is reused) under each chosen attribution method; then
+`subsets` random subsets of its training set (a fraction `subset_fraction` of every
+language, or of the translation groups) are each retrained with `retrain_seeds` training
+seeds as cheap train runs (outputs only), fanned out `workers` at a time. The LDS table
+(analysis/lds.py), per method, target (margin, loss) and test language, with the seed
+ceiling and each method's paired difference from dot TracIn, is logged on the
+experiment's run with a figure; the per-retraining outputs beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xlinfluence import tracking
+from xlinfluence.analysis import lds
+from xlinfluence.analysis.agreement import REFERENCE
+from xlinfluence.config import MainConfig, TrainConfig
+from xlinfluence.data import schema, subsets
+from xlinfluence.errors import ArtifactError
+from xlinfluence.steps import attributions, retrain
+
+
+def selections(config: MainConfig) -> list[subsets.Selection]:
+    return [
+        subsets.Selection(
+            subsets.SUBSET,
+            alpha=config.subset_fraction,
+            draw=draw,
+            pairs=config.subset_by == "pairs",
+        )
+        for draw in range(config.subsets)
+    ]
+
+
+def retraining_settings(config: MainConfig) -> dict[tuple[int, int], TrainConfig]:
+    """(subset draw, training seed) -> the cheap train run that retrains on that subset."""
+    base = config.without_experiment().train()
+    workers = resolved_workers(config)
+    threads = config.threads or (
+        retrain.threads_per_worker(workers) if config.backend == "local" and workers > 1 else 0
+    )
+    return {
+        (selection.draw, seed): dataclasses.replace(
+            base,
+            remove=selection.spec,
+            train_seed=seed,
+            save_checkpoints=False,
+            threads=threads,
+        )
+        for selection in selections(config)
+        for seed in range(config.retrain_seeds)
+    }
+
+
+def resolved_workers(config: MainConfig) -> int:
+    return config.workers or retrain.default_workers()
+
+
+def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
+    found = attributions.collect(config, project, parent)
+    masks = subsets.kept_masks(selections(config), found.train, config.seed)  # refuse early
+    chosen = retraining_settings(config)
+    names = {key: f"subset-{key[0]}:seed-{key[1]}" for key in chosen}
+    runs = retrain.run_all(
+        {names[key]: setting for key, setting in chosen.items()},
+        project,
+        workers=resolved_workers(config),
+        backend=config.backend,
+        backend_config=config.backend_config,
+    )
+    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
+    outputs, raw = _outputs(config, found, masks, {k: runs[n] for k, n in names.items()})
+    table = lds.lds_table(
+        found.scores,
+        masks,
+        outputs,
+        found.test[schema.LANGUAGE].to_numpy(),
+        reference=REFERENCE,
+        seed=config.seed,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for name, frame in {"comparison": table, "retrainings": raw}.items():
+            frame.to_parquet(out / f"{name}.parquet", index=False)
+            frame.to_csv(out / f"{name}.csv", index=False)
+        parent.log_artifacts(out, "experiment")
+    parent.log_figure(lds.figure(table), "experiment/comparison.png")
+    overall = table[table["test_language"] == lds.ALL]
+    parent.log_metrics(
+        {f"lds.{r.method}.{r.target}": r.lds for r in overall.itertuples()}
+        | {"retrainings": len(runs)}
+    )
+    return found.main_runs | runs
+
+
+def _outputs(config, found, masks, runs) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """target -> (M, S, n_test) last-epoch outputs, and one row per retraining (its cost
+    and what it kept), after checking each kept the rows its spec names."""
+    n_subsets, n_seeds = config.subsets, config.retrain_seeds
+    values = {t: np.empty((n_subsets, n_seeds, len(found.test))) for t in lds.TARGETS}
+    rows = []
+    for (draw, seed), run_id in runs.items():
+        kept = attributions.kept_rows(run_id, found.train)
+        if not np.array_equal(kept, masks[draw]):
+            raise ArtifactError(
+                f"retraining {run_id} kept other rows than subset {draw} names; it was trained "
+                "on other data parameters. Delete it (or use a new experiment) and re-run."
+            )
+        frame = attributions.last_outputs(run_id, config.epochs, found.test)
+        for target in lds.TARGETS:
+            values[target][draw, seed] = frame[target].to_numpy(dtype=float)
+        run = tracking.fetch_run(run_id, step="train")
+        rows.append(
+            {
+                "subset": draw,
+                "train_seed": seed,
+                "run_id": run_id,
+                "n_kept": int(kept.sum()),
+                "accuracy": float(frame["correct"].mean()),
+                "mean_margin": float(frame["margin"].mean()),
+                "seconds": (run.info.end_time - run.info.start_time) / 1000,
+                "artifact_bytes": run.data.metrics.get("artifact_bytes", np.nan),
+            }
+        )
+    return values, pd.DataFrame(rows).sort_values(["subset", "train_seed"])

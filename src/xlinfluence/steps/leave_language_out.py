@@ -1,0 +1,122 @@
+"""experiment=leave-language-out: retrain without each training language, against every
+attribution's language-level prediction.
+
+The base pipeline runs (or is reused) under each chosen attribution method. Then, for
+each of `retrain_seeds` training seeds, one cheap retraining on the full training set and
+one without each training language X (outputs only), fanned out `workers` at a time. The
+ablation table (analysis/ablation.py: L's paired loss and accuracy change per X, with
+two-level bootstrap intervals and Holm-adjusted p) and each attribution's rank agreement
+with it over the off-diagonal cells are logged on the experiment's run, with a figure of
+the ablation matrix beside dot TracIn's share matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xlinfluence import tracking
+from xlinfluence.analysis import ablation
+from xlinfluence.analysis.agreement import REFERENCE
+from xlinfluence.config import MainConfig, TrainConfig
+from xlinfluence.data import schema, subsets
+from xlinfluence.steps import attributions, retrain
+from xlinfluence.steps.lds import resolved_workers
+
+FULL = "full"
+
+
+def retraining_settings(
+    config: MainConfig, train_languages: list[str]
+) -> dict[tuple[str, int], TrainConfig]:
+    """(left-out language or FULL, training seed) -> its cheap train run."""
+    base = config.without_experiment().train()
+    workers = resolved_workers(config)
+    threads = config.threads or (
+        retrain.threads_per_worker(workers) if config.backend == "local" and workers > 1 else 0
+    )
+    out = {}
+    for seed in range(config.retrain_seeds):
+        cheap = dataclasses.replace(base, train_seed=seed, save_checkpoints=False, threads=threads)
+        out[(FULL, seed)] = cheap
+        for language in train_languages:
+            spec = subsets.Selection(subsets.LANGUAGE, language=language).spec
+            out[(language, seed)] = dataclasses.replace(cheap, remove=spec)
+    return out
+
+
+def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
+    found = attributions.collect(config, project, parent)
+    languages = list(pd.unique(found.train[schema.LANGUAGE]))
+    chosen = retraining_settings(config, languages)
+    names = {key: f"{'full' if key[0] == FULL else 'without-' + key[0]}:seed-{key[1]}"
+             for key in chosen}  # fmt: skip
+    runs = retrain.run_all(
+        {names[key]: setting for key, setting in chosen.items()},
+        project,
+        workers=resolved_workers(config),
+        backend=config.backend,
+        backend_config=config.backend_config,
+    )
+    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
+    seeds = range(config.retrain_seeds)
+
+    def outputs(language: str) -> list[pd.DataFrame]:
+        return [
+            attributions.last_outputs(runs[names[(language, s)]], config.epochs, found.test)
+            for s in seeds
+        ]
+
+    base = outputs(FULL)
+    removed = {language: outputs(language) for language in languages}
+    loss = ablation.deltas(base, removed, "loss")
+    accuracy = ablation.deltas(base, removed, "correct")
+    test_languages = found.test[schema.LANGUAGE].to_numpy()
+    effects = ablation.effect_table(loss, accuracy, test_languages, seed=config.seed)
+    predictions, share_frames = {}, {}
+    for method, scores in found.scores.items():
+        summed, share, order = ablation.attribution_cells(
+            scores, found.train, found.test, config.top_k
+        )
+        assert order == languages
+        predictions[f"{method}:summed"] = summed
+        predictions[f"{method}:top-k share"] = share
+        share_frames[method] = _share_frame(share, test_languages, languages)
+    agree = ablation.agreement(loss, predictions, languages, test_languages, seed=config.seed)
+    agree[["method", "prediction"]] = agree["prediction"].str.split(":", n=1, expand=True)
+    shares = pd.concat(
+        [frame.assign(method=method) for method, frame in share_frames.items()], ignore_index=True
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        tables = {"comparison": effects, "agreement": agree, "shares": shares}
+        for name, frame in tables.items():
+            frame.to_parquet(out / f"{name}.parquet", index=False)
+            frame.to_csv(out / f"{name}.csv", index=False)
+        parent.log_artifacts(out, "experiment")
+    figure = ablation.figure(effects, share_frames[REFERENCE], REFERENCE)
+    parent.log_figure(figure, "experiment/comparison.png")
+    parent.log_metrics(
+        {
+            f"agreement.{r.method}.{r.prediction.replace(' ', '_')}": r.spearman
+            for r in agree.itertuples()
+        }  # fmt: skip
+        | {"retrainings": len(runs)}
+    )
+    return found.main_runs | runs
+
+
+def _share_frame(share: np.ndarray, test_languages, train_languages) -> pd.DataFrame:
+    """Mean top-k share per (L, X) as a long table."""
+    rows = []
+    for lang in pd.unique(test_languages):
+        mean = share[test_languages == lang].mean(axis=0)
+        rows += [
+            {"test_language": lang, "train_language": x, "share": float(v)}
+            for x, v in zip(train_languages, mean, strict=True)
+        ]
+    return pd.DataFrame(rows)

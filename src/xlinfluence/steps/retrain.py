@@ -1,0 +1,129 @@
+"""Fan-out of independent train runs (ground-truth retrainings) through MLflow Projects.
+
+A study needs tens to hundreds of retrainings. Each is an ordinary train run submitted
+with `mlflow.projects.run(synchronous=False)`, `workers` at a time, on MLflow's local
+backend or on a cluster backend MLflow ships (Kubernetes: docs/cluster.md). A finished run
+with the same parameters and code is reused, so a stopped experiment resumes with the
+retrainings it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import ExecutionException
+from tqdm.auto import tqdm
+
+from xlinfluence import tracking
+from xlinfluence.config import TrainConfig
+from xlinfluence.errors import XlinfluenceError
+
+log = logging.getLogger(__name__)
+MEMORY_PER_WORKER_GIB = 6  # one e5-small retraining at batch 16 stays under this
+
+
+def default_workers(cores: int | None = None, memory_gib: float | None = None) -> int:
+    """Concurrent retrainings this machine bears: two torch processes on two cores slow
+    each other many-fold, so one per two cores, and one per MEMORY_PER_WORKER_GIB."""
+    cores = cores or os.cpu_count() or 1
+    if memory_gib is None:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return max(1, min(cores // 2, int(memory_gib // MEMORY_PER_WORKER_GIB)))
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads for each of `workers` local processes, so they share the cores."""
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def run_all(
+    configs: dict[str, TrainConfig],
+    project: Path,
+    *,
+    workers: int,
+    backend: str = "local",
+    backend_config: str = "",
+) -> dict[str, str]:
+    """Run or reuse every config under the active run; name -> train run ID.
+
+    Raises XlinfluenceError naming every failed retraining once all have ended (the
+    finished ones stay and are reused when the experiment is run again)."""
+    experiment_id = mlflow.active_run().info.experiment_id
+    done: dict[str, str] = {}
+    pending: list[str] = []
+    for name, config in configs.items():
+        reused = tracking.find_reusable(config, experiment_id=experiment_id)
+        if reused:
+            done[name] = reused
+        else:
+            pending.append(name)
+    if done:
+        log.info("reusing %d finished retrainings of %d", len(done), len(configs))
+    running: dict[str, object] = {}
+    failed: list[str] = []
+    config_file = _backend_config(backend_config)
+    with tqdm(total=len(configs), initial=len(done), desc="retrainings") as bar:
+        while pending or running:
+            while pending and len(running) < workers:
+                name = pending.pop(0)
+                running[name] = _submit(configs[name], project, experiment_id, backend,
+                                        config_file)  # fmt: skip
+            finished = [n for n, r in running.items() if _ended(r)]
+            if not finished:
+                time.sleep(1.0)
+                continue
+            for name in finished:
+                submitted = running.pop(name)
+                if submitted.get_status() == "FINISHED":
+                    done[name] = submitted.run_id
+                else:
+                    failed.append(f"{name} (run {submitted.run_id})")
+                bar.update(1)
+    if failed:
+        raise XlinfluenceError(
+            f"{len(failed)} retraining(s) failed: {', '.join(failed[:5])}"
+            f"{' ...' if len(failed) > 5 else ''}; their errors are in the runs' logs. The "
+            f"{len(done)} finished ones are reused when the experiment is run again."
+        )
+    return {name: done[name] for name in configs}
+
+
+def _submit(config: TrainConfig, project: Path, experiment_id: str, backend: str, config_file):
+    try:
+        return mlflow.projects.run(
+            uri=str(project),
+            entry_point=config.step,
+            parameters=config.to_params(),
+            experiment_id=experiment_id,
+            env_manager="local",
+            backend=backend,
+            backend_config=config_file,
+            synchronous=False,
+        )
+    except ExecutionException as err:
+        raise XlinfluenceError(
+            f"could not submit a retraining to the '{backend}' backend ({err}); check "
+            "backend_config (docs/cluster.md)."
+        ) from err
+
+
+def _ended(submitted) -> bool:
+    return submitted.get_status() in ("FINISHED", "FAILED", "KILLED")
+
+
+def _backend_config(path: str) -> dict | None:
+    """The backend config file as a dict (MLflow reads Kubernetes' from JSON)."""
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise XlinfluenceError(
+            f"backend_config={path!r} could not be read as JSON ({err}); give the backend's "
+            "config file (docs/cluster.md)."
+        ) from err
