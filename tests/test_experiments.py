@@ -106,7 +106,8 @@ def test_counterfactual_retrains_without_tracins_picks_and_random_controls(main_
     table = _comparison(parent)
     row = table.iloc[0]
     assert (row["test_language"], row["train_language"], row["k"]) == ("ru", "de", 1)
-    assert row["n_control"] == 2 and 0 < row["p_control"] <= 1
+    assert row["n_control"] == 2 and pd.isna(row["p_control"])  # too few draws for a p
+    assert "2 control draws cannot reach" in row["verdict"]
     raw = pd.read_csv(tracking.download(parent, "experiment/retrainings.csv"))
     assert len(raw) == 3 and (raw["seconds"] > 0).all()
 
@@ -121,3 +122,77 @@ def test_counterfactual_refuses_an_impossible_control_before_retraining(main_run
     assert "lower k" in output.strip().splitlines()[-1]
     runs = MlflowClient().search_runs(["0"])
     assert not [r for r in runs[: len(runs) - before] if tracking.run_params(r).get("remove")]
+
+
+def test_lds_scores_every_attribution_against_subset_retraining_and_resumes(main_runs):
+    args = ["--experiment", "lds", "--experiment-values", "dot-all", "--retrain-seeds", "2"]
+    parent, settings = _experiment(*args, "--subsets", "3")
+    assert settings["dot-all"] == main_runs["main"]  # the finished pipeline is reused
+    retrainings = {n: r for n, r in settings.items() if n.startswith("subset-")}
+    assert set(retrainings) == {f"subset-{m}:seed-{s}" for m in range(3) for s in range(2)}
+    client = MlflowClient()
+    full = client.get_run(main_runs["train"])
+    cheap = client.get_run(retrainings["subset-0:seed-1"])
+    params = tracking.run_params(cheap)
+    assert (params["remove"], params["train_seed"], params["save_checkpoints"]) == (
+        "subset:0.5:0", "1", "false",
+    )  # fmt: skip
+    folders = {a.path for a in client.list_artifacts(cheap.info.run_id)}
+    assert "training_state" not in folders
+    assert {a.path for a in client.list_artifacts(cheap.info.run_id, "checkpoints")} == {
+        "checkpoints/index.json"
+    }
+    assert cheap.data.metrics["n_train"] == 28  # half of en 24, de 16, ru 16
+    assert cheap.data.metrics["artifact_bytes"] < full.data.metrics["artifact_bytes"] / 20
+    outputs = pd.read_parquet(tracking.download(cheap.info.run_id, "evaluation/epoch-2.parquet"))
+    assert {"loss", "margin", "correct", "predicted"} <= set(outputs.columns)
+    assert ((outputs["margin"] > 0) == outputs["correct"].astype(bool)).all()
+
+    table = _comparison(parent)
+    methods = set(table["method"])
+    assert {"dot-all", "dot-all@epoch-1", "dot-all@epoch-2", "random", "seed-ceiling"} <= methods
+    assert set(table["target"]) == {"margin", "loss"}
+    assert set(table["test_language"]) == {"all", "en", "de", "ru"}
+    assert table["lds"].dropna().between(-1, 1).all()
+    tested = table.dropna(subset=["p_vs_reference"])
+    assert (tested["p_holm"] >= tested["p_vs_reference"]).all()
+    raw = pd.read_csv(tracking.download(parent, "experiment/retrainings.csv"))
+    assert len(raw) == 6 and (raw["seconds"] > 0).all() and (raw["n_kept"] == 28).all()
+
+    # a larger study resumes with the retrainings it has: only subset 3 is new
+    again, more = _experiment(*args, "--subsets", "4")
+    for name, run_id in retrainings.items():
+        assert more[name] == run_id
+    assert len(_comparison(again)) == len(table)  # same rows, now from 4 subsets
+    assert (_comparison(again)["n_subsets"] == 4).all()
+
+
+def test_leave_language_out_pairs_each_removal_with_the_full_retraining(main_runs):
+    parent, settings = _experiment(
+        "--experiment", "leave-language-out", "--experiment-values", "dot-all",
+        "--retrain-seeds", "1",
+    )  # fmt: skip
+    names = {n for n in settings if ":seed-" in n}
+    assert names == {"full:seed-0", "without-en:seed-0", "without-de:seed-0", "without-ru:seed-0"}
+    client = MlflowClient()
+    dropped = client.get_run(settings["without-de:seed-0"])
+    assert tracking.run_params(dropped)["remove"] == "language:de"
+    assert dropped.data.metrics["n_train"] == 40 and dropped.data.metrics["n_removed"] == 16
+    table = _comparison(parent)
+    assert len(table) == 9  # 3 test x 3 training languages
+    assert set(table[table["is_own"]]["test_language"]) == {"en", "de", "ru"}
+    assert (table["ci_low"] <= table["ci_high"]).all() and table["p_holm"].between(0, 1).all()
+    agreement = pd.read_csv(tracking.download(parent, "experiment/agreement.csv"))
+    assert set(agreement["method"]) >= {"dot-all", "random"}
+    assert set(agreement["prediction"]) == {"summed", "top-k share"}
+    assert (agreement["n_cells"] == 6).all()
+    figures = {a.path for a in client.list_artifacts(parent, "experiment")}
+    assert "experiment/comparison.png" in figures
+
+
+def test_ground_truth_experiments_refuse_unknown_methods_before_any_run(main_runs):
+    before = len(MlflowClient().search_runs(["0"]))
+    code, output = run_cli("main", *SETTING, "--experiment", "lds", "--experiment-values", "tracin")
+    assert code != 0
+    assert "['tracin'] are not attribution methods" in output.strip().splitlines()[-1]
+    assert len(MlflowClient().search_runs(["0"])) == before

@@ -305,3 +305,65 @@ def test_counterfactual_retraining_finds_the_loanword_plant(tmp_path):
     assert tracin > max(controls) + 0.2, effects
     tracin, controls = effects[ISOLATED]
     assert not tracin > max(controls) + 0.2, effects
+
+
+@pytest.mark.slow
+def test_leaving_tra_out_hurts_src_far_beyond_the_seed_spread_and_not_iso(tmp_path):
+    """Leave-one-language-out on the loanword plant (the language-level ground truth):
+    src's test set can be solved only through tra's carriers, iso shares nothing.
+
+    Tiny model, 64 train / 32 test per language, 30 epochs at lr 5e-4, as the
+    counterfactual test; training seeds 0, 1, 2, each run on the full training set and
+    without tra (data/subsets.py's language selection, the train step's row exclusion),
+    paired by seed and test example (analysis/ablation.py, as
+    `-P experiment=leave-language-out` computes it). Observed while writing (seed 0 of
+    the data, training seeds 0-2): without tra, src's loss +1.86 [1.31, 2.58] (accuracy
+    -0.66, Holm p 0.0015); iso's -0.20 [-0.49, +0.11] (p 0.20); the seed spread (sd over
+    training seeds of the full run's mean loss) 0.19 for src, 0.22 for iso.
+    """
+    from accelerate import Accelerator
+
+    from xlinfluence import training
+    from xlinfluence.analysis import ablation
+    from xlinfluence.data import subsets
+
+    torch.set_num_threads(2)
+    splits = planted_splits(64, 32, 0, borrowed_keywords=1, n_fillers=20, min_words=3, max_words=6)
+    train, test = splits.train, splits.test
+    languages = test[schema.LANGUAGE].to_numpy()
+    without_tra = subsets.kept_mask(subsets.Selection.parse(f"language:{TRANSLATION}"), train, 0)
+
+    def outputs(seed: int, exclude: np.ndarray, name: str) -> pd.DataFrame:
+        built = modeling.build(
+            "tiny", num_labels=len(splits.label_names),
+            train_texts=train[schema.TEXT].tolist(), test_texts=[], seed=seed,
+        )  # fmt: skip
+        saved = []
+        training.fine_tune(
+            built.model, built.tokenizer, train, test, epochs=30, batch_size=8,
+            learning_rate=5e-4, weight_decay=0.01, warmup_ratio=0.1, max_length=64, seed=seed,
+            accelerator=Accelerator(cpu=True), checkpoint_root=None,
+            on_epoch_end=lambda metrics, info, directory: saved.append(metrics),
+            exclude_rows=set(np.flatnonzero(exclude).tolist()),
+        )  # fmt: skip
+        return saved[-1].predictions
+
+    seeds = (0, 1, 2)
+    full = [outputs(s, np.zeros(len(train), bool), f"full-{s}") for s in seeds]
+    removed = {TRANSLATION: [outputs(s, ~without_tra, f"no-tra-{s}") for s in seeds]}
+    loss = ablation.deltas(full, removed, "loss")
+    accuracy = ablation.deltas(full, removed, "correct")
+    table = ablation.effect_table(loss, accuracy, languages, n_resamples=4000)
+    cell = table.set_index("test_language")
+    src, iso = cell.loc[SOURCE], cell.loc[ISOLATED]
+    # the seed spread: how much the full run's mean test loss of a language moves by seed
+    spread = {
+        lang: float(np.std([f.loc[languages == lang, "loss"].mean() for f in full], ddof=1))
+        for lang in (SOURCE, ISOLATED)
+    }
+    summary = (src.to_dict(), iso.to_dict(), spread)
+    assert src["delta_loss"] > 1.0 and src["ci_low"] > 0.5, summary
+    assert src["delta_loss"] > 5 * max(spread[SOURCE], 0.05), summary
+    assert src["delta_accuracy"] < -0.4 and src["p_holm"] < 0.01, summary
+    assert abs(iso["delta_loss"]) < src["delta_loss"] / 3, summary
+    assert iso["delta_accuracy"] > -0.2, summary

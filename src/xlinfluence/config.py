@@ -576,6 +576,13 @@ class MainConfig(StepConfig):
     def _check_combinations(self) -> None:
         _check_data(self)
         checks.experiment_values(self)
+        if self.backend == "kubernetes" and not self.backend_config:
+            raise refuse(
+                "backend_config",
+                "",
+                "the kubernetes backend needs its config (kube-job-template-path, repository-uri)",
+                "give configs/kubernetes/backend_config.json, edited (docs/cluster.md)",
+            )
         total = sum(train_counts(self).values())
         if self.top_k > total:
             raise refuse(

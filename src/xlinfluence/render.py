@@ -80,7 +80,9 @@ ERRORS_FOOTER = """
 | `train_per_language` pairs name every training language and only the listed ones | `train_per_language` |
 | `dataset=cldr` takes no `data_path` or `column_map`; `dataset=local` needs `data_path`; `sib200` takes no `column_map` | `data_path`, `column_map` |
 | `main`: `top_k` at most the training examples asked for | `top_k` |
-| `main`: `experiment_values` only with an `experiment`; zero-shot: languages from `languages`; imbalance: positive ratios and one number in `train_per_language`; seeds: whole numbers | `experiment_values`, `train_per_language` |
+| `main`: `experiment_values` only with an `experiment`; zero-shot: languages from `languages`; imbalance: positive ratios and one number in `train_per_language`; seeds: whole numbers; lds and leave-language-out: method names of experiment=methods, with `store_scores=true` | `experiment_values`, `train_per_language`, `store_scores` |
+| `main`: `backend=kubernetes` needs `backend_config`; a retraining backend other than local needs a tracking server, not a local store | `backend_config` |
+| `train`: `save_checkpoints=false` (a cheap retraining) cannot resume (`resume_run_id`) | `save_checkpoints` |
 | languages must exist in the dataset where that is known without reading it (CLDR, the hub tasks' lists, a SIB-200 or `save_to_disk` folder) | `languages` |
 
 ## Files and artifacts
@@ -110,10 +112,22 @@ def errors() -> str:
     return ERRORS_HEADER + "\n".join(rows) + "\n" + ERRORS_FOOTER
 
 
+def mlproject_docker(image: str) -> str:
+    """The MLproject with a docker_env instead of conda_env: MLflow's Kubernetes backend
+    builds each run's image on top of `image` (docs/cluster.md)."""
+    return mlproject().replace("conda_env: conda.yaml\n", f"docker_env:\n  image: {image}\n", 1)
+
+
 if __name__ == "__main__":
     import sys
 
     renderers = {"mlproject": mlproject, "errors": errors}
-    if len(sys.argv) != 2 or sys.argv[1] not in renderers:
-        sys.exit(f"usage: python -m xlinfluence.render {{{'|'.join(renderers)}}}")
-    print(renderers[sys.argv[1]](), end="")
+    if len(sys.argv) == 3 and sys.argv[1] == "mlproject-docker":
+        print(mlproject_docker(sys.argv[2]), end="")
+    elif len(sys.argv) != 2 or sys.argv[1] not in renderers:
+        sys.exit(
+            f"usage: python -m xlinfluence.render {{{'|'.join(renderers)}}}, or "
+            "mlproject-docker IMAGE"
+        )
+    else:
+        print(renderers[sys.argv[1]](), end="")

@@ -72,7 +72,36 @@ def test_paired_effect_and_the_comparison_table():
     table = cf.effects_table(rows)
     row = table.iloc[0]
     assert row["tracin_delta_loss"] == 1.0 and row["n_control"] == 3
-    assert row["supported"] and row["p_control"] == pytest.approx(1 / 4)
+    assert row["supported"] is None and np.isnan(row["p_control"]) and np.isnan(row["z"])
+    assert "3 control draws cannot reach p <= 0.05" in row["verdict"]
     assert row["control_delta_loss_max"] == pytest.approx(0.15)
     assert row["seconds_per_retraining"] == pytest.approx(11.5)
     cf.effects_figure(table, pd.DataFrame(rows))
+
+
+def test_a_verdict_needs_nineteen_control_draws():
+    def table(n_draws, tracin_loss):
+        rows = [
+            {
+                "test_language": "de",
+                "train_language": "en",
+                "kind": cf.TRACIN,
+                "draw": 0,
+                "k": 2,
+                "seconds": 1.0,
+                "delta_loss": tracin_loss,
+                "delta_loss_ci_low": 0.0,
+                "delta_loss_ci_high": 0.0,
+                "delta_accuracy": 0.0,
+                "n_test": 3,
+            }
+        ]
+        rows += [rows[0] | {"kind": cf.RANDOM, "draw": d, "delta_loss": 0.01 * d}
+                 for d in range(n_draws)]  # fmt: skip
+        return cf.effects_table(rows).iloc[0]
+
+    assert table(18, 1.0)["supported"] is None
+    row = table(19, 1.0)
+    assert row["supported"] and row["p_control"] == pytest.approx(1 / 20)
+    assert row["verdict"] == "supported" and row["z"] > 0
+    assert table(19, 0.1)["verdict"] == "not supported"  # 9 of 19 draws hurt as much

@@ -175,15 +175,37 @@ def effects_table(rows: list[dict]) -> pd.DataFrame:
                 "control_delta_loss_max": losses.max() if len(losses) else np.nan,
                 "control_delta_accuracy_mean": control[DELTA_ACCURACY].mean(),
                 "n_control": len(losses),
-                # share of control draws hurting L at least as much, with the +1 correction
-                "p_control": (1 + (losses >= tracin[DELTA_LOSS]).sum()) / (1 + len(losses)),
-                "z": (tracin[DELTA_LOSS] - losses.mean()) / spread if spread else np.nan,
-                "supported": bool(len(losses) and tracin[DELTA_LOSS] > losses.max()),
+                **_verdict(float(tracin[DELTA_LOSS]), losses, spread),
                 "seconds_per_retraining": group["seconds"].mean(),
                 "n_test": int(tracin["n_test"]),
             }
         )
     return pd.DataFrame(out)
+
+
+#: Control draws below which no p, z or verdict is printed: with n draws the smallest
+#: attainable p is 1 / (n + 1), which reaches 0.05 only at n = 19.
+MIN_CONTROL_DRAWS = 19
+
+
+def _verdict(effect: float, losses: np.ndarray, spread: float) -> dict:
+    """p (share of control draws hurting L at least as much, +1 corrected), z and
+    `supported` (p <= 0.05), or, with too few draws, none of them and the reason."""
+    if len(losses) < MIN_CONTROL_DRAWS:
+        return {
+            "p_control": np.nan,
+            "z": np.nan,
+            "supported": None,
+            "verdict": f"none: {len(losses)} control draws cannot reach p <= 0.05 (the smallest "
+            f"p is 1/{len(losses) + 1}); give control_draws >= {MIN_CONTROL_DRAWS}",
+        }
+    p = (1 + (losses >= effect).sum()) / (1 + len(losses))
+    return {
+        "p_control": p,
+        "z": (effect - losses.mean()) / spread if spread else np.nan,
+        "supported": bool(p <= 0.05),
+        "verdict": "supported" if p <= 0.05 else "not supported",
+    }
 
 
 def effects_figure(table: pd.DataFrame, raw: pd.DataFrame) -> Figure:

@@ -31,6 +31,8 @@ from xlinfluence.analysis import (
     translation_share_intervals,
     translation_share_per_example,
 )
+from xlinfluence.analysis.dynamics import self_share_change
+from xlinfluence.analysis.null import with_null
 from xlinfluence.analysis.plots import (
     self_share_curve,
     share_bars,
@@ -62,6 +64,7 @@ def run(config: AnalyzeConfig) -> str:
     train_languages = list(pd.unique(train["language"]))
     per_example = example_shares(table, train_languages=train_languages)
     shares = share_intervals(language_shares(table, train_languages=train_languages), per_example)
+    shares = with_null(shares, per_example, train, test, config.top_k)
     own = self_share_intervals(self_shares(shares), per_example)
     translation_per_example = translation_share_per_example(table, train)
     translation_per_example[CONTROL_SHARE] = control_share_per_example(table, train).to_numpy()
@@ -75,10 +78,14 @@ def run(config: AnalyzeConfig) -> str:
         "translation_share": translation,
         "translation_share_per_example": translation_per_example,
     }
+    checkpoints = [name for name in names if name != artifacts.TOTAL]
+    if len(checkpoints) >= 2:  # paired change of the own share, first to last checkpoint
+        tables["self_share_change"] = self_share_change(
+            per_example, checkpoints[0], checkpoints[-1]
+        )
     if scores is not None:  # these need every score, not only the top-k
         tables["influence_mass"] = influence_mass(scores, train, test)
         tables["translation_influence_per_example"] = translation_influence(table, train, scores)
-    checkpoints = [name for name in names if name != artifacts.TOTAL]
     figures = {
         f"heatmap_{kind}_{name}": share_heatmap(
             share_matrix(shares, name, kind),

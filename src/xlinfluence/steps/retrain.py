@@ -54,6 +54,12 @@ def run_all(
     Raises XlinfluenceError naming every failed retraining once all have ended (the
     finished ones stay and are reused when the experiment is run again)."""
     experiment_id = mlflow.active_run().info.experiment_id
+    if backend != "local" and mlflow.get_tracking_uri().startswith(("sqlite:", "file:")):
+        raise XlinfluenceError(
+            f"backend={backend!r} runs retrainings on other machines, which cannot reach the "
+            f"local store {mlflow.get_tracking_uri()}; set MLFLOW_TRACKING_URI to a tracking "
+            "server they reach (`xlinfluence server start`, docs/team.md)."
+        )
     done: dict[str, str] = {}
     pending: list[str] = []
     for name, config in configs.items():
