@@ -120,6 +120,17 @@ class StepRun:
             dataset = mlflow.data.from_pandas(frame, name=name, targets="label")
         mlflow.log_input(dataset, context=context)
 
+    def log_frames(self, frames: dict[str, pd.DataFrame], artifact_path: str) -> None:
+        """Each frame as <artifact_path>/<name>.parquet and .csv (machines and people)."""
+        if not self.active:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            for name, frame in frames.items():
+                frame.to_parquet(out / f"{name}.parquet", index=False)
+                frame.to_csv(out / f"{name}.csv", index=False)
+            mlflow.log_artifacts(str(out), artifact_path)
+
     def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
         """A table the MLflow UI renders (JSON artifact), beside the Parquet/CSV files."""
         if self.active:

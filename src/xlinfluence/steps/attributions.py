@@ -20,6 +20,7 @@ from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
 from xlinfluence.config import ATTRIBUTION_METHODS, MainConfig
 from xlinfluence.data import schema
+from xlinfluence.steps.experiment import child_runs, method_settings
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.training import checkpoint_name
 
@@ -43,11 +44,15 @@ def chosen_methods(config: MainConfig) -> list[str]:
 
 def collect(config: MainConfig, project: Path, parent: tracking.StepRun) -> Attributions:
     """Run or reuse the base pipeline under each chosen method; read every score matrix."""
-    from xlinfluence.steps.experiment import child_runs, method_settings
 
     settings = method_settings(config, chosen_methods(config))
     main_runs = {name: tracking.run_or_reuse(s, project) for name, s in settings.items()}
     parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in main_runs.items()})
+    return read(config, main_runs)
+
+
+def read(config: MainConfig, main_runs: dict[str, str]) -> Attributions:
+    """Every method's summed scores from its finished main run (method -> main run ID)."""
     scores: dict[str, np.ndarray] = {}
     base_train, train, test = "", None, None
     for name, run_id in main_runs.items():
@@ -79,3 +84,10 @@ def kept_rows(run_id: str, train: pd.DataFrame) -> np.ndarray:
     """The rows of `train` a retraining kept, from its logged manifest."""
     kept = artifacts.load_manifest(tracking.download(run_id, artifacts.TRAIN_MANIFEST))
     return train[schema.ID].isin(set(kept[schema.ID])).to_numpy()
+
+
+def settings_of(experiment_run_id: str) -> dict[str, str]:
+    """setting name -> run ID, from a finished experiment run's tags."""
+    tags = tracking.fetch_run(experiment_run_id, step="main").data.tags
+    prefix = "xlinfluence.setting."
+    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}

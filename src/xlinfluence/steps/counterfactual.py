@@ -11,7 +11,6 @@ are logged on the experiment's run.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -63,12 +62,7 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     )
     raw = effects(base_train, retrainings)
     table = counterfactual.effects_table(raw.to_dict("records"))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        for name, frame in {"comparison": table, "retrainings": raw}.items():
-            frame.to_parquet(out / f"{name}.parquet", index=False)
-            frame.to_csv(out / f"{name}.csv", index=False)
-        parent.log_artifacts(out, "experiment")
+    parent.log_frames({"comparison": table, "retrainings": raw}, "experiment")
     parent.log_figure(counterfactual.effects_figure(table, raw), "experiment/comparison.png")
     return {"base": base_main, **retrainings}
 

@@ -17,7 +17,6 @@ experiment/comparison.{parquet,csv} and a figure.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -99,12 +98,7 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     parent.set_tags({f"xlinfluence.setting.{name}": run_id for name, run_id in main_runs.items()})
     children = {name: child_runs(run_id) for name, run_id in main_runs.items()}
     tables = _comparison_tables(config, by_name, children)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        for name, frame in tables.items():
-            frame.to_parquet(out / f"{name}.parquet", index=False)
-            frame.to_csv(out / f"{name}.csv", index=False)
-        parent.log_artifacts(out, "experiment")
+    parent.log_frames(tables, "experiment")
     figure = (
         agreement.figure(tables["comparison"], tables["own_shares"])
         if config.experiment == "methods"

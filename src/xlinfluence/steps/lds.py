@@ -12,7 +12,6 @@ experiment's run with a figure; the per-retraining outputs beside it.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,24 +58,45 @@ def retraining_settings(config: MainConfig) -> dict[tuple[int, int], TrainConfig
     }
 
 
+def setting_name(key: tuple[int, int]) -> str:
+    return f"subset-{key[0]}:seed-{key[1]}"
+
+
 def resolved_workers(config: MainConfig) -> int:
     return config.workers or retrain.default_workers()
 
 
 def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
     found = attributions.collect(config, project, parent)
-    masks = subsets.kept_masks(selections(config), found.train, config.seed)  # refuse early
+    subsets.kept_masks(selections(config), found.train, config.seed)  # refuse a bad one early
     chosen = retraining_settings(config)
-    names = {key: f"subset-{key[0]}:seed-{key[1]}" for key in chosen}
     runs = retrain.run_all(
-        {names[key]: setting for key, setting in chosen.items()},
+        {setting_name(key): setting for key, setting in chosen.items()},
         project,
         workers=resolved_workers(config),
         backend=config.backend,
         backend_config=config.backend_config,
     )
     parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
-    outputs, raw = _outputs(config, found, masks, {k: runs[n] for k, n in names.items()})
+    tables = compute(config, found, {key: runs[setting_name(key)] for key in chosen})
+    parent.log_frames(tables, "experiment")
+    table = tables["comparison"]
+    parent.log_figure(lds.figure(table), "experiment/comparison.png")
+    overall = table[table["test_language"] == lds.ALL]
+    parent.log_metrics(
+        {f"lds.{r.method}.{r.target}": r.lds for r in overall.itertuples()}
+        | {"retrainings": len(runs)}
+    )
+    return found.main_runs | runs
+
+
+def compute(
+    config: MainConfig, found: attributions.Attributions, runs: dict[tuple[int, int], str]
+) -> dict[str, pd.DataFrame]:
+    """The LDS table and the per-retraining table from finished retrainings
+    ((subset draw, training seed) -> train run ID)."""
+    masks = subsets.kept_masks(selections(config), found.train, config.seed)
+    outputs, raw = _outputs(config, found, masks, runs)
     table = lds.lds_table(
         found.scores,
         masks,
@@ -85,19 +105,18 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
         reference=REFERENCE,
         seed=config.seed,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        for name, frame in {"comparison": table, "retrainings": raw}.items():
-            frame.to_parquet(out / f"{name}.parquet", index=False)
-            frame.to_csv(out / f"{name}.csv", index=False)
-        parent.log_artifacts(out, "experiment")
-    parent.log_figure(lds.figure(table), "experiment/comparison.png")
-    overall = table[table["test_language"] == lds.ALL]
-    parent.log_metrics(
-        {f"lds.{r.method}.{r.target}": r.lds for r in overall.itertuples()}
-        | {"retrainings": len(runs)}
-    )
-    return found.main_runs | runs
+    return {"comparison": table, "retrainings": raw}
+
+
+def recompute(experiment_run_id: str) -> dict[str, pd.DataFrame]:
+    """compute() for a finished experiment run, from its setting tags (this code's
+    analysis of that run's retrainings; scripts/ground_truth_tables.py)."""
+    config = MainConfig.from_params(tracking.run_params(tracking.fetch_run(
+        experiment_run_id, step="main")))  # fmt: skip
+    settings = attributions.settings_of(experiment_run_id)
+    methods = {m: settings[m] for m in attributions.chosen_methods(config)}
+    runs = {key: settings[setting_name(key)] for key in retraining_settings(config)}
+    return compute(config, attributions.read(config, methods), runs)
 
 
 def _outputs(config, found, masks, runs) -> tuple[dict[str, np.ndarray], pd.DataFrame]:

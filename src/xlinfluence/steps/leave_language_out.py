@@ -13,7 +13,6 @@ the ablation matrix beside dot TracIn's share matrix.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,26 +48,49 @@ def retraining_settings(
     return out
 
 
+def setting_name(key: tuple[str, int]) -> str:
+    language, seed = key
+    return f"{'full' if language == FULL else 'without-' + language}:seed-{seed}"
+
+
 def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
     found = attributions.collect(config, project, parent)
     languages = list(pd.unique(found.train[schema.LANGUAGE]))
     chosen = retraining_settings(config, languages)
-    names = {key: f"{'full' if key[0] == FULL else 'without-' + key[0]}:seed-{key[1]}"
-             for key in chosen}  # fmt: skip
     runs = retrain.run_all(
-        {names[key]: setting for key, setting in chosen.items()},
+        {setting_name(key): setting for key, setting in chosen.items()},
         project,
         workers=resolved_workers(config),
         backend=config.backend,
         backend_config=config.backend_config,
     )
     parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
+    tables = compute(config, found, {key: runs[setting_name(key)] for key in chosen})
+    parent.log_frames(tables, "experiment")
+    shares = tables["shares"]
+    figure = ablation.figure(tables["comparison"], shares[shares["method"] == REFERENCE], REFERENCE)
+    parent.log_figure(figure, "experiment/comparison.png")
+    parent.log_metrics(
+        {
+            f"agreement.{r.method}.{r.prediction.replace(' ', '_')}": r.spearman
+            for r in tables["agreement"].itertuples()
+        }  # fmt: skip
+        | {"retrainings": len(runs)}
+    )
+    return found.main_runs | runs
+
+
+def compute(
+    config: MainConfig, found: attributions.Attributions, runs: dict[tuple[str, int], str]
+) -> dict[str, pd.DataFrame]:
+    """The ablation table, each attribution's agreement with it and its share matrix, from
+    finished retrainings ((left-out language or FULL, training seed) -> train run ID)."""
+    languages = list(pd.unique(found.train[schema.LANGUAGE]))
     seeds = range(config.retrain_seeds)
 
     def outputs(language: str) -> list[pd.DataFrame]:
         return [
-            attributions.last_outputs(runs[names[(language, s)]], config.epochs, found.test)
-            for s in seeds
+            attributions.last_outputs(runs[(language, s)], config.epochs, found.test) for s in seeds
         ]
 
     base = outputs(FULL)
@@ -77,37 +99,30 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     accuracy = ablation.deltas(base, removed, "correct")
     test_languages = found.test[schema.LANGUAGE].to_numpy()
     effects = ablation.effect_table(loss, accuracy, test_languages, seed=config.seed)
-    predictions, share_frames = {}, {}
+    predictions, share_frames = {}, []
     for method, scores in found.scores.items():
-        summed, share, order = ablation.attribution_cells(
-            scores, found.train, found.test, config.top_k
-        )
-        assert order == languages
+        summed, share, _ = ablation.attribution_cells(scores, found.train, found.test,
+                                                      config.top_k)  # fmt: skip
         predictions[f"{method}:summed"] = summed
         predictions[f"{method}:top-k share"] = share
-        share_frames[method] = _share_frame(share, test_languages, languages)
+        share_frames.append(_share_frame(share, test_languages, languages).assign(method=method))
     agree = ablation.agreement(loss, predictions, languages, test_languages, seed=config.seed)
     agree[["method", "prediction"]] = agree["prediction"].str.split(":", n=1, expand=True)
-    shares = pd.concat(
-        [frame.assign(method=method) for method, frame in share_frames.items()], ignore_index=True
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        tables = {"comparison": effects, "agreement": agree, "shares": shares}
-        for name, frame in tables.items():
-            frame.to_parquet(out / f"{name}.parquet", index=False)
-            frame.to_csv(out / f"{name}.csv", index=False)
-        parent.log_artifacts(out, "experiment")
-    figure = ablation.figure(effects, share_frames[REFERENCE], REFERENCE)
-    parent.log_figure(figure, "experiment/comparison.png")
-    parent.log_metrics(
-        {
-            f"agreement.{r.method}.{r.prediction.replace(' ', '_')}": r.spearman
-            for r in agree.itertuples()
-        }  # fmt: skip
-        | {"retrainings": len(runs)}
-    )
-    return found.main_runs | runs
+    shares = pd.concat(share_frames, ignore_index=True)
+    return {"comparison": effects, "agreement": agree, "shares": shares}
+
+
+def recompute(experiment_run_id: str) -> dict[str, pd.DataFrame]:
+    """compute() for a finished experiment run, from its setting tags (this code's
+    analysis of that run's retrainings; scripts/ground_truth_tables.py)."""
+    config = MainConfig.from_params(tracking.run_params(tracking.fetch_run(
+        experiment_run_id, step="main")))  # fmt: skip
+    settings = attributions.settings_of(experiment_run_id)
+    methods = {m: settings[m] for m in attributions.chosen_methods(config)}
+    found = attributions.read(config, methods)
+    languages = list(pd.unique(found.train[schema.LANGUAGE]))
+    keys = retraining_settings(config, languages)
+    return compute(config, found, {key: settings[setting_name(key)] for key in keys})
 
 
 def _share_frame(share: np.ndarray, test_languages, train_languages) -> pd.DataFrame:
