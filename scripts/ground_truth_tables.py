@@ -91,6 +91,27 @@ def leave_language_out_report(run_id: str) -> str:
     ])  # fmt: skip
 
 
+def cost(run_id: str) -> str:
+    """Seconds and artifact bytes of the cheap retrainings against the full train run."""
+    settings = attributions.settings_of(run_id)
+    base_main = settings["dot-all"]
+    base_train = tracking.fetch_run(base_main, step="main").data.tags["xlinfluence.train_run_id"]
+    rows = []
+    for name, label in [(base_train, "full train run (checkpoints, state)")] + [
+        (r, "cheap retraining") for n, r in settings.items() if ":seed-" in n
+    ]:
+        run = tracking.fetch_run(name, step="train")
+        rows.append({
+            "run": label,
+            "seconds": (run.info.end_time - run.info.start_time) / 1000,
+            "artifact MB": run.data.metrics.get("artifact_bytes", float("nan")) / 1e6,
+            "rows trained": run.data.metrics.get("n_train", float("nan")),
+        })  # fmt: skip
+    frame = pd.DataFrame(rows).groupby("run", sort=False)
+    table = frame.mean().round(3).assign(runs=frame.size()).reset_index()
+    return f"Cost (base train run `{base_train}`; means):\n\n" + markdown(table, 3)
+
+
 def main(run_ids: list[str]) -> None:
     for run_id in run_ids:
         experiment = tracking.run_params(tracking.fetch_run(run_id, step="main"))["experiment"]
@@ -100,6 +121,7 @@ def main(run_ids: list[str]) -> None:
         if report is None:
             sys.exit(f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out")
         print(report(run_id), end="\n\n")
+        print(cost(run_id), end="\n\n")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ def test_lds_scores_every_attribution_against_subset_retraining_and_resumes(main
 
     table = _comparison(parent)
     methods = set(table["method"])
-    assert {"dot-all", "dot-all@epoch-1", "dot-all@epoch-2", "random", "seed-ceiling"} <= methods
+    assert {"dot-all", "dot-all@epoch-1", "dot-all@epoch-2", "random"} <= methods
+    assert {"seed-ceiling", "seed-ceiling-mean"} <= methods
     assert set(table["target"]) == {"margin", "loss"}
     assert set(table["test_language"]) == {"all", "en", "de", "ru"}
     assert table["lds"].dropna().between(-1, 1).all()
@@ -181,7 +182,8 @@ def test_leave_language_out_pairs_each_removal_with_the_full_retraining(main_run
     table = _comparison(parent)
     assert len(table) == 9  # 3 test x 3 training languages
     assert set(table[table["is_own"]]["test_language"]) == {"en", "de", "ru"}
-    assert (table["ci_low"] <= table["ci_high"]).all() and table["p_holm"].between(0, 1).all()
+    assert (table["ci_low"] <= table["ci_high"]).all()
+    assert table["p"].isna().all() and table["p_holm"].isna().all()  # one seed: no p
     agreement = pd.read_csv(tracking.download(parent, "experiment/agreement.csv"))
     assert set(agreement["method"]) >= {"dot-all", "random"}
     assert set(agreement["prediction"]) == {"summed", "top-k share"}

@@ -576,6 +576,13 @@ class MainConfig(StepConfig):
     def _check_combinations(self) -> None:
         _check_data(self)
         checks.experiment_values(self)
+        if not 1e-6 <= round(self.subset_fraction, 6) <= 1 - 1e-6:
+            raise refuse(
+                "subset_fraction",
+                self.subset_fraction,
+                "rounds to 0 or 1 at the 6 decimals a retraining's spec keeps",
+                "give a fraction between 0.000001 and 0.999999",
+            )
         if self.backend == "kubernetes" and not self.backend_config:
             raise refuse(
                 "backend_config",

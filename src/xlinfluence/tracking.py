@@ -364,13 +364,23 @@ def _unquote(value: str) -> str:
     return tokens[0] if len(tokens) == 1 and shlex.quote(tokens[0]) == value else value
 
 
+#: Parameters that change how a step runs, not what it computes: a run differing only in
+#: them is reused (so a study resumed with other workers or on another machine keeps its
+#: finished retrainings).
+HOW_NOT_WHAT = ("threads", "accelerate_config")
+
+
+def _reuse_key(params: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k not in HOW_NOT_WHAT}
+
+
 def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
     """The newest FINISHED run of this step with the same parameters and code, if any.
 
     Parameters are compared in canonical string form (so '1e-3' matches '0.001'), which
     includes upstream run IDs; the code version tag must match this checkout's.
     """
-    wanted = config.to_params()
+    wanted = _reuse_key(config.to_params())
     runs = MlflowClient().search_runs(
         [experiment_id],
         filter_string=(
@@ -381,7 +391,7 @@ def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
     )
     for run in runs:
         try:
-            if type(config).canonical(run_params(run)) == wanted:
+            if _reuse_key(type(config).canonical(run_params(run))) == wanted:
                 return run.info.run_id
         except Exception:  # a run with params from another version: not a match
             continue

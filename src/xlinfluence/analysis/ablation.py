@@ -26,6 +26,8 @@ from xlinfluence.data import schema
 from xlinfluence.errors import DataError
 
 DELTA_LOSS, DELTA_ACCURACY = "delta_loss", "delta_accuracy"
+#: Seeds below which no p is printed: with two, retraining noise is barely resampled.
+MIN_SEEDS = 3
 
 
 def deltas(
@@ -56,7 +58,8 @@ def effect_table(
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row per (L, X): mean loss/accuracy change, 95% interval, p (loss change != 0),
-    Holm-adjusted over the table; is_own marks L == X."""
+    Holm-adjusted over the table; is_own marks L == X. With fewer than MIN_SEEDS seeds the
+    seed-to-seed variation is not resampled enough for a p, and none is given."""
     rng = np.random.default_rng(seed)
     rows = []
     for test_language in pd.unique(test_languages):
@@ -84,20 +87,21 @@ def effect_table(
                 }
             )
     table = pd.DataFrame(rows)
-    table["p_holm"] = holm(table["p"].to_numpy())
+    if table["n_seeds"].iloc[0] < MIN_SEEDS:
+        table["p"] = np.nan
+    table["p_holm"] = holm(table["p"].to_numpy()) if table["p"].notna().all() else np.nan
     return table
 
 
 def _draws(rng, n_seeds: int, n: int, n_resamples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two-level bootstrap indices: seeds (B, S), then examples within each (B, S, n)."""
-    return rng.integers(0, n_seeds, (n_resamples, n_seeds)), rng.integers(
-        0, n, (n_resamples, n_seeds, n)
-    )
+    """Bootstrap indices for a crossed design (every seed scores the same test examples):
+    seeds (B, S) and one draw of examples (B, n) shared by the drawn seeds."""
+    return rng.integers(0, n_seeds, (n_resamples, n_seeds)), rng.integers(0, n, (n_resamples, n))
 
 
 def _resample_means(block: np.ndarray, draws: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     seeds, examples = draws
-    return block[seeds[:, :, None], examples].mean(axis=(1, 2))
+    return block[seeds[:, :, None], examples[:, None, :]].mean(axis=(1, 2))
 
 
 def attribution_cells(

@@ -41,7 +41,8 @@ def self_share_change(
             continue
         part = wide.loc[language]
         d = (part[last] - part[first]).to_numpy(dtype=float)
-        if np.isnan(d).all():
+        d = d[~np.isnan(d)]
+        if not len(d):
             continue
         boot = d[rng.integers(0, len(d), (n_resamples, len(d)))].mean(axis=1)
         below = (1 + (boot <= 0).sum()) / (1 + n_resamples)

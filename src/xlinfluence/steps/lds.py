@@ -27,12 +27,15 @@ from xlinfluence.steps import attributions, retrain
 
 
 def selections(config: MainConfig) -> list[subsets.Selection]:
+    """The subsets as the train runs read them back from their specs (alpha as written)."""
     return [
-        subsets.Selection(
-            subsets.SUBSET,
-            alpha=config.subset_fraction,
-            draw=draw,
-            pairs=config.subset_by == "pairs",
+        subsets.Selection.parse(
+            subsets.Selection(
+                subsets.SUBSET,
+                alpha=config.subset_fraction,
+                draw=draw,
+                pairs=config.subset_by == "pairs",
+            ).spec
         )
         for draw in range(config.subsets)
     ]

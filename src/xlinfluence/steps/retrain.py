@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -73,7 +74,10 @@ def run_all(
     running: dict[str, object] = {}
     failed: list[str] = []
     config_file = _backend_config(backend_config)
-    with tqdm(total=len(configs), initial=len(done), desc="retrainings") as bar:
+    with (
+        tqdm(total=len(configs), initial=len(done), desc="retrainings") as bar,
+        _cancel_on_error(running),
+    ):
         while pending or running:
             while pending and len(running) < workers:
                 name = pending.pop(0)
@@ -97,6 +101,18 @@ def run_all(
             f"{len(done)} finished ones are reused when the experiment is run again."
         )
     return {name: done[name] for name in configs}
+
+
+@contextmanager
+def _cancel_on_error(running: dict[str, object]):
+    """On an error or Ctrl-C, cancel the retrainings still running (they end KILLED; the
+    finished ones stay and are reused)."""
+    try:
+        yield
+    except BaseException:
+        for submitted in running.values():
+            submitted.cancel()
+        raise
 
 
 def _submit(config: TrainConfig, project: Path, experiment_id: str, backend: str, config_file):

@@ -59,6 +59,10 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
     removed = _removed_ids(config, splits) if config.remove else []
     is_removed = splits.train[schema.ID].isin(removed).to_numpy()
     trained_on = splits.train[~is_removed].reset_index(drop=True)  # the logged manifest
+    # A subset or a left-out language is a training set of its own: full batches of the
+    # kept rows, steps in proportion. A counterfactual removal of a few rows keeps every
+    # other batch of the full run instead, so the two runs differ by those rows alone.
+    as_own_set = subsets.is_selection(config.remove)
     built = modeling.build(
         config.model,
         num_labels=len(splits.label_names),
@@ -132,7 +136,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         fine_tune(
             model,
             tokenizer,
-            splits.train,
+            trained_on if as_own_set else splits.train,
             splits.test,
             epochs=config.epochs,
             batch_size=config.batch_size,
@@ -147,7 +151,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             vocab_map=vocab_map,
             on_state=log_state if config.save_checkpoints else None,
             resume_from=resume.state if resume else None,
-            exclude_rows=set(np.flatnonzero(is_removed).tolist()),
+            exclude_rows=None if as_own_set else set(np.flatnonzero(is_removed).tolist()),
         )
         run.log_metrics({"artifact_bytes": _size(out)})
         return run.run_id or ""
