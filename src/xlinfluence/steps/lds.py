@@ -43,18 +43,12 @@ def selections(config: MainConfig) -> list[subsets.Selection]:
 
 def retraining_settings(config: MainConfig) -> dict[tuple[int, int], TrainConfig]:
     """(subset draw, training seed) -> the cheap train run that retrains on that subset."""
-    base = config.without_experiment().train()
-    workers = resolved_workers(config)
-    threads = config.threads or (
-        retrain.threads_per_worker(workers) if config.backend == "local" and workers > 1 else 0
-    )
+    base = retrain.cheap_base(config)
     return {
         (selection.draw, seed): dataclasses.replace(
             base,
             remove=selection.spec,
             train_seed=seed,
-            save_checkpoints=False,
-            threads=threads,
         )
         for selection in selections(config)
         for seed in range(config.retrain_seeds)
@@ -65,22 +59,13 @@ def setting_name(key: tuple[int, int]) -> str:
     return f"subset-{key[0]}:seed-{key[1]}"
 
 
-def resolved_workers(config: MainConfig) -> int:
-    return config.workers or retrain.default_workers()
-
-
 def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
     found = attributions.collect(config, project, parent)
     subsets.kept_masks(selections(config), found.train, config.seed)  # refuse a bad one early
     chosen = retraining_settings(config)
-    runs = retrain.run_all(
-        {setting_name(key): setting for key, setting in chosen.items()},
-        project,
-        workers=resolved_workers(config),
-        backend=config.backend,
-        backend_config=config.backend_config,
+    runs = retrain.run_settings(
+        config, {setting_name(key): setting for key, setting in chosen.items()}, project, parent
     )
-    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
     tables = compute(config, found, {key: runs[setting_name(key)] for key in chosen})
     parent.log_frames(tables, "experiment")
     table = tables["comparison"]

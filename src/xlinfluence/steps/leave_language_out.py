@@ -24,7 +24,6 @@ from xlinfluence.analysis.agreement import REFERENCE
 from xlinfluence.config import MainConfig, TrainConfig
 from xlinfluence.data import schema, subsets
 from xlinfluence.steps import attributions, retrain
-from xlinfluence.steps.lds import resolved_workers
 
 FULL = "full"
 
@@ -33,14 +32,10 @@ def retraining_settings(
     config: MainConfig, train_languages: list[str]
 ) -> dict[tuple[str, int], TrainConfig]:
     """(left-out language or FULL, training seed) -> its cheap train run."""
-    base = config.without_experiment().train()
-    workers = resolved_workers(config)
-    threads = config.threads or (
-        retrain.threads_per_worker(workers) if config.backend == "local" and workers > 1 else 0
-    )
+    base = retrain.cheap_base(config)
     out = {}
     for seed in range(config.retrain_seeds):
-        cheap = dataclasses.replace(base, train_seed=seed, save_checkpoints=False, threads=threads)
+        cheap = dataclasses.replace(base, train_seed=seed)
         out[(FULL, seed)] = cheap
         for language in train_languages:
             spec = subsets.Selection(subsets.LANGUAGE, language=language).spec
@@ -57,14 +52,9 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     found = attributions.collect(config, project, parent)
     languages = list(pd.unique(found.train[schema.LANGUAGE]))
     chosen = retraining_settings(config, languages)
-    runs = retrain.run_all(
-        {setting_name(key): setting for key, setting in chosen.items()},
-        project,
-        workers=resolved_workers(config),
-        backend=config.backend,
-        backend_config=config.backend_config,
+    runs = retrain.run_settings(
+        config, {setting_name(key): setting for key, setting in chosen.items()}, project, parent
     )
-    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
     tables = compute(config, found, {key: runs[setting_name(key)] for key in chosen})
     parent.log_frames(tables, "experiment")
     shares = tables["shares"]

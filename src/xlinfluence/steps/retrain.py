@@ -9,6 +9,7 @@ retrainings it already has.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +41,36 @@ def default_workers(cores: int | None = None, memory_gib: float | None = None) -
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
     """Torch threads for each of `workers` local processes, so they share the cores."""
     return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def workers_of(config) -> int:
+    """A MainConfig's workers, 0 resolved to what this machine bears."""
+    return config.workers or default_workers()
+
+
+def cheap_base(config) -> TrainConfig:
+    """The base pipeline's train config as a cheap retraining (outputs only), with torch
+    threads shared among the local workers unless `threads` is set."""
+    workers = workers_of(config)
+    threads = config.threads or (
+        threads_per_worker(workers) if config.backend == "local" and workers > 1 else 0
+    )
+    return dataclasses.replace(
+        config.without_experiment().train(), save_checkpoints=False, threads=threads
+    )
+
+
+def run_settings(config, settings: dict[str, TrainConfig], project: Path, parent) -> dict[str, str]:
+    """run_all with the experiment's workers and backend; tags each retraining on `parent`."""
+    runs = run_all(
+        settings,
+        project,
+        workers=workers_of(config),
+        backend=config.backend,
+        backend_config=config.backend_config,
+    )
+    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
+    return runs
 
 
 def run_all(
