@@ -115,7 +115,7 @@ def test_analyze_logs_tables_figures_and_self_share_metrics(main_runs):
     run_id = main_runs["analyze"]
     client = MlflowClient()
     names = {a.path for a in client.list_artifacts(run_id, artifacts.ANALYSIS)}
-    for table in ("shares", "self_shares", "translation_share"):
+    for table in ("shares", "self_shares", "translation_share", "translation_excess"):
         assert f"{artifacts.ANALYSIS}/{table}.parquet" in names
         assert f"{artifacts.ANALYSIS}/{table}.csv" in names
     figures = {a.path for a in client.list_artifacts(run_id, f"{artifacts.ANALYSIS}/figures")}

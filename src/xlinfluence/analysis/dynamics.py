@@ -13,6 +13,7 @@ import pandas as pd
 
 from xlinfluence.analysis.bootstrap import _own_cross
 from xlinfluence.analysis.holm import holm
+from xlinfluence.analysis.paired import paired_mean_test
 from xlinfluence.analysis.shares import SELF_SHARE
 from xlinfluence.analysis.topk import CHECKPOINT, KIND, PROPONENT, TEST_INDEX, TEST_LANGUAGE
 
@@ -40,13 +41,11 @@ def self_share_change(
         if language not in wide.index.get_level_values(0):
             continue
         part = wide.loc[language]
-        d = (part[last] - part[first]).to_numpy(dtype=float)
-        d = d[~np.isnan(d)]
-        if not len(d):
+        test = paired_mean_test(
+            (part[last] - part[first]).to_numpy(dtype=float), n_resamples=n_resamples, rng=rng
+        )
+        if not test["n"]:
             continue
-        boot = d[rng.integers(0, len(d), (n_resamples, len(d)))].mean(axis=1)
-        below = (1 + (boot <= 0).sum()) / (1 + n_resamples)
-        above = (1 + (boot >= 0).sum()) / (1 + n_resamples)
         rows.append(
             {
                 TEST_LANGUAGE: language,
@@ -54,11 +53,11 @@ def self_share_change(
                 "last": last,
                 f"{SELF_SHARE}_first": float(part[first].mean()),
                 f"{SELF_SHARE}_last": float(part[last].mean()),
-                CHANGE: float(d.mean()),
-                "ci_low": float(np.quantile(boot, 0.025)),
-                "ci_high": float(np.quantile(boot, 0.975)),
-                "p": float(min(1.0, 2 * min(below, above))),
-                "n_test": len(d),
+                CHANGE: test["mean"],
+                "ci_low": test["ci_low"],
+                "ci_high": test["ci_high"],
+                "p": test["p"],
+                "n_test": test["n"],
             }
         )
     table = pd.DataFrame(rows)

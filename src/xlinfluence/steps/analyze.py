@@ -33,6 +33,7 @@ from xlinfluence.analysis import (
 )
 from xlinfluence.analysis.dynamics import self_share_change
 from xlinfluence.analysis.null import with_null
+from xlinfluence.analysis.paired import translation_excess
 from xlinfluence.analysis.plots import (
     self_share_curve,
     share_bars,
@@ -77,6 +78,7 @@ def run(config: AnalyzeConfig) -> str:
         "self_shares": own,
         "translation_share": translation,
         "translation_share_per_example": translation_per_example,
+        "translation_excess": translation_excess(translation_per_example),
     }
     checkpoints = [name for name in names if name != artifacts.TOTAL]
     if len(checkpoints) >= 2:  # paired change of the own share, first to last checkpoint
