@@ -98,7 +98,7 @@ def compute(
 
 def recompute(experiment_run_id: str) -> dict[str, pd.DataFrame]:
     """compute() for a finished experiment run, from its setting tags (this code's
-    analysis of that run's retrainings; scripts/ground_truth_tables.py)."""
+    analysis of that run's retrainings; scripts/findings_tables.py retraining)."""
     config = MainConfig.from_params(tracking.run_params(tracking.fetch_run(
         experiment_run_id, step="main")))  # fmt: skip
     settings = attributions.settings_of(experiment_run_id)

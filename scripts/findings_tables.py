@@ -1,0 +1,261 @@
+"""Every table of docs/findings.md, from the tracking store.
+
+    export MLFLOW_TRACKING_URI=sqlite:////path/to/store.db
+    python scripts/findings_tables.py shares <analyze run>               # sections 1-5
+    python scripts/findings_tables.py methods <method>=<analyze run> ...  # section 6a
+    python scripts/findings_tables.py retraining <experiment run> ...     # section 7
+
+`shares` prints one analyze run's tables (accuracy, own share per epoch against the
+language-blind null, its paired epoch change, translation share minus its shuffled control,
+language distance); `methods` compares the analyze runs of several attributions of the same
+fine-tuning against dot-all (top-k sets recomputed from each influence run's scores);
+`retraining` recomputes an lds / leave-language-out experiment's tables with this
+checkout's analysis code (steps/lds.py, steps/leave_language_out.py `recompute`) and the
+cost of its retrainings. Every table names the runs it comes from.
+"""
+
+from __future__ import annotations
+
+import click
+import pandas as pd
+
+from xlinfluence import artifacts, tracking
+from xlinfluence.analysis import PROPONENT, agreement, topk_table
+from xlinfluence.steps import attributions, lds, leave_language_out
+from xlinfluence.steps.upstream import train_manifests
+
+
+def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if pd.isna(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |"]
+    lines.append("|" + "---|" * len(frame.columns))
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join(lines)
+
+
+def interval(frame: pd.DataFrame, value: str, low: str, high: str, sign: str = "+") -> pd.Series:
+    """'value [low, high]'; sign '+' for differences, '' for shares."""
+    f = f"{{:{sign}.3f}}"
+    return frame.apply(
+        lambda r: f"{f.format(r[value])} [{f.format(r[low])}, {f.format(r[high])}]", axis=1
+    )
+
+
+def matrix(frame: pd.DataFrame, values: str, rows: str, columns: str) -> pd.DataFrame:
+    """Long -> wide, rows and columns in their order of appearance."""
+    wide = frame.pivot(index=rows, columns=columns, values=values)
+    wide = wide.reindex(index=pd.unique(frame[rows]), columns=pd.unique(frame[columns]))
+    return wide.reset_index()
+
+
+def lds_report(run_id: str) -> str:
+    tables = lds.recompute(run_id)
+    table, raw = tables["comparison"], tables["retrainings"]
+    overall = table[table["test_language"] == "all"].copy()
+    overall["LDS [95% CI]"] = interval(overall, "lds", "ci_low", "ci_high")
+    overall["minus dot-all [95% CI]"] = overall.apply(
+        lambda r: "" if pd.isna(r.get("diff_vs_reference"))
+        else f"{r['diff_vs_reference']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]",
+        axis=1,
+    )  # fmt: skip
+    shown = overall[["method", "target", "LDS [95% CI]", "minus dot-all [95% CI]", "p_holm"]]
+    languages = table[(table["target"] == "margin") & (table["test_language"] != "all")]
+    wide = matrix(languages, "lds", "method", "test_language")
+    cost = raw[["seconds", "artifact_bytes", "n_kept", "accuracy"]].describe().loc[
+        ["mean", "min", "max"]
+    ].reset_index()  # fmt: skip
+    return "\n\n".join([
+        f"LDS experiment run `{run_id}`: {raw['subset'].nunique()} subsets x "
+        f"{raw['train_seed'].nunique()} seeds = {len(raw)} retrainings",
+        markdown(shown), "LDS (margin) per test language:", markdown(wide),
+        "Retrainings (seconds, artifact bytes, rows kept, accuracy):", markdown(cost, 1),
+    ])  # fmt: skip
+
+
+def leave_language_out_report(run_id: str) -> str:
+    tables = leave_language_out.recompute(run_id)
+    effects, agree, shares = tables["comparison"], tables["agreement"], tables["shares"]
+    effects = effects.copy()
+    effects["cell"] = interval(effects, "delta_loss", "ci_low", "ci_high") + effects["p_holm"].map(
+        lambda p: " *" if p < 0.05 else ""
+    )
+    cells = matrix(effects, "cell", "test_language", "train_language")
+    accuracy = matrix(effects, "delta_accuracy", "test_language", "train_language")
+    agree = agree.copy()
+    agree["Spearman [95% CI]"] = interval(agree, "spearman", "ci_low", "ci_high")
+    reference = shares[shares["method"] == "dot-all"]
+    share_matrix = matrix(reference, "share", "test_language", "train_language")
+    settings = attributions.settings_of(run_id)
+    seeds = sorted({n.split(":seed-")[1] for n in settings if ":seed-" in n})
+    return "\n\n".join([
+        f"Leave-one-language-out experiment run `{run_id}`: {len(seeds)} training seeds",
+        "Change of L's mean test loss without X (rows L, columns X; 95% CI; * Holm p < 0.05):",
+        markdown(cells), "Change of L's accuracy without X:", markdown(accuracy),
+        "Agreement of each attribution with the off-diagonal cells:",
+        markdown(agree[["method", "prediction", "Spearman [95% CI]", "n_cells"]]),
+        "dot-all top-k share (rows L, columns X):", markdown(share_matrix),
+    ])  # fmt: skip
+
+
+def cost(run_id: str) -> str:
+    """Seconds and artifact bytes of the cheap retrainings against the full train run."""
+    settings = attributions.settings_of(run_id)
+    base_main = settings["dot-all"]
+    base_train = tracking.fetch_run(base_main, step="main").data.tags["xlinfluence.train_run_id"]
+    rows = []
+    for name, label in [(base_train, "full train run (checkpoints, state)")] + [
+        (r, "cheap retraining") for n, r in settings.items() if ":seed-" in n
+    ]:
+        run = tracking.fetch_run(name, step="train")
+        rows.append({
+            "run": label,
+            "seconds": (run.info.end_time - run.info.start_time) / 1000,
+            "artifact MB": run.data.metrics.get("artifact_bytes", float("nan")) / 1e6,
+            "rows trained": run.data.metrics.get("n_train", float("nan")),
+        })  # fmt: skip
+    frame = pd.DataFrame(rows).groupby("run", sort=False)
+    table = frame.mean().round(3).assign(runs=frame.size()).reset_index()
+    return f"Cost (base train run `{base_train}`; means):\n\n" + markdown(table, 3)
+
+
+def analysis_table(analyze_run: str, name: str) -> pd.DataFrame:
+    return pd.read_parquet(tracking.download(analyze_run, f"{artifacts.ANALYSIS}/{name}.parquet"))
+
+
+def upstream(analyze_run: str) -> tuple[str, str]:
+    """(influence run, train run) an analyze run read."""
+    influence = tracking.run_params(tracking.fetch_run(analyze_run, step="analyze"))
+    manifest = artifacts.read_json(
+        tracking.download(influence["influence_run_id"], artifacts.INFLUENCE_MANIFEST)
+    )
+    return influence["influence_run_id"], manifest["train_run_id"]
+
+
+def shares_report(analyze_run: str) -> str:
+    influence_run, train_run = upstream(analyze_run)
+    metrics = tracking.fetch_run(train_run, step="train").data.metrics
+    accuracy = pd.DataFrame(
+        [{k.removeprefix("accuracy."): v for k, v in metrics.items() if k.startswith("accuracy.")}]
+    )
+    shares = analysis_table(analyze_run, "shares")
+    shares = shares[shares["kind"] == PROPONENT]
+    own = shares[shares["test_language"] == shares["train_language"]].copy()
+    own["own share [95% CI]"] = interval(own, "share", "ci_low", "ci_high", sign="")
+    own["minus null [95% CI]"] = interval(own, "excess", "excess_ci_low", "excess_ci_high")
+    own_wide = matrix(own, "own share [95% CI]", "test_language", "checkpoint")
+    excess_wide = matrix(own, "minus null [95% CI]", "test_language", "checkpoint")
+    total = shares[shares["checkpoint"] == artifacts.TOTAL].copy()
+    total["cell"] = total.apply(
+        lambda r: f"{r['share']:.3f} ({r['excess']:+.3f}"
+        + ("*" if r["excess_ci_low"] > 0 or r["excess_ci_high"] < 0 else "") + ")",
+        axis=1,
+    )  # fmt: skip
+    change = analysis_table(analyze_run, "self_share_change").copy()
+    change["change [95% CI]"] = interval(change, "self_share_change", "ci_low", "ci_high")
+    translation = analysis_table(analyze_run, "translation_share")
+    translation = translation[translation["checkpoint"] == artifacts.TOTAL].copy()
+    translation["translation share [95% CI]"] = interval(
+        translation,
+        "translation_share",
+        "translation_share_ci_low",
+        "translation_share_ci_high",
+        "",
+    )
+    translation["control [95% CI]"] = interval(
+        translation, "control_translation_share", "control_translation_share_ci_low",
+        "control_translation_share_ci_high", "",
+    )  # fmt: skip
+    excess = analysis_table(analyze_run, "translation_excess")
+    excess = excess[excess["checkpoint"] == artifacts.TOTAL].copy()
+    excess["share minus control, paired [95% CI]"] = interval(
+        excess, "translation_minus_control", "ci_low", "ci_high"
+    )
+    translation = translation.merge(excess, on=["checkpoint", "test_language"])
+    distance = analysis_table(analyze_run, "distance_correlations")
+    return "\n\n".join([
+        f"analyze `{analyze_run}` (influence `{influence_run}`, train `{train_run}`)",
+        "Test accuracy (final epoch):", markdown(accuracy),
+        "Own-language share of the top-k proponents per checkpoint:", markdown(own_wide),
+        "Own share minus the language-blind null (paired):", markdown(excess_wide),
+        "Share matrix, total (rows: test language; cells: share (minus null, * interval "
+        "excludes 0)):", markdown(matrix(total, "cell", "test_language", "train_language")),
+        "Own share, last minus first checkpoint (paired; Holm over languages):",
+        markdown(change[["test_language", "change [95% CI]", "p", "p_holm", "n_test"]]),
+        "Translation share against the within-label shuffled control (total):",
+        markdown(translation[["test_language", "translation share [95% CI]", "control [95% CI]",
+                              "share minus control, paired [95% CI]", "p_holm"]]),  # fmt: skip
+        "Language distance (Mantel test over language permutations):", markdown(distance),
+    ])  # fmt: skip
+
+
+def methods_report(analyze_runs: dict[str, str], k: int) -> str:
+    """Agreement of each method's shares and top-k with dot-all's (as experiment=methods)."""
+    methods = {}
+    for name, analyze_run in analyze_runs.items():
+        influence_run, train_run = upstream(analyze_run)
+        train, test = train_manifests(train_run)
+        scores = artifacts.load_scores(
+            tracking.download(influence_run, artifacts.SCORES), n_test=len(test), n_train=len(train)
+        )
+        tables = {t: analysis_table(analyze_run, t) for t in ("shares", "self_shares")}
+        tables["topk"] = topk_table(scores, train, test, k)
+        methods[name] = tables | {"checkpoint": artifacts.TOTAL}
+        if name == agreement.REFERENCE:
+            for checkpoint in (c for c in scores if c != artifacts.TOTAL):
+                methods[f"{name}@{checkpoint}"] = tables | {"checkpoint": checkpoint}
+    table, own = agreement.compare(methods, k)
+    own = own.copy()
+    own["cell"] = own.apply(
+        lambda r: f"{r['self_share']:.3f}" + ("*" if r["apart_from_reference"] else ""), axis=1
+    )
+    runs = "; ".join(f"{n} `{r}`" for n, r in analyze_runs.items())
+    return "\n\n".join([
+        f"analyze runs: {runs}", markdown(table),
+        "Own share (total; * interval apart from dot-all's):",
+        markdown(matrix(own, "cell", "method", "test_language")),
+    ])  # fmt: skip
+
+
+@click.group()
+def main() -> None:
+    """Print the findings tables from the store in MLFLOW_TRACKING_URI."""
+
+
+@main.command()
+@click.argument("analyze_run")
+def shares(analyze_run: str) -> None:
+    click.echo(shares_report(analyze_run))
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--top-k", default=100, show_default=True)
+def methods(runs: tuple[str, ...], top_k: int) -> None:
+    """RUNS: method=analyze-run pairs, dot-all among them."""
+    pairs = dict(r.split("=", 1) for r in runs)
+    if agreement.REFERENCE not in pairs:
+        raise click.UsageError(f"give {agreement.REFERENCE}=<analyze run> among RUNS")
+    click.echo(methods_report(pairs, top_k))
+
+
+@main.command()
+@click.argument("run_ids", nargs=-1, required=True)
+def retraining(run_ids: tuple[str, ...]) -> None:
+    for run_id in run_ids:
+        experiment = tracking.run_params(tracking.fetch_run(run_id, step="main"))["experiment"]
+        report = {"lds": lds_report, "leave-language-out": leave_language_out_report}.get(
+            experiment
+        )
+        if report is None:
+            raise click.UsageError(
+                f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
+            )
+        click.echo(report(run_id) + "\n\n" + cost(run_id) + "\n")
+
+
+if __name__ == "__main__":
+    main()
