@@ -192,7 +192,7 @@ def shares_report(analyze_run: str) -> str:
     ])  # fmt: skip
 
 
-def methods_report(analyze_runs: dict[str, str], k: int) -> str:
+def methods_report(analyze_runs: dict[str, str], k: int, figure: str = "") -> str:
     """Agreement of each method's shares and top-k with dot-all's (as experiment=methods)."""
     methods = {}
     for name, analyze_run in analyze_runs.items():
@@ -208,6 +208,8 @@ def methods_report(analyze_runs: dict[str, str], k: int) -> str:
             for checkpoint in (c for c in scores if c != artifacts.TOTAL):
                 methods[f"{name}@{checkpoint}"] = tables | {"checkpoint": checkpoint}
     table, own = agreement.compare(methods, k)
+    if figure:
+        agreement.figure(table, own).savefig(figure, dpi=110, bbox_inches="tight")
     own = own.copy()
     own["cell"] = own.apply(
         lambda r: f"{r['self_share']:.3f}" + ("*" if r["apart_from_reference"] else ""), axis=1
@@ -234,12 +236,13 @@ def shares(analyze_run: str) -> None:
 @main.command()
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--top-k", default=100, show_default=True)
-def methods(runs: tuple[str, ...], top_k: int) -> None:
+@click.option("--figure", default="", help="also save the agreement figure to this PNG")
+def methods(runs: tuple[str, ...], top_k: int, figure: str) -> None:
     """RUNS: method=analyze-run pairs, dot-all among them."""
     pairs = dict(r.split("=", 1) for r in runs)
     if agreement.REFERENCE not in pairs:
         raise click.UsageError(f"give {agreement.REFERENCE}=<analyze run> among RUNS")
-    click.echo(methods_report(pairs, top_k))
+    click.echo(methods_report(pairs, top_k, figure))
 
 
 @main.command()

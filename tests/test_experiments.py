@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
+from xlinfluence.config import MainConfig
+from xlinfluence.steps import attributions
 
 from .conftest import SETTING, run_cli, run_step
 
@@ -166,6 +169,13 @@ def test_lds_scores_every_attribution_against_subset_retraining_and_resumes(main
         assert more[name] == run_id
     assert len(_comparison(again)) == len(table)  # same rows, now from 4 subsets
     assert (_comparison(again)["n_subsets"] == 4).all()
+
+    # a method added to a finished study reads from its influence run alone
+    config = MainConfig()
+    by_main = attributions.read(config, {"dot-all": main_runs["main"]})
+    by_influence = attributions.read(config, {"dot-all": main_runs["influence"]})
+    assert by_influence.base_train == by_main.base_train == main_runs["train"]
+    np.testing.assert_array_equal(by_influence.scores["dot-all"], by_main.scores["dot-all"])
 
 
 def test_leave_language_out_pairs_each_removal_with_the_full_retraining(main_runs):

@@ -199,6 +199,13 @@ def _tag_experiment(experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
+def run_step(run_id: str) -> str:
+    """Which step a run is ('' for a run xlinfluence did not make); fetch_run checks it."""
+    setup()
+    tags = MlflowClient().get_run(run_id).data.tags
+    return tags.get(STEP_TAG) or tags.get("mlflow.project.entryPoint") or ""
+
+
 def fetch_run(run_id: str, *, step: str, finished: bool = True) -> Run:
     """A run of the given step (FINISHED unless finished=False), or a RunLookupError."""
     setup()

@@ -18,8 +18,9 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
-from xlinfluence.config import ATTRIBUTION_METHODS, MainConfig
+from xlinfluence.config import ATTRIBUTION_METHODS, InfluenceConfig, MainConfig
 from xlinfluence.data import schema
+from xlinfluence.errors import ArtifactError
 from xlinfluence.steps.experiment import child_runs, method_settings
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.training import checkpoint_name
@@ -52,16 +53,22 @@ def collect(config: MainConfig, project: Path, parent: tracking.StepRun) -> Attr
 
 
 def read(config: MainConfig, main_runs: dict[str, str]) -> Attributions:
-    """Every method's summed scores from its finished main run (method -> main run ID)."""
+    """Every method's summed scores (method -> its main run, or an influence run of the same
+    fine-tuning, e.g. a method added to a finished study)."""
     scores: dict[str, np.ndarray] = {}
     base_train, train, test = "", None, None
     for name, run_id in main_runs.items():
-        children = child_runs(run_id)
-        base_train = children["train"]
+        train_run, influence_run = scored_runs(run_id)
+        if base_train and train_run != base_train:
+            raise ArtifactError(
+                f"method {name!r} (run {run_id}) scored train run {train_run}, the others "
+                f"{base_train}; every attribution of one study must score the same fine-tuning."
+            )
+        base_train = train_run
         if train is None:
             train, test = train_manifests(base_train)
         tensors = artifacts.load_scores(
-            tracking.download(children["influence"], artifacts.SCORES),
+            tracking.download(influence_run, artifacts.SCORES),
             n_test=len(test),
             n_train=len(train),
         )
@@ -72,6 +79,15 @@ def read(config: MainConfig, main_runs: dict[str, str]) -> Attributions:
                     scores[f"{REFERENCE}@{checkpoint}"] = tensor.double().numpy()
     scores[lds.RANDOM] = lds.random_scores(len(test), len(train), seed=config.seed)
     return Attributions(scores, train, test, main_runs, base_train)
+
+
+def scored_runs(run_id: str) -> tuple[str, str]:
+    """(train run, influence run) behind a method's run: a main run, or an influence run."""
+    if tracking.run_step(run_id) == InfluenceConfig.step:
+        manifest = artifacts.read_json(tracking.download(run_id, artifacts.INFLUENCE_MANIFEST))
+        return manifest["train_run_id"], run_id
+    children = child_runs(run_id)
+    return children["train"], children["influence"]
 
 
 def last_outputs(run_id: str, epochs: int, test: pd.DataFrame) -> pd.DataFrame:
