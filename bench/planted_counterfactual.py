@@ -37,7 +37,14 @@ from xlinfluence import modeling, training
 from xlinfluence.analysis import counterfactual as cf
 from xlinfluence.data import schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
-from xlinfluence.data.planted import ISOLATED, SOURCE, TRANSLATION, planted_splits
+from xlinfluence.data.planted import (
+    ISOLATED,
+    LOANWORD_PLANT,
+    SOURCE,
+    TRANSLATION,
+    carriers,
+    planted_splits,
+)
 from xlinfluence.tracin.engine import checkpoint_scores
 from xlinfluence.tracin.selection import parameter_filter
 
@@ -57,14 +64,10 @@ ATTRIBUTIONS = [("dot-all", "dot", "all"), ("cosine-word-embeddings", "cosine", 
 @click.option("--threads", default=2, show_default=True)
 def main(per_language, test_per_language, epochs, learning_rate, k, draws, seed, threads):
     torch.set_num_threads(threads)
-    splits = planted_splits(
-        per_language, test_per_language, seed, borrowed_keywords=1, n_fillers=20,
-        min_words=3, max_words=6,
-    )  # fmt: skip
+    splits = planted_splits(per_language, test_per_language, seed, **LOANWORD_PLANT)
     train, test = splits.train, splits.test
     languages = test[schema.LANGUAGE].to_numpy()
-    hangul = train[schema.TEXT].map(lambda t: all("가" <= c <= "힣" for c in t))
-    carrier = ((train[schema.LANGUAGE] == TRANSLATION) & ~hangul).to_numpy()
+    carrier = carriers(train)
     root = Path(tempfile.mkdtemp(prefix="planted-cf-"))
 
     def fit(exclude: set[int], name: str):

@@ -11,7 +11,15 @@ import torch
 
 from xlinfluence import modeling
 from xlinfluence.data import schema
-from xlinfluence.data.planted import ISOLATED, LANGUAGES, SOURCE, TRANSLATION, planted_splits
+from xlinfluence.data.planted import (
+    ISOLATED,
+    LANGUAGES,
+    LOANWORD_PLANT,
+    SOURCE,
+    TRANSLATION,
+    carriers,
+    planted_splits,
+)
 from xlinfluence.errors import ConfigError
 
 SETTING = dict(n_train_per_language=64, n_test_per_language=8)
@@ -93,11 +101,12 @@ def test_loanwords_reach_src_only_through_tra():
     assert len(loanwords) == 3  # one keyword of each of the 3 groups
     assert not any(set(text) & loanwords for text in src_train[schema.TEXT])
     assert all(len(set(text) & loanwords) == 1 for text in src_test[schema.TEXT])
-    carriers = tra_train[tra_train[schema.TEXT].map(lambda t: bool(set(t) & loanwords))]
-    assert 0 < len(carriers) < len(tra_train)
+    carrier_rows = tra_train[tra_train[schema.TEXT].map(lambda t: bool(set(t) & loanwords))]
+    assert 0 < len(carrier_rows) < len(tra_train)
+    np.testing.assert_array_equal(carriers(train), train[schema.ID].isin(carrier_rows[schema.ID]))
     # src lost exactly the rows whose translations carry a loanword; the rest stay paired
-    assert len(src_train) + len(carriers) == len(tra_train) == 64
-    assert set(src_train[schema.PAIR_ID]).isdisjoint(carriers[schema.PAIR_ID])
+    assert len(src_train) + len(carrier_rows) == len(tra_train) == 64
+    assert set(src_train[schema.PAIR_ID]).isdisjoint(carrier_rows[schema.PAIR_ID])
     # the tokenizer has each loanword as a piece of its own, the one token src shares
     tokenizer = modeling.train_tokenizer(train[schema.TEXT].tolist())
     pieces = {lang: set() for lang in LANGUAGES}
@@ -240,11 +249,10 @@ def test_counterfactual_retraining_finds_the_loanword_plant(tmp_path):
     from xlinfluence.tracin.selection import parameter_filter
 
     torch.set_num_threads(2)
-    splits = planted_splits(64, 32, 0, borrowed_keywords=1, n_fillers=20, min_words=3, max_words=6)
+    splits = planted_splits(64, 32, 0, **LOANWORD_PLANT)
     train, test = splits.train, splits.test
     languages = test[schema.LANGUAGE].to_numpy()
-    hangul = train[schema.TEXT].map(lambda t: all("가" <= c <= "힣" for c in t))
-    carrier = ((train[schema.LANGUAGE] == TRANSLATION) & ~hangul).to_numpy()
+    carrier = carriers(train)
     assert carrier.sum() == 16
 
     def fit(exclude: set[int], name: str) -> list:
@@ -330,7 +338,7 @@ def test_leaving_tra_out_hurts_src_far_beyond_the_seed_spread_and_not_iso(tmp_pa
     from xlinfluence.data import subsets
 
     torch.set_num_threads(2)
-    splits = planted_splits(64, 32, 0, borrowed_keywords=1, n_fillers=20, min_words=3, max_words=6)
+    splits = planted_splits(64, 32, 0, **LOANWORD_PLANT)
     train, test = splits.train, splits.test
     languages = test[schema.LANGUAGE].to_numpy()
     without_tra = subsets.kept_mask(subsets.Selection.parse(f"language:{TRANSLATION}"), train, 0)

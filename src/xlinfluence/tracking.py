@@ -337,21 +337,41 @@ def run_or_reuse(config: StepConfig, project: Path) -> str:
     if reused:
         mlflow.set_tag(f"{REUSED_TAG}.{config.step}", reused)
         return reused
+    return submit(config, project, experiment_id).run_id
+
+
+def submit(
+    config: StepConfig,
+    project: Path,
+    experiment_id: str,
+    *,
+    synchronous: bool = True,
+    backend: str = "local",
+    backend_config: dict | None = None,
+):
+    """The step's entry point as an MLflow project run in this environment (the one way
+    every step and retraining is launched); returns MLflow's SubmittedRun."""
     try:
-        submitted = mlflow.projects.run(
+        return mlflow.projects.run(
             uri=str(project),
             entry_point=config.step,
             parameters=config.to_params(),
             experiment_id=experiment_id,
             env_manager="local",
-            synchronous=True,
+            backend=backend,
+            backend_config=backend_config,
+            synchronous=synchronous,
         )
     except ExecutionException as err:
+        if synchronous:
+            raise XlinfluenceError(
+                f"the '{config.step}' step failed ({err}); its error is printed above and its "
+                "run is marked FAILED in the tracking store."
+            ) from err
         raise XlinfluenceError(
-            f"the '{config.step}' step failed ({err}); its error is printed above and its "
-            "run is marked FAILED in the tracking store."
+            f"could not submit a '{config.step}' run to the '{backend}' backend ({err}); "
+            "check backend_config (docs/cluster.md)."
         ) from err
-    return submitted.run_id
 
 
 def run_params(run: Run) -> dict[str, str]:

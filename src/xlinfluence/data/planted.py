@@ -74,6 +74,9 @@ _BLOCKS = {
 }
 #: At most this many words per language (the Yi block's letters, with margin).
 MAX_VOCABULARY = 1000
+#: The loanword plant the tests and bench/planted_counterfactual.py retrain on: one
+#: borrowed keyword per label, 20 fillers, sentences of 3-6 words.
+LOANWORD_PLANT = {"borrowed_keywords": 1, "n_fillers": 20, "min_words": 3, "max_words": 6}
 
 
 def _alphabet(lang: str) -> list[str]:
@@ -319,3 +322,11 @@ def planted_splits(
 
 
 __all__ = ["ISOLATED", "LANGUAGES", "MAX_VOCABULARY", "SOURCE", "TRANSLATION", "planted_splits"]
+
+
+def carriers(train: pd.DataFrame) -> np.ndarray:
+    """Which training rows carry a loanword: tra's rows with a character of another script
+    (src's keyword). src's loanword test sentences can learn it from these rows only."""
+    own = set(_alphabet(TRANSLATION)) | {" "}
+    foreign = train[schema.TEXT].map(lambda text: not set(text) <= own)
+    return ((train[schema.LANGUAGE] == TRANSLATION) & foreign).to_numpy()

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-from mlflow.exceptions import ExecutionException
 from tqdm.auto import tqdm
 
 from xlinfluence import tracking
@@ -112,8 +111,10 @@ def run_all(
         while pending or running:
             while pending and len(running) < workers:
                 name = pending.pop(0)
-                running[name] = _submit(configs[name], project, experiment_id, backend,
-                                        config_file)  # fmt: skip
+                running[name] = tracking.submit(
+                    configs[name], project, experiment_id, synchronous=False,
+                    backend=backend, backend_config=config_file,
+                )  # fmt: skip
             finished = [n for n, r in running.items() if _ended(r)]
             if not finished:
                 time.sleep(1.0)
@@ -144,25 +145,6 @@ def _cancel_on_error(running: dict[str, object]):
         for submitted in running.values():
             submitted.cancel()
         raise
-
-
-def _submit(config: TrainConfig, project: Path, experiment_id: str, backend: str, config_file):
-    try:
-        return mlflow.projects.run(
-            uri=str(project),
-            entry_point=config.step,
-            parameters=config.to_params(),
-            experiment_id=experiment_id,
-            env_manager="local",
-            backend=backend,
-            backend_config=config_file,
-            synchronous=False,
-        )
-    except ExecutionException as err:
-        raise XlinfluenceError(
-            f"could not submit a retraining to the '{backend}' backend ({err}); check "
-            "backend_config (docs/cluster.md)."
-        ) from err
 
 
 def _ended(submitted) -> bool:
