@@ -52,8 +52,8 @@ def matrix(frame: pd.DataFrame, values: str, rows: str, columns: str) -> pd.Data
     return wide.reset_index()
 
 
-def lds_report(run_id: str) -> str:
-    tables = lds.recompute(run_id)
+def lds_report(run_id: str, added: dict[str, str]) -> str:
+    tables = lds.recompute(run_id, added)
     table, raw = tables["comparison"], tables["retrainings"]
     overall = table[table["test_language"] == "all"].copy()
     overall["LDS [95% CI]"] = interval(overall, "lds", "ci_low", "ci_high")
@@ -76,8 +76,8 @@ def lds_report(run_id: str) -> str:
     ])  # fmt: skip
 
 
-def leave_language_out_report(run_id: str) -> str:
-    tables = leave_language_out.recompute(run_id)
+def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
+    tables = leave_language_out.recompute(run_id, added)
     effects, agree, shares = tables["comparison"], tables["agreement"], tables["shares"]
     effects = effects.copy()
     effects["cell"] = interval(effects, "delta_loss", "ci_low", "ci_high") + effects["p_holm"].map(
@@ -247,7 +247,12 @@ def methods(runs: tuple[str, ...], top_k: int, figure: str) -> None:
 
 @main.command()
 @click.argument("run_ids", nargs=-1, required=True)
-def retraining(run_ids: tuple[str, ...]) -> None:
+@click.option(
+    "--method", "added", multiple=True, metavar="NAME=RUN",
+    help="also score a method added after the study (its main or influence run, same "
+    "fine-tuning) against the same retrainings; repeatable",
+)  # fmt: skip
+def retraining(run_ids: tuple[str, ...], added: tuple[str, ...]) -> None:
     for run_id in run_ids:
         experiment = tracking.run_params(tracking.fetch_run(run_id, step="main"))["experiment"]
         report = {"lds": lds_report, "leave-language-out": leave_language_out_report}.get(
@@ -257,7 +262,8 @@ def retraining(run_ids: tuple[str, ...]) -> None:
             raise click.UsageError(
                 f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
             )
-        click.echo(report(run_id) + "\n\n" + cost(run_id) + "\n")
+        methods = dict(a.split("=", 1) for a in added)
+        click.echo(report(run_id, methods) + "\n\n" + cost(run_id) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.config import MainConfig
-from xlinfluence.steps import attributions
+from xlinfluence.steps import attributions, lds
 
 from .conftest import SETTING, run_cli, run_step
 
@@ -170,12 +170,18 @@ def test_lds_scores_every_attribution_against_subset_retraining_and_resumes(main
     assert len(_comparison(again)) == len(table)  # same rows, now from 4 subsets
     assert (_comparison(again)["n_subsets"] == 4).all()
 
-    # a method added to a finished study reads from its influence run alone
+    # a method added to a finished study reads from its influence run alone, and is
+    # judged against the same retrainings (scripts/findings_tables.py retraining --method)
     config = MainConfig()
     by_main = attributions.read(config, {"dot-all": main_runs["main"]})
     by_influence = attributions.read(config, {"dot-all": main_runs["influence"]})
     assert by_influence.base_train == by_main.base_train == main_runs["train"]
     np.testing.assert_array_equal(by_influence.scores["dot-all"], by_main.scores["dot-all"])
+    added = lds.recompute(again, {"added": main_runs["influence"]})["comparison"]
+    same = added[added["method"].isin(["dot-all", "added"])].pivot_table(
+        index=["target", "test_language"], columns="method", values="lds"
+    )
+    np.testing.assert_allclose(same["added"], same["dot-all"])
 
 
 def test_leave_language_out_pairs_each_removal_with_the_full_retraining(main_runs):

@@ -96,13 +96,17 @@ def compute(
     return {"comparison": table, "retrainings": raw}
 
 
-def recompute(experiment_run_id: str) -> dict[str, pd.DataFrame]:
+def recompute(
+    experiment_run_id: str, added: dict[str, str] | None = None
+) -> dict[str, pd.DataFrame]:
     """compute() for a finished experiment run, from its setting tags (this code's
-    analysis of that run's retrainings; scripts/findings_tables.py retraining)."""
+    analysis of that run's retrainings; scripts/findings_tables.py retraining). `added`:
+    methods scored after the study (name -> main or influence run of the same fine-tuning),
+    judged against the same retrainings."""
     config = MainConfig.from_params(tracking.run_params(tracking.fetch_run(
         experiment_run_id, step="main")))  # fmt: skip
     settings = attributions.settings_of(experiment_run_id)
-    methods = {m: settings[m] for m in attributions.chosen_methods(config)}
+    methods = {m: settings[m] for m in attributions.chosen_methods(config)} | (added or {})
     runs = {key: settings[setting_name(key)] for key in retraining_settings(config)}
     return compute(config, attributions.read(config, methods), runs)
 
