@@ -32,14 +32,15 @@ EXPERIMENTS = (
 )
 BACKENDS = ("local", "kubernetes")
 #: experiment=methods: attribution variants of one fine-tuning run (the train run is shared).
+#: Each names its similarity and parameters in full, whatever the run's own settings.
 ATTRIBUTION_METHODS = {
-    "dot-all": {},
-    "cosine": {"similarity": "cosine"},
-    "last-layer": {"params": "last-layer"},
-    "embeddings-only": {"params": "embeddings"},
-    "no-embeddings": {"params": "^(?!.*embeddings)"},
+    "dot-all": {"similarity": "dot", "params": "all"},
+    "cosine": {"similarity": "cosine", "params": "all"},
+    "last-layer": {"similarity": "dot", "params": "last-layer"},
+    "embeddings-only": {"similarity": "dot", "params": "embeddings"},
+    "no-embeddings": {"similarity": "dot", "params": "^(?!.*embeddings)"},
     "cosine-word-embeddings": {"similarity": "cosine", "params": "word_embeddings"},
-    "representation": {"similarity": "representation"},
+    "representation": {"similarity": "representation", "params": "all"},
 }
 #: MainConfig fields that only an experiment reads; without_experiment resets them.
 EXPERIMENT_FIELDS = (
