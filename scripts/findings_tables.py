@@ -21,7 +21,8 @@ import pandas as pd
 
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import PROPONENT, agreement, topk_table
-from xlinfluence.steps import attributions, lds, leave_language_out
+from xlinfluence.errors import XlinfluenceError
+from xlinfluence.steps import attributions, experiment, lds, leave_language_out
 from xlinfluence.steps.upstream import train_manifests
 
 
@@ -41,7 +42,12 @@ def interval(frame: pd.DataFrame, value: str, low: str, high: str, sign: str = "
     """'value [low, high]'; sign '+' for differences, '' for shares."""
     f = f"{{:{sign}.3f}}"
     return frame.apply(
-        lambda r: f"{f.format(r[value])} [{f.format(r[low])}, {f.format(r[high])}]", axis=1
+        lambda r: (
+            ""
+            if pd.isna(r[value])
+            else f"{f.format(r[value])} [{f.format(r[low])}, {f.format(r[high])}]"
+        ),
+        axis=1,
     )
 
 
@@ -57,11 +63,9 @@ def lds_report(run_id: str, added: dict[str, str]) -> str:
     table, raw = tables["comparison"], tables["retrainings"]
     overall = table[table["test_language"] == "all"].copy()
     overall["LDS [95% CI]"] = interval(overall, "lds", "ci_low", "ci_high")
-    overall["minus dot-all [95% CI]"] = overall.apply(
-        lambda r: "" if pd.isna(r.get("diff_vs_reference"))
-        else f"{r['diff_vs_reference']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]",
-        axis=1,
-    )  # fmt: skip
+    overall["minus dot-all [95% CI]"] = interval(
+        overall, "diff_vs_reference", "diff_ci_low", "diff_ci_high"
+    )
     shown = overall[["method", "target", "LDS [95% CI]", "minus dot-all [95% CI]", "p_holm"]]
     languages = table[(table["target"] == "margin") & (table["test_language"] != "all")]
     wide = matrix(languages, "lds", "method", "test_language")
@@ -117,30 +121,32 @@ def cost(run_id: str) -> str:
             "artifact MB": run.data.metrics.get("artifact_bytes", float("nan")) / 1e6,
             "rows trained": run.data.metrics.get("n_train", float("nan")),
         })  # fmt: skip
-    frame = pd.DataFrame(rows).groupby("run", sort=False)
-    table = frame.mean().round(3).assign(runs=frame.size()).reset_index()
+    by_kind = pd.DataFrame(rows).groupby("run", sort=False)
+    table = by_kind.mean().round(3).assign(runs=by_kind.size()).reset_index()
     return f"Cost (base train run `{base_train}`; means):\n\n" + markdown(table, 3)
 
 
-def analysis_table(analyze_run: str, name: str) -> pd.DataFrame:
-    return pd.read_parquet(tracking.download(analyze_run, f"{artifacts.ANALYSIS}/{name}.parquet"))
+def analysis_table(analyze_run: str, name: str) -> pd.DataFrame | None:
+    """One of an analyze run's tables; None where the run has none (one checkpoint: no
+    epoch change; languages URIEL does not know: no distances)."""
+    path = f"{artifacts.ANALYSIS}/{name}.parquet"
+    if path not in tracking.artifact_names(analyze_run, artifacts.ANALYSIS):
+        return None
+    return pd.read_parquet(tracking.download(analyze_run, path))
 
 
 def upstream(analyze_run: str) -> tuple[str, str]:
     """(influence run, train run) an analyze run read."""
-    influence = tracking.run_params(tracking.fetch_run(analyze_run, step="analyze"))
-    manifest = artifacts.read_json(
-        tracking.download(influence["influence_run_id"], artifacts.INFLUENCE_MANIFEST)
-    )
-    return influence["influence_run_id"], manifest["train_run_id"]
+    influence_run = tracking.run_params(tracking.fetch_run(analyze_run, step="analyze"))[
+        "influence_run_id"
+    ]
+    manifest = artifacts.read_json(tracking.download(influence_run, artifacts.INFLUENCE_MANIFEST))
+    return influence_run, manifest["train_run_id"]
 
 
 def shares_report(analyze_run: str) -> str:
     influence_run, train_run = upstream(analyze_run)
-    metrics = tracking.fetch_run(train_run, step="train").data.metrics
-    accuracy = pd.DataFrame(
-        [{k.removeprefix("accuracy."): v for k, v in metrics.items() if k.startswith("accuracy.")}]
-    )
+    accuracy = pd.DataFrame([experiment.final_accuracy(train_run)])
     shares = analysis_table(analyze_run, "shares")
     shares = shares[shares["kind"] == PROPONENT]
     own = shares[shares["test_language"] == shares["train_language"]].copy()
@@ -154,17 +160,12 @@ def shares_report(analyze_run: str) -> str:
         + ("*" if r["excess_ci_low"] > 0 or r["excess_ci_high"] < 0 else "") + ")",
         axis=1,
     )  # fmt: skip
-    change = analysis_table(analyze_run, "self_share_change").copy()
-    change["change [95% CI]"] = interval(change, "self_share_change", "ci_low", "ci_high")
     translation = analysis_table(analyze_run, "translation_share")
     translation = translation[translation["checkpoint"] == artifacts.TOTAL].copy()
     translation["translation share [95% CI]"] = interval(
-        translation,
-        "translation_share",
-        "translation_share_ci_low",
-        "translation_share_ci_high",
-        "",
-    )
+        translation, "translation_share", "translation_share_ci_low",
+        "translation_share_ci_high", "",
+    )  # fmt: skip
     translation["control [95% CI]"] = interval(
         translation, "control_translation_share", "control_translation_share_ci_low",
         "control_translation_share_ci_high", "",
@@ -175,21 +176,29 @@ def shares_report(analyze_run: str) -> str:
         excess, "translation_minus_control", "ci_low", "ci_high"
     )
     translation = translation.merge(excess, on=["checkpoint", "test_language"])
-    distance = analysis_table(analyze_run, "distance_correlations")
-    return "\n\n".join([
+    parts = [
         f"analyze `{analyze_run}` (influence `{influence_run}`, train `{train_run}`)",
         "Test accuracy (final epoch):", markdown(accuracy),
         "Own-language share of the top-k proponents per checkpoint:", markdown(own_wide),
         "Own share minus the language-blind null (paired):", markdown(excess_wide),
-        "Share matrix, total (rows: test language; cells: share (minus null, * interval "
-        "excludes 0)):", markdown(matrix(total, "cell", "test_language", "train_language")),
-        "Own share, last minus first checkpoint (paired; Holm over languages):",
-        markdown(change[["test_language", "change [95% CI]", "p", "p_holm", "n_test"]]),
+        "Share matrix, total (rows: test language; cells: share (minus null, * its 95% "
+        "interval excludes 0, not adjusted for the 25 cells)):",
+        markdown(matrix(total, "cell", "test_language", "train_language")),
         "Translation share against the within-label shuffled control (total):",
         markdown(translation[["test_language", "translation share [95% CI]", "control [95% CI]",
-                              "share minus control, paired [95% CI]", "p_holm"]]),  # fmt: skip
-        "Language distance (Mantel test over language permutations):", markdown(distance),
-    ])  # fmt: skip
+                              "share minus control, paired [95% CI]", "p_holm", "n_test"]]),
+    ]  # fmt: skip
+    change = analysis_table(analyze_run, "self_share_change")
+    if change is not None:
+        change["change [95% CI]"] = interval(change, "self_share_change", "ci_low", "ci_high")
+        parts += ["Own share, last minus first checkpoint (paired; Holm over languages):",
+                  markdown(change[["test_language", "change [95% CI]", "p", "p_holm",
+                                   "n_test"]])]  # fmt: skip
+    distance = analysis_table(analyze_run, "distance_correlations")
+    if distance is not None:
+        parts += ["Language distance (Mantel test over language permutations):",
+                  markdown(distance)]  # fmt: skip
+    return "\n\n".join(parts)
 
 
 def methods_report(analyze_runs: dict[str, str], k: int, figure: str = "") -> str:
@@ -222,6 +231,13 @@ def methods_report(analyze_runs: dict[str, str], k: int, figure: str = "") -> st
     ])  # fmt: skip
 
 
+def _pairs(values: tuple[str, ...], where: str) -> dict[str, str]:
+    bad = [v for v in values if "=" not in v]
+    if bad:
+        raise click.BadParameter(f"{bad} are not NAME=RUN pairs", param_hint=where)
+    return dict(v.split("=", 1) for v in values)
+
+
 @click.group()
 def main() -> None:
     """Print the findings tables from the store in MLFLOW_TRACKING_URI."""
@@ -239,7 +255,7 @@ def shares(analyze_run: str) -> None:
 @click.option("--figure", default="", help="also save the agreement figure to this PNG")
 def methods(runs: tuple[str, ...], top_k: int, figure: str) -> None:
     """RUNS: method=analyze-run pairs, dot-all among them."""
-    pairs = dict(r.split("=", 1) for r in runs)
+    pairs = _pairs(runs, "RUNS")
     if agreement.REFERENCE not in pairs:
         raise click.UsageError(f"give {agreement.REFERENCE}=<analyze run> among RUNS")
     click.echo(methods_report(pairs, top_k, figure))
@@ -262,9 +278,15 @@ def retraining(run_ids: tuple[str, ...], added: tuple[str, ...]) -> None:
             raise click.UsageError(
                 f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
             )
-        methods = dict(a.split("=", 1) for a in added)
+        methods = _pairs(added, "--method")
         click.echo(report(run_id, methods) + "\n\n" + cost(run_id) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main(standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        raise SystemExit(err.exit_code) from err
+    except XlinfluenceError as err:  # a bad run ID or method name: one line, no traceback
+        raise SystemExit(f"Error: {err}") from err

@@ -200,9 +200,19 @@ def _tag_experiment(experiment_id: str) -> None:
 
 
 def run_step(run_id: str) -> str:
-    """Which step a run is ('' for a run xlinfluence did not make); fetch_run checks it."""
+    """Which step a run is ('' for a run xlinfluence did not make)."""
     setup()
-    tags = MlflowClient().get_run(run_id).data.tags
+    try:
+        tags = MlflowClient().get_run(run_id).data.tags
+    except MlflowException as err:
+        raise RunLookupError(
+            f"run {run_id!r} does not exist in the tracking store {mlflow.get_tracking_uri()}; "
+            "check the ID (MLflow UI or `mlflow runs list`) and MLFLOW_TRACKING_URI."
+        ) from err
+    return _step_of(tags)
+
+
+def _step_of(tags: dict[str, str]) -> str:
     return tags.get(STEP_TAG) or tags.get("mlflow.project.entryPoint") or ""
 
 
@@ -218,7 +228,7 @@ def fetch_run(run_id: str, *, step: str, finished: bool = True) -> Run:
             f"run {run_id!r} does not exist in the tracking store {mlflow.get_tracking_uri()}; "
             f"check the ID (MLflow UI or `mlflow runs list`) and MLFLOW_TRACKING_URI."
         ) from err
-    kind = run.data.tags.get(STEP_TAG) or run.data.tags.get("mlflow.project.entryPoint")
+    kind = _step_of(run.data.tags)
     if kind != step:
         raise RunLookupError(
             f"run {run_id} is a {kind or 'non-xlinfluence'!s} run, not a '{step}' run; "

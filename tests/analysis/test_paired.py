@@ -53,3 +53,35 @@ def test_translation_excess_pairs_examples_within_checkpoint_and_language():
     assert en["ci_high"] - en["ci_low"] < 0.01
     assert en["p_holm"] < 0.01 and de["ci_low"] < 0 < de["ci_high"]
     assert en["p_holm"] == pytest.approx(min(1.0, 2 * en["p"]))  # Holm over 2 languages
+
+
+def test_no_spread_gives_no_p_and_holm_leaves_it_out():
+    from xlinfluence.analysis.holm import holm
+
+    rng = np.random.default_rng(0)
+    one = paired_mean_test(np.array([0.3, np.nan]), rng=rng)
+    same = paired_mean_test(np.full(5, 0.2), rng=rng)
+    assert one["mean"] == pytest.approx(0.3) and np.isnan(one["p"]) and np.isnan(one["ci_low"])
+    assert np.isnan(same["p"]) and same["n"] == 5
+    adjusted = holm(np.array([0.01, np.nan, 0.04]))
+    assert np.isnan(adjusted[1])
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.02, 0.04])  # a family of two, not three
+
+
+def test_translation_excess_groups_interleaved_rows_and_skips_undefined_examples():
+    rows = []
+    for j in range(40):  # rows interleave languages and checkpoints
+        for checkpoint in ("epoch-2", "epoch-1"):
+            for language, shift in (("de", 0.2), ("sw", np.nan)):
+                share = np.nan if j % 4 == 0 else 0.5 + shift + 0.01 * (-1) ** j
+                rows.append({"checkpoint": checkpoint, "test_language": language,
+                             "test_index": j, TRANSLATION_SHARE: share,
+                             CONTROL_SHARE: 0.5})  # fmt: skip
+    table = translation_excess(pd.DataFrame(rows), n_resamples=1000)
+    assert list(table["checkpoint"]) == ["epoch-2", "epoch-2", "epoch-1", "epoch-1"]
+    de = table[table["test_language"] == "de"]
+    sw = table[table["test_language"] == "sw"]
+    assert (de["n_test"] == 30).all()  # every 4th example has no translation share
+    np.testing.assert_allclose(de[TRANSLATION_EXCESS], 0.2 - 0.01 / 3)  # 10 even, 20 odd j
+    assert (de["p_holm"] == de["p"]).all()  # sw tested nothing: a family of one
+    assert sw[TRANSLATION_EXCESS].isna().all() and sw["p_holm"].isna().all()

@@ -41,10 +41,10 @@ def self_share_change(
         if language not in wide.index.get_level_values(0):
             continue
         part = wide.loc[language]
-        test = paired_mean_test(
+        result = paired_mean_test(
             (part[last] - part[first]).to_numpy(dtype=float), n_resamples=n_resamples, rng=rng
         )
-        if not test["n"]:
+        if not result["n"]:
             continue
         rows.append(
             {
@@ -53,11 +53,11 @@ def self_share_change(
                 "last": last,
                 f"{SELF_SHARE}_first": float(part[first].mean()),
                 f"{SELF_SHARE}_last": float(part[last].mean()),
-                CHANGE: test["mean"],
-                "ci_low": test["ci_low"],
-                "ci_high": test["ci_high"],
-                "p": test["p"],
-                "n_test": test["n"],
+                CHANGE: result["mean"],
+                "ci_low": result["ci_low"],
+                "ci_high": result["ci_high"],
+                "p": result["p"],
+                "n_test": result["n"],
             }
         )
     table = pd.DataFrame(rows)

@@ -3,7 +3,9 @@
 A verdict such as "the translation share lies above its shuffled control" or "the own share
 fell from epoch 1 to 3" compares two means over the same test examples; setting their two
 intervals side by side is not the test. The per-example differences are, resampled
-(percentile bootstrap) with a two-sided p, Holm-adjusted over the table's cells.
+(percentile bootstrap) with a two-sided p, Holm-adjusted over the test languages. With
+fewer than 2 examples, or differences that are all equal, resampling says nothing about
+uncertainty: the interval and p are then NaN, not a spurious floor.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ def paired_mean_test(
     two-sided bootstrap p of "mean = 0" (its floor is 2 / (n_resamples + 1))."""
     d = np.asarray(differences, dtype=float)
     d = d[~np.isnan(d)]
-    if not len(d):
-        return {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n": 0}
+    if len(d) < 2 or np.ptp(d) == 0:
+        mean = float(d.mean()) if len(d) else np.nan
+        return {"mean": mean, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n": len(d)}
     boot = d[rng.integers(0, len(d), (n_resamples, len(d)))].mean(axis=1)
     below = (1 + (boot <= 0).sum()) / (1 + n_resamples)
     above = (1 + (boot >= 0).sum()) / (1 + n_resamples)
@@ -52,13 +55,14 @@ def translation_excess(
         [CHECKPOINT, TEST_LANGUAGE], sort=False
     ):
         d = part[TRANSLATION_SHARE].to_numpy(float) - part[CONTROL_SHARE].to_numpy(float)
-        test = paired_mean_test(d, n_resamples=n_resamples, rng=rng)
+        result = paired_mean_test(d, n_resamples=n_resamples, rng=rng)
         rows.append({CHECKPOINT: checkpoint, TEST_LANGUAGE: language,
-                     TRANSLATION_EXCESS: test["mean"], "ci_low": test["ci_low"],
-                     "ci_high": test["ci_high"], "p": test["p"], "n_test": test["n"]})  # fmt: skip
+                     TRANSLATION_EXCESS: result["mean"], "ci_low": result["ci_low"],
+                     "ci_high": result["ci_high"], "p": result["p"],
+                     "n_test": result["n"]})  # fmt: skip
     table = pd.DataFrame(rows)
     if len(table):
         table["p_holm"] = table.groupby(CHECKPOINT, sort=False)["p"].transform(
-            lambda p: holm(p.fillna(1.0).to_numpy())
+            lambda p: holm(p.to_numpy())
         )
     return table

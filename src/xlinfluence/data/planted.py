@@ -321,7 +321,16 @@ def planted_splits(
     )
 
 
-__all__ = ["ISOLATED", "LANGUAGES", "MAX_VOCABULARY", "SOURCE", "TRANSLATION", "planted_splits"]
+__all__ = [
+    "ISOLATED",
+    "LANGUAGES",
+    "LOANWORD_PLANT",
+    "MAX_VOCABULARY",
+    "SOURCE",
+    "TRANSLATION",
+    "carriers",
+    "planted_splits",
+]
 
 
 def carriers(train: pd.DataFrame) -> np.ndarray:

@@ -20,7 +20,7 @@ from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
 from xlinfluence.config import ATTRIBUTION_METHODS, InfluenceConfig, MainConfig
 from xlinfluence.data import schema
-from xlinfluence.errors import ArtifactError
+from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps.experiment import child_runs, method_settings
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.training import checkpoint_name
@@ -84,6 +84,7 @@ def read(config: MainConfig, main_runs: dict[str, str]) -> Attributions:
 def scored_runs(run_id: str) -> tuple[str, str]:
     """(train run, influence run) behind a method's run: a main run, or an influence run."""
     if tracking.run_step(run_id) == InfluenceConfig.step:
+        tracking.fetch_run(run_id, step=InfluenceConfig.step)  # finished, or a clear error
         manifest = artifacts.read_json(tracking.download(run_id, artifacts.INFLUENCE_MANIFEST))
         return manifest["train_run_id"], run_id
     children = child_runs(run_id)
@@ -100,6 +101,25 @@ def kept_rows(run_id: str, train: pd.DataFrame) -> np.ndarray:
     """The rows of `train` a retraining kept, from its logged manifest."""
     kept = artifacts.load_manifest(tracking.download(run_id, artifacts.TRAIN_MANIFEST))
     return train[schema.ID].isin(set(kept[schema.ID])).to_numpy()
+
+
+def study_methods(
+    experiment_run_id: str, added: dict[str, str] | None = None
+) -> tuple[MainConfig, dict[str, str], dict[str, str]]:
+    """(config, settings, method -> run) of a finished lds / leave-language-out run, with
+    methods scored after it (`added`: name -> main or influence run) beside its own."""
+    config = MainConfig.from_params(
+        tracking.run_params(tracking.fetch_run(experiment_run_id, step="main"))
+    )
+    settings = settings_of(experiment_run_id)
+    methods = {m: settings[m] for m in chosen_methods(config)}
+    taken = [n for n in added or {} if n in methods or n == lds.RANDOM or "@" in n]
+    if taken:
+        raise ConfigError(
+            f"added method name(s) {taken} clash with the study's own methods "
+            f"({', '.join(methods)}), 'random' or a checkpoint name (with '@'); rename them."
+        )
+    return config, settings, methods | (added or {})
 
 
 def settings_of(experiment_run_id: str) -> dict[str, str]:

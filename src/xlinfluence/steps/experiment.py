@@ -116,7 +116,7 @@ def _comparison_tables(config, by_name, children) -> dict[str, pd.DataFrame]:
         return _methods_tables(config, children)
     if config.experiment == "zero-shot":
         shares = {n: _table(r, "shares") for n, r in analyze_runs.items()}
-        accuracy = {n: _accuracy(runs["train"]) for n, runs in children.items()}
+        accuracy = {n: final_accuracy(runs["train"]) for n, runs in children.items()}
         heldout = {n: s.heldout_language for n, s in by_name.items()}
         return {"comparison": compare.zero_shot(shares, heldout, accuracy)}
     if config.experiment == "imbalance":
@@ -154,7 +154,7 @@ def child_runs(main_run_id: str) -> dict[str, str]:
     return {s: tags[f"xlinfluence.{s}_run_id"] for s in ("train", "influence", "analyze")}
 
 
-def _accuracy(train_run_id: str) -> dict[str, float]:
+def final_accuracy(train_run_id: str) -> dict[str, float]:
     """Final test accuracy per language of a train run (its accuracy.<lang> metrics)."""
     metrics = tracking.fetch_run(train_run_id, step="train").data.metrics
     return {k.removeprefix("accuracy."): v for k, v in metrics.items() if k.startswith("accuracy.")}

@@ -103,10 +103,7 @@ def recompute(
     analysis of that run's retrainings; scripts/findings_tables.py retraining). `added`:
     methods scored after the study (name -> main or influence run of the same fine-tuning),
     judged against the same retrainings."""
-    config = MainConfig.from_params(tracking.run_params(tracking.fetch_run(
-        experiment_run_id, step="main")))  # fmt: skip
-    settings = attributions.settings_of(experiment_run_id)
-    methods = {m: settings[m] for m in attributions.chosen_methods(config)} | (added or {})
+    config, settings, methods = attributions.study_methods(experiment_run_id, added)
     runs = {key: settings[setting_name(key)] for key in retraining_settings(config)}
     return compute(config, attributions.read(config, methods), runs)
 
