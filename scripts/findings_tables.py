@@ -83,6 +83,8 @@ def lds_report(run_id: str, added: dict[str, str]) -> str:
 def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
     tables = leave_language_out.recompute(run_id, added)
     effects, agree, shares = tables["comparison"], tables["agreement"], tables["shares"]
+    own = tables["own_excess"].copy()
+    own["own minus others [95% CI]"] = interval(own, "own_minus_others", "ci_low", "ci_high")
     effects = effects.copy()
     effects["cell"] = interval(effects, "delta_loss", "ci_low", "ci_high") + effects["p_holm"].map(
         lambda p: " *" if p < 0.05 else ""
@@ -99,6 +101,9 @@ def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
         f"Leave-one-language-out experiment run `{run_id}`: {len(seeds)} training seeds",
         "Change of L's mean test loss without X (rows L, columns X; 95% CI; * Holm p < 0.05):",
         markdown(cells), "Change of L's accuracy without X:", markdown(accuracy),
+        "Is the own language special? Loss change without L minus the mean without each "
+        "other language (paired by seed and test example; Holm over L):",
+        markdown(own[["test_language", "own minus others [95% CI]", "p", "p_holm"]]),
         "Agreement of each attribution with the off-diagonal cells:",
         markdown(agree[["method", "prediction", "Spearman [95% CI]", "n_cells"]]),
         "dot-all top-k share (rows L, columns X):", markdown(share_matrix),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from xlinfluence.analysis import ablation
 
@@ -70,3 +71,24 @@ def test_attribution_cells_sum_scores_per_language_and_count_top_k():
     assert order == ["a", "b"]
     np.testing.assert_allclose(summed, [[3.0, 2.0], [0.0, 9.0]])
     np.testing.assert_allclose(share, [[0.5, 0.5], [0.0, 1.0]])
+
+
+def test_own_language_excess_is_paired_and_finds_only_the_planted_own_reliance():
+    from xlinfluence.analysis.ablation import own_language_excess
+
+    rng = np.random.default_rng(0)
+    languages = np.array(["en"] * 30 + ["de"] * 30)
+    # every removal raises every loss by ~0.3 with large shared noise per (seed, example);
+    # removing en costs en's examples 0.2 more; de's own removal is like the others
+    shared = rng.normal(0.3, 0.5, (3, 60))
+    loss = {x: shared + rng.normal(0, 0.01, (3, 60)) for x in ("en", "de", "fr")}
+    loss["en"][:, :30] += 0.2
+    table = own_language_excess(loss, languages, n_resamples=4000).set_index("test_language")
+    en, de = table.loc["en"], table.loc["de"]
+    assert en["own_minus_others"] == pytest.approx(
+        np.mean(loss["en"][:, :30] - (loss["de"][:, :30] + loss["fr"][:, :30]) / 2)
+    )
+    assert en["ci_low"] > 0.15 and en["p_holm"] < 0.01  # the shared noise cancels: paired
+    assert de["ci_low"] < 0 < de["ci_high"]
+    two_seeds = own_language_excess({x: v[:2] for x, v in loss.items()}, languages)
+    assert two_seeds["p"].isna().all() and two_seeds["p_holm"].isna().all()

@@ -89,6 +89,7 @@ def compute(
     accuracy = ablation.deltas(base, removed, "correct")
     test_languages = found.test[schema.LANGUAGE].to_numpy()
     effects = ablation.effect_table(loss, accuracy, test_languages, seed=config.seed)
+    own = ablation.own_language_excess(loss, test_languages, seed=config.seed)
     predictions, share_frames = {}, []
     for method, scores in found.scores.items():
         summed, share, _ = ablation.attribution_cells(scores, found.train, found.test,
@@ -99,7 +100,7 @@ def compute(
     agree = ablation.agreement(loss, predictions, languages, test_languages, seed=config.seed)
     agree[["method", "prediction"]] = agree["prediction"].str.split(":", n=1, expand=True)
     shares = pd.concat(share_frames, ignore_index=True)
-    return {"comparison": effects, "agreement": agree, "shares": shares}
+    return {"comparison": effects, "own_excess": own, "agreement": agree, "shares": shares}
 
 
 def recompute(
