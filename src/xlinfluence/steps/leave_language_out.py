@@ -106,10 +106,7 @@ def compute(
 def recompute(
     experiment_run_id: str, added: dict[str, str] | None = None
 ) -> dict[str, pd.DataFrame]:
-    """compute() for a finished experiment run, from its setting tags (this code's
-    analysis of that run's retrainings; scripts/findings_tables.py retraining). `added`:
-    methods scored after the study (name -> main or influence run of the same fine-tuning),
-    judged against the same retrainings."""
+    """compute() for a finished experiment run; `added` as in lds.recompute."""
     config, settings, methods = attributions.study_methods(experiment_run_id, added)
     found = attributions.read(config, methods)
     languages = list(pd.unique(found.train[schema.LANGUAGE]))
