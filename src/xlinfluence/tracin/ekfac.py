@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlinfluence.errors import ConfigError
-from xlinfluence.tracin.engine import MODEL_INPUT_KEYS, Batch, accumulation_dtype
+from xlinfluence.tracin.engine import MODEL_INPUT_KEYS, Batch, TestCache, accumulation_dtype
 from xlinfluence.tracin.hooks import ActivationCapture, ParamFilter, TrackedModule, select_modules
 
 FISHERS = ("expected", "sampled")
@@ -217,13 +217,68 @@ def fit_factors(
     return factors
 
 
-def _gold_gradients(grads_of: _Gradients, batches: Iterable[Batch]):
-    """Yield (batch index, {layer: (B, d_out, d')}) gold-label per-example gradients."""
-    with grads_of.capture:
-        for batch in batches:
-            for inputs, grads, _ in _passes(grads_of, batch, None, None):
-                per_example = _per_example_grads(inputs, grads, grads_of.tracked)
-                yield batch["index"], {n: g.detach() for n, g in per_example.items()}
+class EKFACScorer:
+    """EK-FAC influence at one checkpoint, with CheckpointScorer's interface (test_cache,
+    train_block) so the influence step chunks, resumes and sums it like TracIn. The factors
+    are fitted on `fit_batches` (the training set) when the scorer is built."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        param_filter: ParamFilter | None,
+        fit_batches: Iterable[Batch],
+        *,
+        fisher: str = "sampled",
+        damping: float | None = None,
+        seed: int = 0,
+    ):
+        self.factors = fit_factors(model, fit_batches, param_filter, fisher=fisher, seed=seed)
+        self.damping = damping
+        tracked = [t for t in linear_modules(model, param_filter) if t.name in self.factors]
+        self.gradients = _Gradients(model, tracked)
+
+    def __enter__(self) -> EKFACScorer:
+        self.gradients.capture.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.gradients.capture.__exit__(*exc)
+
+    def _per_example(self, batch: Batch) -> dict[str, torch.Tensor]:
+        ((inputs, grads, _),) = list(_passes(self.gradients, batch, None, None))
+        per_example = _per_example_grads(inputs, grads, self.gradients.tracked)
+        return {n: g.detach() for n, g in per_example.items()}
+
+    def test_cache(self, pieces: list[Batch], *, with_self: bool = False) -> TestCache:
+        """Each test example's gradient, preconditioned once: (F + damping I)^-1 g."""
+        parts = [self._per_example(piece) for piece in pieces]
+        cache = {
+            name: self.factors[name].inverse_times(
+                torch.cat([p[name] for p in parts]), self.damping
+            )
+            for name in self.factors
+        }
+        index = torch.cat([piece["index"] for piece in pieces]).cpu()
+        own = None
+        if with_self:
+            own = sum(
+                (cache[n] * torch.cat([p[n] for p in parts])).sum((1, 2)) for n in self.factors
+            ).cpu()
+        return TestCache(cache, index, own)
+
+    def train_block(
+        self, batch: Batch, test: TestCache, *, with_self: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, M) influence of the batch on the cached test examples (and its self-influence)."""
+        grads = self._per_example(batch)
+        block = sum(torch.einsum("boi,moi->bm", g, test.cache[n]) for n, g in grads.items())
+        own = None
+        if with_self:
+            own = sum(
+                (self.factors[n].inverse_times(g, self.damping) * g).sum((1, 2))
+                for n, g in grads.items()
+            )
+        return block, own
 
 
 def influence_scores(
@@ -236,18 +291,15 @@ def influence_scores(
     n_test: int,
     damping: float | None = None,
 ) -> torch.Tensor:
-    """(n_test, n_train) EK-FAC influence: each test gradient preconditioned once and
-    cached, then every training batch's gradients contracted with it, layer by layer."""
+    """(n_test, n_train) EK-FAC influence with given factors, in one test chunk."""
+    scorer = EKFACScorer.__new__(EKFACScorer)
+    scorer.factors, scorer.damping = factors, damping
     tracked = [t for t in linear_modules(model) if t.name in factors]
-    grads_of = _Gradients(model, tracked)
-    cached: dict[str, torch.Tensor] = {}
-    for index, per_example in _gold_gradients(grads_of, test_batches):
-        for name, g in per_example.items():
-            if name not in cached:
-                cached[name] = torch.zeros(n_test, *g.shape[1:], dtype=g.dtype, device=g.device)
-            cached[name][index] = factors[name].inverse_times(g, damping)
-    scores = torch.zeros(n_test, n_train, dtype=grads_of.dtype)
-    for index, per_example in _gold_gradients(grads_of, train_batches):
-        block = sum(torch.einsum("moi,boi->mb", cached[n], g) for n, g in per_example.items())
-        scores[:, index] = block.cpu()
+    scorer.gradients = _Gradients(model, tracked)
+    scores = torch.zeros(n_test, n_train, dtype=scorer.gradients.dtype)
+    with scorer:
+        test = scorer.test_cache(list(test_batches))
+        for batch in train_batches:
+            block, _ = scorer.train_block(batch, test)
+            scores[test.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block.T.cpu()
     return scores
