@@ -177,3 +177,32 @@ def test_unknown_precision_and_similarity_are_refused(main_runs):
     for option, value in (("--precision", "fp8"), ("--similarity", "l2")):
         code, output = run_cli("influence", "--train-run-id", main_runs["train"], option, value)
         assert code == 1 and value in output
+
+
+def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
+    """`--similarity ekfac` through the step (chunks, learning-rate weights, top-k) against
+    tracin/ekfac.py's scorer on the same checkpoint and batches; tracin/test_ekfac.py holds
+    that scorer to explicit computations."""
+    from xlinfluence.tracin.ekfac import EKFACScorer
+
+    train_id = main_runs["train"]
+    run = _influence("--train-run-id", train_id, "--similarity", "ekfac", "--checkpoints",
+                     "epoch-2", "--top-k", "5", "--test-chunk-size", "5")  # fmt: skip
+    got = _scores(run, train_id)
+    assert set(got) == {"epoch-2", artifacts.TOTAL}
+    train, test = train_manifests(train_id)
+    index = artifacts.load_checkpoint_index(tracking.download(train_id, artifacts.CHECKPOINT_INDEX))
+    model, tokenizer = modeling.load_checkpoint(
+        tracking.download(train_id, f"{artifacts.CHECKPOINTS}/epoch-2")
+    )
+    train_loader = make_loader(TokenizedExamples(train, tokenizer, 128), 32, bucket_by_length=True)
+    test_loader = make_loader(TokenizedExamples(test, tokenizer, 128), 32)
+    want = torch.zeros(len(test), len(train))
+    with EKFACScorer(model, None, train_loader) as scorer:
+        cache = scorer.test_cache(list(test_loader))
+        for batch in train_loader:
+            block, _ = scorer.train_block(batch, cache)
+            want[cache.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block.T.float()
+    assert (got["epoch-2"] - want).abs().max() / want.abs().max() < 1e-4
+    lr = next(c["learning_rate"] for c in index if c["name"] == "epoch-2")
+    torch.testing.assert_close(got[artifacts.TOTAL], lr * got["epoch-2"])

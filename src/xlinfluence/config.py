@@ -20,7 +20,7 @@ C = TypeVar("C", bound="StepConfig")
 DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
 PRESETS = ("e5-small", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
-SIMILARITIES = ("dot", "cosine", "representation")
+SIMILARITIES = ("dot", "cosine", "representation", "ekfac")  # tracin/methods.py
 EXPERIMENTS = (
     "zero-shot",
     "imbalance",
@@ -41,6 +41,7 @@ ATTRIBUTION_METHODS = {
     "no-embeddings": {"similarity": "dot", "params": "^(?!.*embeddings)"},
     "cosine-word-embeddings": {"similarity": "cosine", "params": "word_embeddings"},
     "representation": {"similarity": "representation", "params": "all"},
+    "ekfac": {"similarity": "ekfac", "params": "all"},
 }
 #: MainConfig fields that only an experiment reads; without_experiment resets them.
 EXPERIMENT_FIELDS = (
@@ -347,8 +348,9 @@ class InfluenceConfig(StepConfig):
     )
     similarity: str = _param(
         "dot",
-        "dot (TracIn), cosine (each gradient normalised to unit length per checkpoint), or "
-        "representation (cosine of the <s> hidden states: a gradient-free baseline)",
+        "dot (TracIn), cosine (each gradient normalised to unit length per checkpoint), "
+        "representation (cosine of the <s> hidden states: a gradient-free baseline), or ekfac "
+        "(influence functions with EK-FAC curvature over the selection's Linear layers)",
         checks.OneOf(SIMILARITIES),
     )
     store_scores: bool = _param(

@@ -157,12 +157,13 @@ def test_ekfac_scores_equal_their_own_dense_curvature_and_approach_the_exact(set
     assert rho > 0.5, (relative, rho)
 
 
-def test_non_linear_selections_and_unknown_fishers_are_refused(setup):
-    model, train, _, _ = setup
+def test_embeddings_are_left_out_and_a_selection_without_linear_layers_refused(setup):
+    model, train, _, factors = setup
     model.embed.weight.requires_grad_(True)
     try:
-        with pytest.raises(ConfigError, match="nn.Linear layers only"):
-            ekfac.fit_factors(model, train)
+        assert set(ekfac.fit_factors(model, train)) == set(factors) == {"inner", "head"}
+        with pytest.raises(ConfigError, match="no nn.Linear layer"):
+            ekfac.fit_factors(model, train, lambda name: name.startswith("embed"))
     finally:
         model.embed.weight.requires_grad_(False)
     with pytest.raises(ConfigError, match="fisher='true'"):
@@ -176,3 +177,11 @@ def test_sampled_fisher_is_seeded_and_close_to_the_expected_one(setup):
     torch.testing.assert_close(first["head"].eigenvalues, again["head"].eigenvalues)
     s_error = (first["head"].s_cov - expected["head"].s_cov).norm() / expected["head"].s_cov.norm()
     assert s_error < 0.15, s_error  # 480 draws of one label each
+
+
+def test_every_similarity_the_config_accepts_is_a_registered_method():
+    from xlinfluence.config import ATTRIBUTION_METHODS, SIMILARITIES
+    from xlinfluence.tracin.methods import METHODS
+
+    assert set(SIMILARITIES) == set(METHODS)
+    assert {m["similarity"] for m in ATTRIBUTION_METHODS.values()} <= set(METHODS)

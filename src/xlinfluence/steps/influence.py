@@ -29,13 +29,12 @@ from xlinfluence.errors import ConfigError
 from xlinfluence.steps import set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
-from xlinfluence.tracin.engine import CheckpointScorer, cosine_normalized
+from xlinfluence.tracin.engine import cosine_normalized
 from xlinfluence.tracin.memory import auto_test_chunk
-from xlinfluence.tracin.representation import RepresentationScorer
+from xlinfluence.tracin.methods import METHODS
 from xlinfluence.tracin.selection import parameter_filter
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-REPRESENTATION = "representation"
 CHUNKS = f"{artifacts.INFLUENCE}/chunks"
 
 
@@ -83,6 +82,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
                 precision=config.precision, rows=test_chunk,
                 cols=config.train_chunk_size, code=tracking.code_version(),
                 n_train=len(train), n_test=len(test), with_self=_wants_self(config),
+                scores=METHODS[config.similarity].chunks,
             ),
         )  # fmt: skip
         done = _resume(config, run, store, plan) if accelerator.is_main_process else None
@@ -148,7 +148,8 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         test_examples = TokenizedExamples(test, tokenizer, max_length)
         pairs = 0  # (test, train) pairs scored at this checkpoint
         wants_self = _wants_self(config)
-        with _scorer(config, model) as scorer:
+        fit = make_loader(train_examples, config.batch_size, bucket_by_length=True)
+        with _scorer(config, model, fit) as scorer:
             for rows in dict.fromkeys(c.rows for c in todo if c.checkpoint == name):
                 test_loader = make_loader(
                     test_examples, config.batch_size, indices=rows, bucket_by_length=True
@@ -195,12 +196,13 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
     accelerator.wait_for_everyone()
 
 
-def _scorer(config: InfluenceConfig, model):
-    """TracIn's exact scorer, or the representation-similarity baseline."""
-    if config.similarity == REPRESENTATION:
-        return RepresentationScorer(model, compute_dtype=PRECISIONS[config.precision])
-    return CheckpointScorer(
-        model, parameter_filter(config.params, model), compute_dtype=PRECISIONS[config.precision]
+def _scorer(config: InfluenceConfig, model, train_batches):
+    """The method's scorer at this checkpoint (tracin/methods.py)."""
+    return METHODS[config.similarity].scorer(
+        model,
+        parameter_filter(config.params, model),
+        PRECISIONS[config.precision],
+        train_batches,
     )
 
 
@@ -226,7 +228,7 @@ def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, tes
                 if "train_self" in tensors:
                     self_influence[name][col_index] = tensors["train_self"]
                 block = tensors["scores"]
-                if config.similarity == "cosine":  # train self-scores: filled by test_rows[0]
+                if METHODS[config.similarity].normalised:  # train self-scores: from test_rows[0]
                     train_self = self_influence[name][col_index]
                     block = cosine_normalized(block, tensors["test_self"], train_self)
                 total += lr[name] * block
@@ -278,9 +280,8 @@ def _select_checkpoints(spec: str, index: list[dict]) -> list[dict]:
 
 
 def _wants_self(config: InfluenceConfig) -> bool:
-    if config.similarity == REPRESENTATION:  # a cosine already: its own score is 1
-        return False
-    return config.self_influence or config.similarity == "cosine"
+    method = METHODS[config.similarity]
+    return method.self_scores and (config.self_influence or method.normalised)
 
 
 def _peak_memory_mb(device: torch.device) -> float:

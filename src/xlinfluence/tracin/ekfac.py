@@ -17,7 +17,8 @@ it. Inverting a block is then a rotation, an elementwise division and the rotati
 `fisher="expected"` weights every label by its predicted probability (one backward pass per
 label; deterministic, what the tests compare against the explicit Gauss-Newton matrix);
 `"sampled"` draws one label per example from the model (one backward pass; kronfluence's
-choice). Only Linear layers: embeddings and LayerNorm are left out, as in kronfluence.
+choice). Only the selection's Linear layers: its embeddings and LayerNorms are left out,
+as in kronfluence.
 """
 
 from __future__ import annotations
@@ -67,18 +68,14 @@ class LayerFactors:
 def linear_modules(
     model: nn.Module, param_filter: ParamFilter | None = None
 ) -> list[TrackedModule]:
-    """The Linear layers holding a selected parameter; any other selected parameter is an
-    error that names the filter to use (EK-FAC has no block for it)."""
-    tracked = select_modules(model, param_filter)
-    other = [t.name for t in tracked if not isinstance(t.module, nn.Linear)]
-    if other:
-        raise ConfigError(
-            f"EK-FAC covers nn.Linear layers only; the selection also holds {other[:3]}"
-            f"{' ...' if len(other) > 3 else ''}. Select Linear layers, e.g. params="
-            "'(query|key|value|dense|classifier)\\.(weight|bias)$'."
-        )
+    """The Linear layers holding a selected parameter. EK-FAC has no block for the
+    selection's embeddings and LayerNorms (as in kronfluence); they are left out."""
+    tracked = [t for t in select_modules(model, param_filter) if isinstance(t.module, nn.Linear)]
     if not tracked:
-        raise ConfigError("the parameter selection holds no nn.Linear layer; widen it.")
+        raise ConfigError(
+            "the parameter selection holds no nn.Linear layer, and EK-FAC covers Linear "
+            "layers only; widen params (e.g. 'all', or 'classifier|layer\\.11\\.')."
+        )
     return tracked
 
 

@@ -1,0 +1,59 @@
+"""The attribution methods the influence step computes, keyed by the `similarity` parameter.
+
+Each entry says how to build the method's scorer at one checkpoint (the test_cache /
+train_block interface of engine.CheckpointScorer, so the step chunks, resumes, shards and
+sums every method the same way), whether its scores are normalised by the self-scores
+(cosine), whether it has self-scores at all, and what its chunks hold (chunks of methods
+with the same `chunks` value may be reused for each other on resume). Adding a method is
+its scorer, one entry here and its line in docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from xlinfluence.tracin.ekfac import EKFACScorer
+from xlinfluence.tracin.engine import Batch, CheckpointScorer
+from xlinfluence.tracin.hooks import ParamFilter
+from xlinfluence.tracin.representation import RepresentationScorer
+
+#: (model, param_filter, compute dtype, training batches) -> a scorer context manager
+ScorerFactory = Callable[
+    [nn.Module, ParamFilter | None, torch.dtype | None, Iterable[Batch]], object
+]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    scorer: ScorerFactory
+    chunks: str  # what a chunk file holds; equal values may share chunks on resume
+    normalised: bool = False  # divide each score by the square roots of both self-scores
+    self_scores: bool = True  # it can log <z, z> per training example
+
+
+def _tracin(model, param_filter, compute_dtype, train_batches):
+    return CheckpointScorer(model, param_filter, compute_dtype=compute_dtype)
+
+
+def _representation(model, param_filter, compute_dtype, train_batches):
+    return RepresentationScorer(model, compute_dtype=compute_dtype)
+
+
+def _ekfac(model, param_filter, compute_dtype, train_batches):
+    return EKFACScorer(model, param_filter, train_batches)
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        Method("dot", _tracin, chunks="gradient inner products"),
+        Method("cosine", _tracin, chunks="gradient inner products", normalised=True),
+        Method("representation", _representation, chunks="representation", self_scores=False),
+        Method("ekfac", _ekfac, chunks="ekfac influence"),
+    )
+}
