@@ -148,8 +148,7 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         test_examples = TokenizedExamples(test, tokenizer, max_length)
         pairs = 0  # (test, train) pairs scored at this checkpoint
         wants_self = _wants_self(config)
-        fit = make_loader(train_examples, config.batch_size, bucket_by_length=True)
-        with _scorer(config, model, fit) as scorer:
+        with _scorer(config, model, train_examples) as scorer:
             for rows in dict.fromkeys(c.rows for c in todo if c.checkpoint == name):
                 test_loader = make_loader(
                     test_examples, config.batch_size, indices=rows, bucket_by_length=True
@@ -196,13 +195,15 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
     accelerator.wait_for_everyone()
 
 
-def _scorer(config: InfluenceConfig, model, train_batches):
-    """The method's scorer at this checkpoint (tracin/methods.py)."""
-    return METHODS[config.similarity].scorer(
-        model,
-        parameter_filter(config.params, model),
-        PRECISIONS[config.precision],
-        train_batches,
+def _scorer(config: InfluenceConfig, model, train_examples):
+    """The method's scorer at this checkpoint (tracin/methods.py); a method that fits
+    (EK-FAC) reads the whole training set, length-bucketed, once per checkpoint."""
+    method = METHODS[config.similarity]
+    fit = ()
+    if method.fits:
+        fit = make_loader(train_examples, config.batch_size, bucket_by_length=True)
+    return method.scorer(
+        model, parameter_filter(config.params, model), PRECISIONS[config.precision], fit
     )
 
 

@@ -223,13 +223,17 @@ class EKFACScorer:
         self,
         model: nn.Module,
         param_filter: ParamFilter | None,
-        fit_batches: Iterable[Batch],
+        fit_batches: Iterable[Batch] = (),
         *,
         fisher: str = "sampled",
         damping: float | None = None,
         seed: int = 0,
+        factors: dict[str, LayerFactors] | None = None,
     ):
-        self.factors = fit_factors(model, fit_batches, param_filter, fisher=fisher, seed=seed)
+        """factors: already fitted blocks (then fit_batches is not read)."""
+        self.factors = factors or fit_factors(
+            model, fit_batches, param_filter, fisher=fisher, seed=seed
+        )
         self.damping = damping
         tracked = [t for t in linear_modules(model, param_filter) if t.name in self.factors]
         self.gradients = _Gradients(model, tracked)
@@ -289,10 +293,7 @@ def influence_scores(
     damping: float | None = None,
 ) -> torch.Tensor:
     """(n_test, n_train) EK-FAC influence with given factors, in one test chunk."""
-    scorer = EKFACScorer.__new__(EKFACScorer)
-    scorer.factors, scorer.damping = factors, damping
-    tracked = [t for t in linear_modules(model) if t.name in factors]
-    scorer.gradients = _Gradients(model, tracked)
+    scorer = EKFACScorer(model, None, damping=damping, factors=factors)
     scores = torch.zeros(n_test, n_train, dtype=scorer.gradients.dtype)
     with scorer:
         test = scorer.test_cache(list(test_batches))

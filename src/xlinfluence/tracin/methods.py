@@ -34,6 +34,7 @@ class Method:
     chunks: str  # what a chunk file holds; equal values may share chunks on resume
     normalised: bool = False  # divide each score by the square roots of both self-scores
     self_scores: bool = True  # it can log <z, z> per training example
+    fits: bool = False  # it fits on the training batches before scoring (curvature)
 
 
 def _tracin(model, param_filter, compute_dtype, train_batches):
@@ -54,6 +55,6 @@ METHODS = {
         Method("dot", _tracin, chunks="gradient inner products"),
         Method("cosine", _tracin, chunks="gradient inner products", normalised=True),
         Method("representation", _representation, chunks="representation", self_scores=False),
-        Method("ekfac", _ekfac, chunks="ekfac influence"),
+        Method("ekfac", _ekfac, chunks="ekfac influence", fits=True),
     )
 }
