@@ -346,9 +346,10 @@ class InfluenceConfig(StepConfig):
         checks.AtLeast(1),
     )
     similarity: str = _param(
-        "dot",
-        "dot (TracIn), cosine (each gradient normalised to unit length per checkpoint), or "
-        "representation (cosine of the <s> hidden states: a gradient-free baseline)",
+        "cosine",
+        "cosine (TracIn with each gradient normalised to unit length per checkpoint: the "
+        "default, as it predicts retraining best, docs/findings.md 7), dot (TracIn as in the "
+        "paper), or representation (cosine of the <s> hidden states: a gradient-free baseline)",
         checks.OneOf(SIMILARITIES),
     )
     store_scores: bool = _param(
