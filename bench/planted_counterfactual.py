@@ -7,7 +7,7 @@ So src's test set depends on exactly those carriers, a known answer. This script
 
 1. fine-tunes the tiny preset on it and scores exact TracIn at every epoch, twice: dot
    over all parameters (the influence step's default) and cosine over the word embeddings
-   (the influence step's `similarity=cosine, params=word_embeddings`);
+   (the influence step's `method=cosine, params=word_embeddings`);
 2. prints, per attribution, how many of tra's top-k for src are carriers (precision against
    the carriers' base rate among tra's rows);
 3. retrains (analysis/counterfactual.py's removals, as `-P experiment=counterfactual`
@@ -49,7 +49,7 @@ from xlinfluence.tracin.engine import checkpoint_scores
 from xlinfluence.tracin.selection import parameter_filter
 
 PAIRS = [(SOURCE, TRANSLATION), (ISOLATED, TRANSLATION)]
-#: (name, similarity, params): the default and the attribution that names the most carriers
+#: (name, method, params): the default and the attribution that names the most carriers
 ATTRIBUTIONS = [("dot-all", "dot", "all"), ("cosine-word-embeddings", "cosine", "word_embeddings")]
 
 
@@ -93,13 +93,13 @@ def main(per_language, test_per_language, epochs, learning_rate, k, draws, seed,
     totals = {name: torch.zeros(len(test), len(train)) for name, _, _ in ATTRIBUTIONS}
     for _, info, directory in saved:
         model, tokenizer = modeling.load_checkpoint(directory)
-        for name, similarity, params in ATTRIBUTIONS:
+        for name, method, params in ATTRIBUTIONS:
             totals[name] += info.learning_rate * checkpoint_scores(
                 model,
                 make_loader(TokenizedExamples(train, tokenizer, 64), 32),
                 make_loader(TokenizedExamples(test, tokenizer, 64), 32),
                 n_train=len(train), n_test=len(test),
-                param_filter=parameter_filter(params, model), cosine=similarity == "cosine",
+                param_filter=parameter_filter(params, model), cosine=method == "cosine",
             )  # fmt: skip
     tra_rows = train[schema.LANGUAGE].to_numpy() == TRANSLATION
     print(f"carriers: {carrier.sum()} of tra's {tra_rows.sum()} rows")

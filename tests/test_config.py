@@ -42,6 +42,14 @@ def test_bad_params_name_the_problem(params, message):
         TrainConfig.from_params(params)
 
 
+def test_runs_logged_under_a_renamed_parameter_still_parse():
+    """Studies logged before `similarity` became `method` are read back (findings tables)."""
+    logged = {"train_run_id": R1, "similarity": "dot"}
+    assert InfluenceConfig.from_params(logged).method == "dot"
+    assert MainConfig.from_params({"similarity": "ekfac"}).method == "ekfac"
+    assert InfluenceConfig(train_run_id=R1).method == "cosine"  # the evidence's default
+
+
 def test_main_splits_into_steps_with_their_own_defaults():
     main = MainConfig(epochs=2, influence_batch_size=8, top_k=7, accelerate_config="x.yaml")
     assert main.train() == TrainConfig(epochs=2, accelerate_config="x.yaml")

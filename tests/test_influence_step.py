@@ -131,7 +131,7 @@ def test_topk_only_run_matches_full_run_and_feeds_analyze(main_runs):
 
 def test_cosine_scores_and_self_influence_equal_the_reference(main_runs):
     train_id = main_runs["train"]
-    cosine = _influence("--train-run-id", train_id, "--top-k", "5", "--similarity", "cosine")
+    cosine = _influence("--train-run-id", train_id, "--top-k", "5", "--method", "cosine")
     train, test = train_manifests(train_id)
     index = artifacts.load_checkpoint_index(tracking.download(train_id, artifacts.CHECKPOINT_INDEX))
     scores = _scores(cosine, train_id)
@@ -173,8 +173,8 @@ def test_bf16_compute_stays_close_to_fp32(main_runs):
         assert torch.corrcoef(torch.stack([got.flatten(), want.flatten()]))[0, 1] > 0.9999, name
 
 
-def test_unknown_precision_and_similarity_are_refused(main_runs):
-    for option, value in (("--precision", "fp8"), ("--similarity", "l2")):
+def test_unknown_precision_and_method_are_refused(main_runs):
+    for option, value in (("--precision", "fp8"), ("--method", "l2")):
         code, output = run_cli("influence", "--train-run-id", main_runs["train"], option, value)
         assert code == 1 and value in output
 
@@ -186,7 +186,7 @@ def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
     from xlinfluence.tracin.ekfac import EKFACScorer
 
     train_id = main_runs["train"]
-    run = _influence("--train-run-id", train_id, "--similarity", "ekfac", "--checkpoints",
+    run = _influence("--train-run-id", train_id, "--method", "ekfac", "--checkpoints",
                      "epoch-2", "--top-k", "5", "--test-chunk-size", "5")  # fmt: skip
     got = _scores(run, train_id)
     assert set(got) == {"epoch-2", artifacts.TOTAL}

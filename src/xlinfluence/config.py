@@ -20,7 +20,10 @@ C = TypeVar("C", bound="StepConfig")
 DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
 PRESETS = ("e5-small", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
-SIMILARITIES = ("dot", "cosine", "representation", "ekfac")  # tracin/methods.py
+#: Parameters renamed since runs were logged under the old name (old -> new): a logged run
+#: still parses; `similarity` became `method` when EK-FAC made it more than a similarity.
+RENAMED = {"similarity": "method"}
+METHOD_NAMES = ("dot", "cosine", "representation", "ekfac")  # tracin/methods.py
 EXPERIMENTS = (
     "zero-shot",
     "imbalance",
@@ -32,16 +35,16 @@ EXPERIMENTS = (
 )
 BACKENDS = ("local", "kubernetes")
 #: experiment=methods: attribution variants of one fine-tuning run (the train run is shared).
-#: Each names its similarity and parameters in full, whatever the run's own settings.
+#: Each names its method and parameters in full, whatever the run's own settings.
 ATTRIBUTION_METHODS = {
-    "dot-all": {"similarity": "dot", "params": "all"},
-    "cosine": {"similarity": "cosine", "params": "all"},
-    "last-layer": {"similarity": "dot", "params": "last-layer"},
-    "embeddings-only": {"similarity": "dot", "params": "embeddings"},
-    "no-embeddings": {"similarity": "dot", "params": "^(?!.*embeddings)"},
-    "cosine-word-embeddings": {"similarity": "cosine", "params": "word_embeddings"},
-    "representation": {"similarity": "representation", "params": "all"},
-    "ekfac": {"similarity": "ekfac", "params": "all"},
+    "dot-all": {"method": "dot", "params": "all"},
+    "cosine": {"method": "cosine", "params": "all"},
+    "last-layer": {"method": "dot", "params": "last-layer"},
+    "embeddings-only": {"method": "dot", "params": "embeddings"},
+    "no-embeddings": {"method": "dot", "params": "^(?!.*embeddings)"},
+    "cosine-word-embeddings": {"method": "cosine", "params": "word_embeddings"},
+    "representation": {"method": "representation", "params": "all"},
+    "ekfac": {"method": "ekfac", "params": "all"},
 }
 #: MainConfig fields that only an experiment reads; without_experiment resets them.
 EXPERIMENT_FIELDS = (
@@ -109,6 +112,7 @@ class StepConfig:
     def from_params(cls: type[C], params: dict[str, Any]) -> C:
         """Parse string parameters (from the CLI, MLflow or a logged run) into a config."""
         known = {f.name: f for f in dataclasses.fields(cls)}
+        params = {RENAMED.get(k, k) if RENAMED.get(k) in known else k: v for k, v in params.items()}
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ConfigError(
@@ -346,12 +350,13 @@ class InfluenceConfig(StepConfig):
         "training examples per committed chunk: the unit of progress and of resume",
         checks.AtLeast(1),
     )
-    similarity: str = _param(
-        "dot",
-        "dot (TracIn), cosine (each gradient normalised to unit length per checkpoint), "
-        "representation (cosine of the <s> hidden states: a gradient-free baseline), or ekfac "
-        "(influence functions with EK-FAC curvature over the selection's Linear layers)",
-        checks.OneOf(SIMILARITIES),
+    method: str = _param(
+        "cosine",
+        "cosine (TracIn with each gradient normalised to unit length per checkpoint: the "
+        "default, as it predicts retraining best, docs/findings.md 7), dot (TracIn as in the "
+        "paper), representation (cosine of the <s> hidden states: a gradient-free baseline), "
+        "or ekfac (influence functions with EK-FAC curvature over the selection's Linear layers)",
+        checks.OneOf(METHOD_NAMES),
     )
     store_scores: bool = _param(
         True,
@@ -377,7 +382,7 @@ class InfluenceConfig(StepConfig):
     accelerate_config: str = _accelerate_config()
 
     def _name_parts(self) -> list[str]:
-        return [self.similarity, f"params {self.params}", self.precision, *super()._name_parts()]
+        return [self.method, f"params {self.params}", self.precision, *super()._name_parts()]
 
 
 @dataclass(frozen=True)
@@ -511,7 +516,7 @@ class MainConfig(StepConfig):
     )
     test_chunk_size: int = _same(_I, "test_chunk_size")
     train_chunk_size: int = _same(_I, "train_chunk_size")
-    similarity: str = _same(_I, "similarity")
+    method: str = _same(_I, "method")
     store_scores: bool = _same(_I, "store_scores")
     self_influence: bool = _same(_I, "self_influence")
     top_k: int = _same(_A, "top_k")

@@ -179,9 +179,9 @@ def test_sampled_fisher_is_seeded_and_close_to_the_expected_one(setup):
     assert s_error < 0.15, s_error  # 480 draws of one label each
 
 
-def test_every_similarity_the_config_accepts_is_a_registered_method():
-    from xlinfluence.config import ATTRIBUTION_METHODS, SIMILARITIES
+def test_every_method_the_config_accepts_is_a_registered_method():
+    from xlinfluence.config import ATTRIBUTION_METHODS, METHOD_NAMES
     from xlinfluence.tracin.methods import METHODS
 
-    assert set(SIMILARITIES) == set(METHODS)
-    assert {m["similarity"] for m in ATTRIBUTION_METHODS.values()} <= set(METHODS)
+    assert set(METHOD_NAMES) == set(METHODS)
+    assert {m["method"] for m in ATTRIBUTION_METHODS.values()} <= set(METHODS)

@@ -144,7 +144,7 @@ def run(config: AnalyzeConfig) -> str:
         return run.run_id or ""
 
 
-_SHOWN = ("params", "precision", "similarity", "top_k")
+_SHOWN = ("params", "precision", "method", "top_k")
 
 
 def _language_distance(shares: pd.DataFrame, figures: dict) -> dict[str, pd.DataFrame]:

@@ -82,7 +82,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
                 precision=config.precision, rows=test_chunk,
                 cols=config.train_chunk_size, code=tracking.code_version(),
                 n_train=len(train), n_test=len(test), with_self=_wants_self(config),
-                scores=METHODS[config.similarity].chunks,
+                scores=METHODS[config.method].chunks,
             ),
         )  # fmt: skip
         done = _resume(config, run, store, plan) if accelerator.is_main_process else None
@@ -198,7 +198,7 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
 def _scorer(config: InfluenceConfig, model, train_examples):
     """The method's scorer at this checkpoint (tracin/methods.py); a method that fits
     (EK-FAC) reads the whole training set, length-bucketed, once per checkpoint."""
-    method = METHODS[config.similarity]
+    method = METHODS[config.method]
     fit = ()
     if method.fits:
         fit = make_loader(train_examples, config.batch_size, bucket_by_length=True)
@@ -229,7 +229,7 @@ def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, tes
                 if "train_self" in tensors:
                     self_influence[name][col_index] = tensors["train_self"]
                 block = tensors["scores"]
-                if METHODS[config.similarity].normalised:  # train self-scores: from test_rows[0]
+                if METHODS[config.method].normalised:  # train self-scores: from test_rows[0]
                     train_self = self_influence[name][col_index]
                     block = cosine_normalized(block, tensors["test_self"], train_self)
                 total += lr[name] * block
@@ -251,7 +251,7 @@ def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, tes
             "checkpoints": checkpoints,
             "params": config.params,
             "precision": config.precision,
-            "similarity": config.similarity,
+            "method": config.method,
             "score_names": names,
             "top_k": config.top_k,
             "has_full_scores": config.store_scores,
@@ -281,7 +281,7 @@ def _select_checkpoints(spec: str, index: list[dict]) -> list[dict]:
 
 
 def _wants_self(config: InfluenceConfig) -> bool:
-    method = METHODS[config.similarity]
+    method = METHODS[config.method]
     return method.self_scores and (config.self_influence or method.normalised)
 
 

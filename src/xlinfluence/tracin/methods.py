@@ -1,4 +1,4 @@
-"""The attribution methods the influence step computes, keyed by the `similarity` parameter.
+"""The attribution methods the influence step computes, keyed by the `method` parameter.
 
 Each entry says how to build the method's scorer at one checkpoint (the test_cache /
 train_block interface of engine.CheckpointScorer, so the step chunks, resumes, shards and
