@@ -87,6 +87,11 @@ def test_methods_compare_attributions_of_one_fine_tuning(main_runs):
     assert table["spearman_rho"].between(-1, 1).all() and table["topk_overlap"].between(0, 1).all()
     own = pd.read_csv(tracking.download(parent, "experiment/own_shares.csv"))
     assert set(own["method"]) == set(table.index)
+    cost = pd.read_csv(tracking.download(parent, "experiment/cost.csv")).set_index("method")
+    assert set(cost.index) == set(settings)  # every method's influence run, timed
+    assert (cost["influence_seconds"] > 0).all() and (cost["epoch_seconds"] > 0).all()
+    epoch = client.get_metric_history(main_runs["train"], "epoch_seconds")
+    assert cost["epoch_seconds"].iloc[0] == pytest.approx(np.mean([m.value for m in epoch]))
 
 
 def test_counterfactual_retrains_without_tracins_picks_and_random_controls(main_runs):

@@ -23,7 +23,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: Parameters renamed since runs were logged under the old name (old -> new): a logged run
 #: still parses; `similarity` became `method` when EK-FAC made it more than a similarity.
 RENAMED = {"similarity": "method"}
-METHOD_NAMES = ("dot", "cosine", "representation", "ekfac")  # tracin/methods.py
+METHOD_NAMES = ("dot", "cosine", "representation", "ekfac", "metagradient")  # tracin/methods.py
 EXPERIMENTS = (
     "zero-shot",
     "imbalance",
@@ -45,6 +45,7 @@ ATTRIBUTION_METHODS = {
     "cosine-word-embeddings": {"method": "cosine", "params": "word_embeddings"},
     "representation": {"method": "representation", "params": "all"},
     "ekfac": {"method": "ekfac", "params": "all"},
+    "metagradient": {"method": "metagradient", "params": "all"},
 }
 #: MainConfig fields that only an experiment reads; without_experiment resets them.
 EXPERIMENT_FIELDS = (
@@ -355,7 +356,9 @@ class InfluenceConfig(StepConfig):
         "cosine (TracIn with each gradient normalised to unit length per checkpoint: the "
         "default, as it predicts retraining best, docs/findings.md 7), dot (TracIn as in the "
         "paper), representation (cosine of the <s> hidden states: a gradient-free baseline), "
-        "or ekfac (influence functions with EK-FAC curvature over the selection's Linear layers)",
+        "ekfac (influence functions with EK-FAC curvature over the selection's Linear layers), "
+        "or metagradient (exact data-weight gradients of each test loss through the whole "
+        "fine-tuning, replayed: about 3 trainings per test example)",
         checks.OneOf(METHOD_NAMES),
     )
     store_scores: bool = _param(

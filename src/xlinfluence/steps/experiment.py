@@ -145,7 +145,23 @@ def _methods_tables(config: MainConfig, children) -> dict[str, pd.DataFrame]:
     for checkpoint in checkpoints:
         methods[f"{agreement.REFERENCE}@{checkpoint}"] = reference | {"checkpoint": checkpoint}
     table, own = agreement.compare(methods, config.top_k)
-    return {"comparison": table, "own_shares": own}
+    return {"comparison": table, "own_shares": own, "cost": method_costs(children)}
+
+
+def method_costs(children: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """Seconds per method (its influence run, wall clock) next to one training epoch of the
+    shared fine-tuning (its train run's mean `epoch_seconds`; NaN for runs logged before it
+    was)."""
+    rows = []
+    for name, runs in children.items():
+        info = tracking.fetch_run(runs["influence"], step="influence").info
+        epochs = tracking.epoch_metrics(runs["train"], up_to=10**6).values()
+        epoch = [m["epoch_seconds"] for m in epochs if "epoch_seconds" in m]
+        epoch_seconds = sum(epoch) / len(epoch) if epoch else float("nan")
+        seconds = (info.end_time - info.start_time) / 1000
+        rows.append({"method": name, "influence_seconds": seconds, "epoch_seconds": epoch_seconds,
+                     "epochs_of_cost": seconds / epoch_seconds})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def child_runs(main_run_id: str) -> dict[str, str]:

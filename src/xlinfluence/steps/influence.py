@@ -26,7 +26,7 @@ from xlinfluence.analysis.topk import StreamingTopK, topk_table_from
 from xlinfluence.config import InfluenceConfig, TrainConfig
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.errors import ConfigError
-from xlinfluence.steps import set_threads
+from xlinfluence.steps import replay, set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.engine import cosine_normalized
@@ -36,6 +36,7 @@ from xlinfluence.tracin.selection import parameter_filter
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHUNKS = f"{artifacts.INFLUENCE}/chunks"
+REPLAY = "fine-tuning"  # the one score name of a replayed method (no checkpoints)
 
 
 def run(config: InfluenceConfig) -> str:
@@ -62,12 +63,19 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             f"top_k={config.top_k} must be between 1 and the {len(train)} training examples "
             f"of run {config.train_run_id}; lower top_k."
         )
-    checkpoints = _select_checkpoints(config.checkpoints, index)
-    test_chunk = config.test_chunk_size or _auto_test_chunk(
-        config, checkpoints[0]["name"], accelerator, len(test)
-    )
+    method = METHODS[config.method]
+    if method.replays:
+        _check_replayable(config, accelerator)
+        checkpoints = [{"name": REPLAY, "epoch": index[-1]["epoch"], "step": index[-1]["step"],
+                        "learning_rate": 1.0}]  # fmt: skip
+        test_chunk = config.test_chunk_size or 1  # one reverse pass per test example
+    else:
+        checkpoints = _select_checkpoints(config.checkpoints, index)
+        test_chunk = config.test_chunk_size or _auto_test_chunk(
+            config, checkpoints[0]["name"], accelerator, len(test)
+        )
     test_rows = ranges(len(test), test_chunk)
-    train_cols = ranges(len(train), config.train_chunk_size)
+    train_cols = ranges(len(train), None if method.replays else config.train_chunk_size)
     plan = [Chunk(c["name"], r, k) for c in checkpoints for r in test_rows for k in train_cols]
 
     with (
@@ -91,7 +99,10 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             {"num_processes": accelerator.num_processes, "chunks_total": len(plan),
              "chunks_reused": len(done), "test_chunk_size": test_chunk}
         )  # fmt: skip
-        _compute(config, accelerator, run, store, plan, set(done), train, test, max_length)
+        if method.replays:
+            _compute_replay(config, run, store, plan, set(done))
+        else:
+            _compute(config, accelerator, run, store, plan, set(done), train, test, max_length)
         if accelerator.is_main_process:
             _write_outputs(config, checkpoints, store, test_rows, train_cols, train, test, out)
             run.log_artifact(out / artifacts.INFLUENCE_MANIFEST, artifacts.INFLUENCE)
@@ -134,7 +145,7 @@ def _resume(config, run, store: ChunkStore, plan: list[Chunk]) -> list[str]:
 def _compute(config, accelerator, run, store, plan, done, train, test, max_length) -> None:
     """Every chunk not yet done, checkpoint by checkpoint; each logged as soon as it is."""
     todo = [chunk for chunk in plan if chunk.filename not in done]
-    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="TracIn chunks",
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"{config.method} chunks",
                disable=not accelerator.is_main_process)  # fmt: skip
     first_rows = plan[0].rows if plan else None
     positions = {name: i for i, name in enumerate(dict.fromkeys(c.checkpoint for c in plan))}
@@ -150,6 +161,7 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         wants_self = _wants_self(config)
         with _scorer(config, model, train_examples) as scorer:
             for rows in dict.fromkeys(c.rows for c in todo if c.checkpoint == name):
+                cached = None  # the last chunk's cache goes before the next one is built
                 test_loader = make_loader(
                     test_examples, config.batch_size, indices=rows, bucket_by_length=True
                 )
@@ -193,6 +205,45 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         )
     bar.close()
     accelerator.wait_for_everyone()
+
+
+def _check_replayable(config: InfluenceConfig, accelerator) -> None:
+    """A replayed method differentiates every parameter in fp32 on one process."""
+    wrong = [
+        f"{name}={value!r} (use {fix})"
+        for name, value, ok, fix in (
+            ("params", config.params, config.params == "all", "'all'"),
+            ("precision", config.precision, config.precision == "fp32", "'fp32'"),
+            ("num_processes", accelerator.num_processes, accelerator.num_processes == 1, "1"),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise ConfigError(
+            f"method={config.method} replays the whole fine-tuning over every parameter in "
+            f"fp32 on one process; this run has {', '.join(wrong)}."
+        )
+
+
+def _compute_replay(config, run, store, plan, done) -> None:
+    """Each test row's exact data-weight gradient through the replayed fine-tuning; a score
+    is minus the derivative of the test loss (positive: the row helps, as for TracIn)."""
+    todo = [chunk for chunk in plan if chunk.filename not in done]
+    if not todo:
+        return
+    start = time.perf_counter()
+    rerun, difference = replay.verified(config.train_run_id)
+    run.log_metrics({"replay_parameter_difference": difference, "replay_steps":
+                     len(rerun.batches), "replay_segment": rerun.segment})  # fmt: skip
+    outputs = 0
+    for chunk in tqdm(todo, desc=f"{config.method} chunks"):
+        block = torch.stack([-rerun.test_loss_gradient([row]) for row in chunk.rows])
+        path = store.save(chunk, block, None, None)
+        run.log_artifact(path, f"{CHUNKS}/{chunk.checkpoint}")
+        outputs += len(chunk.rows)
+    seconds = time.perf_counter() - start
+    run.log_metrics({"seconds_per_output": seconds / outputs,
+                     "peak_memory_mb": _peak_memory_mb(torch.device("cpu"))})  # fmt: skip
 
 
 def _scorer(config: InfluenceConfig, model, train_examples):

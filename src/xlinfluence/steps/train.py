@@ -66,8 +66,8 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
     built = modeling.build(
         config.model,
         num_labels=len(splits.label_names),
-        train_texts=_texts(splits.train),
-        test_texts=_texts(splits.test),
+        train_texts=texts_of(splits.train),
+        test_texts=texts_of(splits.test),
         seed=config.training_seed,
         trim_vocab=config.trim_vocab,
     )
@@ -115,6 +115,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         def log_epoch(metrics: EpochMetrics, info: CheckpointInfo, directory: Path) -> None:
             run.log_metrics(
                 {"train_loss": metrics.train_loss, "learning_rate": info.learning_rate}
+                | {"epoch_seconds": metrics.seconds}
                 | {f"accuracy.{lang}": acc for lang, acc in metrics.accuracy.items()}
                 | {f"test_loss.{lang}": loss for lang, loss in metrics.test_loss.items()},
                 step=metrics.epoch,
@@ -255,7 +256,7 @@ def _copy_finished_epochs(run: tracking.StepRun, resume: _Resume, out: Path) -> 
     run.set_tags({"xlinfluence.resumed_from": f"{resume.run_id}@epoch-{resume.epoch}"})
 
 
-def _texts(frame) -> list[str]:
+def texts_of(frame) -> list[str]:
     """Every text field (both sides of pair tasks): what tokenizers are trained or trimmed on."""
     return [*frame[schema.TEXT], *frame[schema.TEXT_PAIR].dropna()]
 

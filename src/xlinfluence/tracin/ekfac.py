@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from xlinfluence.errors import ConfigError
 from xlinfluence.tracin.engine import MODEL_INPUT_KEYS, Batch, TestCache, accumulation_dtype
@@ -181,7 +182,7 @@ def fit_factors(
     with contextlib.ExitStack() as stack:
         stack.enter_context(grads_of.capture)
         generator = torch.Generator().manual_seed(seed)
-        for batch in batches:
+        for batch in tqdm(batches, desc="EK-FAC factors", leave=False):
             passes = _passes(grads_of, batch, fisher, generator)
             for i, (inputs, grads, weights) in enumerate(passes):
                 for t in tracked:
@@ -201,7 +202,7 @@ def fit_factors(
         lam = {t.name: 0.0 for t in tracked}
         examples = 0
         generator = torch.Generator().manual_seed(seed)
-        for batch in batches:
+        for batch in tqdm(batches, desc="EK-FAC eigenvalues", leave=False):
             for inputs, grads, weights in _passes(grads_of, batch, fisher, generator):
                 per_example = _per_example_grads(inputs, grads, tracked)
                 for name, g in per_example.items():
@@ -253,19 +254,15 @@ class EKFACScorer:
     def test_cache(self, pieces: list[Batch], *, with_self: bool = False) -> TestCache:
         """Each test example's gradient, preconditioned once: (F + damping I)^-1 g."""
         parts = [self._per_example(piece) for piece in pieces]
-        cache = {
-            name: self.factors[name].inverse_times(
-                torch.cat([p[name] for p in parts]), self.damping
-            )
-            for name in self.factors
-        }
+        cache, own = {}, None
+        for name in self.factors:  # each layer's raw gradients freed once preconditioned
+            raw = torch.cat([p.pop(name) for p in parts])
+            cache[name] = self.factors[name].inverse_times(raw, self.damping)
+            if with_self:
+                own = (0 if own is None else own) + (cache[name] * raw).sum((1, 2))
+            del raw
         index = torch.cat([piece["index"] for piece in pieces]).cpu()
-        own = None
-        if with_self:
-            own = sum(
-                (cache[n] * torch.cat([p[n] for p in parts])).sum((1, 2)) for n in self.factors
-            ).cpu()
-        return TestCache(cache, index, own)
+        return TestCache(cache, index, None if own is None else own.cpu())
 
     def train_block(
         self, batch: Batch, test: TestCache, *, with_self: bool = False

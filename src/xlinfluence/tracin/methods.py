@@ -6,6 +6,9 @@ sums every method the same way), whether its scores are normalised by the self-s
 (cosine), whether it has self-scores at all, and what its chunks hold (chunks of methods
 with the same `chunks` value may be reused for each other on resume). Adding a method is
 its scorer, one entry here and its line in docs/analysis.md.
+
+A method that `replays` the fine-tuning (metagradient) has no per-checkpoint scorer: the
+step rebuilds the whole run (steps/replay.py) and scores one test row per chunk.
 """
 
 from __future__ import annotations
@@ -30,11 +33,16 @@ ScorerFactory = Callable[
 @dataclass(frozen=True)
 class Method:
     name: str
-    scorer: ScorerFactory
+    scorer: ScorerFactory | None  # None: the method replays the fine-tuning instead
     chunks: str  # what a chunk file holds; equal values may share chunks on resume
     normalised: bool = False  # divide each score by the square roots of both self-scores
     self_scores: bool = True  # it can log <z, z> per training example
     fits: bool = False  # it fits on the training batches before scoring (curvature)
+
+    @property
+    def replays(self) -> bool:
+        """It differentiates through the whole fine-tuning, not at checkpoints."""
+        return self.scorer is None
 
 
 def _tracin(model, param_filter, compute_dtype, train_batches):
@@ -56,5 +64,6 @@ METHODS = {
         Method("cosine", _tracin, chunks="gradient inner products", normalised=True),
         Method("representation", _representation, chunks="representation", self_scores=False),
         Method("ekfac", _ekfac, chunks="ekfac influence", fits=True),
+        Method("metagradient", None, chunks="metagradient", self_scores=False),
     )
 }

@@ -7,6 +7,7 @@ the last it also saves the training state (state.py), from which a killed run co
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,10 +49,36 @@ class EpochMetrics:
     accuracy: dict[str, float]  # test language -> accuracy; "all" for the whole test set
     test_loss: dict[str, float]  # test language -> mean cross-entropy; "all" likewise
     predictions: pd.DataFrame  # per test example (manifest order): predicted, loss, correct
+    seconds: float = float("nan")  # the epoch's training steps alone (the cost yardstick)
 
 
 def checkpoint_name(epoch: int) -> str:
     return f"epoch-{epoch}"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch e's shuffle: each epoch's order depends on (seed, e) alone."""
+    return seed * 10_000 + epoch
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The global RNG's seed before training step `step` (0-based): dropout's masks depend on
+    (seed, step) alone, so a replay of the run (method=metagradient) draws the same masks."""
+    return seed * 1_000_003 + step
+
+
+def learning_rates(total_steps: int, learning_rate: float, warmup_ratio: float) -> list[float]:
+    """The learning rate of every step: linear warmup, then linear decay (as fine_tune)."""
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=learning_rate)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(warmup_ratio * total_steps), total_steps
+    )
+    rates = []
+    for _ in range(total_steps):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return rates
 
 
 def fine_tune(
@@ -85,7 +112,7 @@ def fine_tune(
     exclude_rows (rows of `train`) are never trained on, and the other rows keep the order
     they have in a run without exclusions (counterfactual retraining).
     """
-    generator = torch.Generator()  # reseeded per epoch: epoch e's order depends on (seed, e)
+    generator = torch.Generator()  # reseeded per epoch (epoch_seed)
     train_loader = make_loader(
         TokenizedExamples(train, tokenizer, max_length),
         batch_size,
@@ -109,13 +136,15 @@ def fine_tune(
         done = state.load(resume_from, optimizer, scheduler)
     step = done.step
     for epoch in range(done.epoch + 1, epochs + 1):
-        generator.manual_seed(seed * 10_000 + epoch)
+        generator.manual_seed(epoch_seed(seed, epoch))
         model.train()
         loss_sum, lr_sum, n_batches = 0.0, 0.0, 0
         bar = tqdm(
             train_loader, desc=f"epoch {epoch}/{epochs}", disable=not accelerator.is_main_process
         )
+        started = time.perf_counter()
         for batch in bar:
+            torch.manual_seed(step_seed(seed, step))
             outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             loss = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
             accelerator.backward(loss)
@@ -127,6 +156,7 @@ def fine_tune(
             n_batches += 1
             step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        seconds = time.perf_counter() - started
         epoch_loss = accelerator.reduce(
             torch.tensor(loss_sum / max(n_batches, 1), device=accelerator.device), "mean"
         ).item()
@@ -140,7 +170,7 @@ def fine_tune(
         accelerator.wait_for_everyone()
         checkpoints.append(info)
         accuracy, test_loss = _per_language(predictions, test_languages)
-        metrics = EpochMetrics(epoch, step, epoch_loss, accuracy, test_loss, predictions)
+        metrics = EpochMetrics(epoch, step, epoch_loss, accuracy, test_loss, predictions, seconds)
         on_epoch_end(metrics, info, directory)
         if on_state is not None and checkpoint_root is not None and epoch < epochs:
             folder = checkpoint_root / f"state-{epoch}"

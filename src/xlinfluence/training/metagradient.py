@@ -74,10 +74,13 @@ def train(
     optimizer: AdamW = AdamW(),
     segment: int = 0,
     differentiable: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[torch.Tensor]:
     """The parameters after AdamW over `batches` (one step each, at its learning rate) with
     per-example data weights; differentiable in `weights` when asked (segments of `segment`
-    steps recomputed in the backward pass; 0: one segment per step)."""
+    steps recomputed in the backward pass; 0: one segment per step). The model runs in
+    training mode (dropout on); seeds[t], when given, seeds the global RNG before step t, as
+    the train step does (training.step_seed), so the replay draws the run's dropout masks."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p.detach().clone().requires_grad_(differentiable) for n, p in model.named_parameters()
               if p.requires_grad]  # fmt: skip
@@ -88,7 +91,10 @@ def train(
 
     def run(start: int, stop: int, w: torch.Tensor, *state):
         p, m_, v_ = list(state[:n]), list(state[n : 2 * n]), list(state[2 * n :])
+        model.train()  # also when recomputed in the backward pass, after an output in eval
         for t in range(start, stop):
+            if seeds is not None:
+                torch.manual_seed(seeds[t])
             with torch.enable_grad():
                 if not differentiable:
                     p = [x.detach().requires_grad_(True) for x in p]
@@ -118,6 +124,7 @@ def data_weight_gradient(
     *,
     optimizer: AdamW = AdamW(),
     segment: int = 0,
+    seeds: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """(n_train,) d output(theta_T) / d w_i at w = 1, through the whole AdamW run.
 
@@ -126,16 +133,18 @@ def data_weight_gradient(
     dtype = next(model.parameters()).dtype
     weights = torch.ones(n_train, dtype=dtype, requires_grad=True)
     final = train(model, batches, learning_rates, weights, optimizer=optimizer,
-                  segment=segment, differentiable=True)  # fmt: skip
+                  segment=segment, differentiable=True, seeds=seeds)  # fmt: skip
     (gradient,) = torch.autograd.grad(output(final), weights)
     return gradient
 
 
 def test_loss_output(model: nn.Module, batches: Sequence[Batch]):
-    """output(params) = the mean cross-entropy over `batches` (e.g. one test language's)."""
+    """output(params) = the mean cross-entropy over `batches` (e.g. one test language's),
+    in evaluation mode (dropout off), as the train step evaluates."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
 
     def output(params: list[torch.Tensor]) -> torch.Tensor:
+        model.eval()
         total, count = 0, 0
         for batch in batches:
             ones = torch.ones(int(batch["index"].max()) + 1)

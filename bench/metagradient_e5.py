@@ -1,0 +1,150 @@
+"""Exact metagradients (training/metagradient.py) on e5-small with real SIB-200 rows:
+how close they come to finite differences of real retrainings, and what one output costs.
+
+For one setting (rows per language, epochs, batch size, dtype) this script builds the
+pipeline's own model (e5-small, vocabulary trimmed to the rows, seeded head), cuts the
+training into the same shuffled batches and linear-warmup learning rates as the train step,
+and replays it functionally with dropout off (eval mode: the replay is then deterministic,
+so finite differences of retrainings are exact up to rounding). It prints, as one JSON line:
+
+- `seconds_metagradient`: one output (a test language's mean loss) differentiated with
+  respect to every training row's weight, through the whole AdamW run;
+- `seconds_training`: the same replay without gradients (one plain training), and the ratio;
+- `peak_rss_gib`: the process's peak resident memory (run each setting in its own process);
+- with `--check N`: for N training rows, central finite differences of retrainings with that
+  row's weight moved by +-h, and the largest relative error against the metagradient.
+
+    python bench/metagradient_e5.py --per-language 8 --epochs 1 --dtype float64 --check 3
+    python bench/metagradient_e5.py --per-language 20 --epochs 2 --segment 4
+
+Not a test: tests/training/test_metagradient.py asserts exactness on a tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import click
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from xlinfluence import modeling
+from xlinfluence.data import load_splits, schema
+from xlinfluence.data.batching import TokenizedExamples, make_loader
+from xlinfluence.steps import set_threads
+from xlinfluence.training import metagradient as mg
+
+SIB = Path(__file__).resolve().parents[2] / "shared/data/sib200/data/annotated"
+
+
+def _batches(train, tokenizer, *, batch_size, epochs, seed, max_length):
+    """The train step's batches: one seeded permutation per epoch (training.fine_tune)."""
+    generator = torch.Generator()
+    loader = make_loader(TokenizedExamples(train, tokenizer, max_length), batch_size,
+                         shuffle=True, generator=generator)  # fmt: skip
+    batches = []
+    for epoch in range(1, epochs + 1):
+        generator.manual_seed(seed * 10_000 + epoch)
+        batches.extend(loader)
+    return batches
+
+
+def _learning_rates(steps: int, learning_rate: float, warmup_ratio: float) -> list[float]:
+    """The train step's schedule: linear warmup, then linear decay, one value per step."""
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=learning_rate)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+@click.command()
+@click.option("--data-path", default=str(SIB), show_default=True)
+@click.option("--languages", default="en,de,fr,ru,zh", show_default=True)
+@click.option("--per-language", default=8, show_default=True, help="training rows per language")
+@click.option("--test-per-language", default=8, show_default=True)
+@click.option("--output-language", default="de", show_default=True,
+              help="the output: this test language's mean loss")  # fmt: skip
+@click.option("--epochs", default=1, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--learning-rate", default=3e-5, show_default=True)
+@click.option("--max-length", default=64, show_default=True)
+@click.option("--segment", default=0, show_default=True,
+              help="steps recomputed together in the backward pass (0: one per step)")  # fmt: skip
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32")
+@click.option("--check", default=0, show_default=True, help="rows checked by finite differences")
+@click.option("--step-size", "h", default=1e-4, show_default=True, help="finite-difference h")
+@click.option("--threads", default=2, show_default=True)
+@click.option("--seed", default=42, show_default=True)
+def main(data_path, languages, per_language, test_per_language, output_language, epochs,
+         batch_size, learning_rate, max_length, segment, dtype, check, h, threads,
+         seed):  # fmt: skip
+    if not Path(data_path).exists():
+        raise click.UsageError(f"no SIB-200 data at {data_path}; pass --data-path.")
+    set_threads(threads)
+    langs = languages.split(",")
+    splits = load_splits(dataset="sib200", data_path=data_path, languages=langs,
+                         train_counts={lang: per_language for lang in langs},
+                         test_per_language=test_per_language, seed=seed)  # fmt: skip
+    texts = lambda frame: frame[schema.TEXT].tolist()  # noqa: E731
+    built = modeling.build("e5-small", num_labels=len(splits.label_names),
+                           train_texts=texts(splits.train), test_texts=texts(splits.test),
+                           seed=seed)  # fmt: skip
+    model = built.model.to(getattr(torch, dtype)).eval()
+    batches = _batches(splits.train, built.tokenizer, batch_size=batch_size, epochs=epochs,
+                       seed=seed, max_length=max_length)  # fmt: skip
+    rates = _learning_rates(len(batches), learning_rate, warmup_ratio=0.1)
+    test = splits.test[splits.test[schema.LANGUAGE] == output_language].reset_index(drop=True)
+    test_batches = list(make_loader(TokenizedExamples(test, built.tokenizer, max_length), 16))
+    output = mg.test_loss_output(model, test_batches)
+    n_train = len(splits.train)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        base = float(output(mg.train(model, batches, rates, torch.ones(n_train).to(model.dtype))))
+    seconds_training = time.perf_counter() - start
+    start = time.perf_counter()
+    gradient = mg.data_weight_gradient(model, batches, rates, n_train, output, segment=segment)
+    seconds_metagradient = time.perf_counter() - start
+    report = {
+        "rows": n_train, "steps": len(batches), "segment": segment, "dtype": dtype,
+        "parameters": n_params, "output": f"mean test loss of {output_language}",
+        "output_value": base, "seconds_training": round(seconds_training, 1),
+        "seconds_metagradient": round(seconds_metagradient, 1),
+        "ratio_to_training": round(seconds_metagradient / seconds_training, 2),
+        "peak_rss_gib": round(_peak_rss_gib(), 2),
+        "gradient_abs_max": float(gradient.abs().max()),
+    }  # fmt: skip
+    if check:
+        order = torch.argsort(gradient.abs(), descending=True)
+        rows = order[:check].tolist()  # the rows the output depends on most
+        errors, checked = [], []
+        for i in rows:
+            moved = []
+            for sign in (1, -1):
+                weights = torch.ones(n_train, dtype=model.dtype)
+                weights[i] += sign * h
+                with torch.no_grad():
+                    moved.append(float(output(mg.train(model, batches, rates, weights))))
+            numeric = (moved[0] - moved[1]) / (2 * h)
+            errors.append(abs(float(gradient[i]) - numeric) / abs(numeric))
+            language = splits.train[schema.LANGUAGE][i]
+            checked.append({"row": i, "language": language, "metagradient": float(gradient[i]),
+                            "finite_difference": numeric})  # fmt: skip
+        report |= {"checked": checked, "max_relative_error": max(errors), "h": h}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

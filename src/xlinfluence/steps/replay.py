@@ -1,0 +1,135 @@
+"""A logged fine-tuning, rebuilt step for step: what method=metagradient differentiates.
+
+From a train run's parameters and manifests alone: the initial model (the same build and
+seed), the same shuffled batches per epoch, learning rate per step and dropout seed per step
+(training.epoch_seed, step_seed, learning_rates). Before any metagradient is trusted, the
+replay is run forward once and its final parameters compared with the run's own last
+checkpoint: a replay that does not reproduce the run is refused, not differentiated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from xlinfluence import artifacts, modeling, tracking
+from xlinfluence.config import TrainConfig
+from xlinfluence.data.batching import TokenizedExamples, make_loader
+from xlinfluence.errors import ArtifactError, ConfigError
+from xlinfluence.steps.train import texts_of
+from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.tracin.engine import Batch
+from xlinfluence.tracin.memory import CACHE_SHARE, device_memory
+from xlinfluence.training import checkpoint_name, epoch_seed, learning_rates, step_seed
+from xlinfluence.training import metagradient as mg
+
+#: the replay's final parameters may differ from the logged checkpoint's by rounding only
+#: (the functional AdamW and torch's fused one order their float32 operations differently)
+REPRODUCTION_TOLERANCE = 1e-4
+
+
+@dataclass
+class Replay:
+    model: nn.Module  # the initial model (before step 1), in float32
+    batches: list[Batch]  # every training step's batch, in order
+    learning_rates: list[float]
+    seeds: list[int]  # the global RNG's seed before each step (dropout)
+    optimizer: mg.AdamW
+    train: pd.DataFrame
+    test_examples: TokenizedExamples
+    final_checkpoint: str
+
+    @property
+    def segment(self) -> int:
+        """Steps recomputed together in the backward pass: as few as the saved states (one
+        per segment: parameters and both AdamW moments) allow within CACHE_SHARE of memory.
+        One step per segment is fastest (about 3 trainings per output on the tiny preset;
+        longer segments were slower there, 4.4 s at 4 and 11.7 s at 14 against 2.7 s)."""
+        state = 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())
+        saved = max(1, int(CACHE_SHARE * device_memory(torch.device("cpu"))) // state)
+        return max(1, -(-len(self.batches) // saved))
+
+    def final_parameters(self) -> list[torch.Tensor]:
+        ones = torch.ones(len(self.train))
+        with torch.no_grad():
+            return mg.train(self.model, self.batches, self.learning_rates, ones,
+                            optimizer=self.optimizer, seeds=self.seeds)  # fmt: skip
+
+    def test_loss_gradient(self, rows: list[int]) -> torch.Tensor:
+        """(n_train,) d (mean loss of test `rows` at the final model) / d w_i, through the run."""
+        loader = make_loader(self.test_examples, len(rows), indices=rows)
+        output = mg.test_loss_output(self.model, list(loader))
+        return mg.data_weight_gradient(
+            self.model, self.batches, self.learning_rates, len(self.train), output,
+            optimizer=self.optimizer, segment=self.segment, seeds=self.seeds,
+        )  # fmt: skip
+
+
+def of_train_run(train_run_id: str) -> Replay:
+    """The replay of a finished train run (trained on its whole selection, on one process)."""
+    run = tracking.fetch_run(train_run_id, step=TrainConfig.step)
+    config = TrainConfig.from_params(tracking.run_params(run))
+    if config.remove:
+        raise ConfigError(
+            f"method=metagradient replays a fine-tuning on its whole selection; train run "
+            f"{train_run_id} removed rows (remove={config.remove!r}). Score the run it was "
+            f"derived from, or train one without remove."
+        )
+    if run.data.metrics.get("num_processes", 1) != 1:
+        raise ConfigError(
+            f"train run {train_run_id} trained on {run.data.metrics['num_processes']:.0f} "
+            "processes; method=metagradient replays single-process runs. Train on one."
+        )
+    train, test = train_manifests(train_run_id)
+    labels = artifacts.read_json(tracking.download(train_run_id, artifacts.LABELS))
+    built = modeling.build(
+        config.model, num_labels=len(labels), train_texts=texts_of(train),
+        test_texts=texts_of(test), seed=config.training_seed, trim_vocab=config.trim_vocab,
+    )  # fmt: skip
+    generator = torch.Generator()
+    loader = make_loader(
+        TokenizedExamples(train, built.tokenizer, config.max_length), config.batch_size,
+        shuffle=True, generator=generator,
+    )  # fmt: skip
+    batches = []
+    for epoch in range(1, config.epochs + 1):
+        generator.manual_seed(epoch_seed(config.training_seed, epoch))
+        batches.extend(loader)
+    steps = len(batches)
+    return Replay(
+        model=built.model.float(),
+        batches=batches,
+        learning_rates=learning_rates(steps, config.learning_rate, config.warmup_ratio),
+        seeds=[step_seed(config.training_seed, t) for t in range(steps)],
+        optimizer=mg.AdamW(weight_decay=config.weight_decay),
+        train=train,
+        test_examples=TokenizedExamples(test, built.tokenizer, config.max_length),
+        final_checkpoint=checkpoint_name(config.epochs),
+    )
+
+
+def verified(train_run_id: str) -> tuple[Replay, float]:
+    """The replay and its largest parameter difference from the run's last checkpoint
+    (relative to the largest parameter); refused above REPRODUCTION_TOLERANCE."""
+    replay = of_train_run(train_run_id)
+    directory = tracking.download(
+        train_run_id, f"{artifacts.CHECKPOINTS}/{replay.final_checkpoint}"
+    )
+    logged, _ = modeling.load_checkpoint(directory)
+    names = [n for n, p in replay.model.named_parameters() if p.requires_grad]
+    want = dict(logged.named_parameters())
+    got = replay.final_parameters()
+    difference = max(float((g - want[n]).abs().max()) for n, g in zip(names, got, strict=True))
+    scale = max(float(p.abs().max()) for p in want.values())
+    relative = difference / scale
+    if not relative <= REPRODUCTION_TOLERANCE:
+        raise ArtifactError(
+            f"replaying train run {train_run_id} does not reproduce its checkpoint "
+            f"{replay.final_checkpoint} (largest parameter difference {relative:.1e} of the "
+            f"largest parameter, tolerance {REPRODUCTION_TOLERANCE:.0e}): it was trained by "
+            "other code (see its xlinfluence.code_version tag). Retrain it with this version."
+        )
+    return replay, relative
