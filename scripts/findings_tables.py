@@ -58,15 +58,14 @@ def matrix(frame: pd.DataFrame, values: str, rows: str, columns: str) -> pd.Data
     return wide.reset_index()
 
 
-def lds_report(run_id: str, added: dict[str, str]) -> str:
-    tables = lds.recompute(run_id, added)
+def lds_report(run_id: str, added: dict[str, str], reference: str = agreement.REFERENCE) -> str:
+    tables = lds.recompute(run_id, added, reference)
     table, raw = tables["comparison"], tables["retrainings"]
     overall = table[table["test_language"] == "all"].copy()
     overall["LDS [95% CI]"] = interval(overall, "lds", "ci_low", "ci_high")
-    overall["minus dot-all [95% CI]"] = interval(
-        overall, "diff_vs_reference", "diff_ci_low", "diff_ci_high"
-    )
-    shown = overall[["method", "target", "LDS [95% CI]", "minus dot-all [95% CI]", "p_holm"]]
+    versus = f"minus {reference} [95% CI]"
+    overall[versus] = interval(overall, "diff_vs_reference", "diff_ci_low", "diff_ci_high")
+    shown = overall[["method", "target", "LDS [95% CI]", versus, "p_holm"]]
     languages = table[(table["target"] == "margin") & (table["test_language"] != "all")]
     wide = matrix(languages, "lds", "method", "test_language")
     cost = raw[["seconds", "artifact_bytes", "n_kept", "accuracy"]].describe().loc[
@@ -273,7 +272,9 @@ def methods(runs: tuple[str, ...], top_k: int, figure: str) -> None:
     help="also score a method added after the study (its main or influence run, same "
     "fine-tuning) against the same retrainings; repeatable",
 )  # fmt: skip
-def retraining(run_ids: tuple[str, ...], added: tuple[str, ...]) -> None:
+@click.option("--reference", default=agreement.REFERENCE, show_default=True,
+              help="lds: the method every other is paired against")  # fmt: skip
+def retraining(run_ids: tuple[str, ...], added: tuple[str, ...], reference: str) -> None:
     for run_id in run_ids:
         experiment = tracking.run_params(tracking.fetch_run(run_id, step="main"))["experiment"]
         report = {"lds": lds_report, "leave-language-out": leave_language_out_report}.get(
@@ -284,7 +285,11 @@ def retraining(run_ids: tuple[str, ...], added: tuple[str, ...]) -> None:
                 f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
             )
         methods = _pairs(added, "--method")
-        click.echo(report(run_id, methods) + "\n\n" + cost(run_id) + "\n")
+        if experiment == "lds":
+            text = lds_report(run_id, methods, reference)
+        else:
+            text = report(run_id, methods)
+        click.echo(text + "\n\n" + cost(run_id) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -180,14 +181,14 @@ def test_unknown_precision_and_method_are_refused(main_runs):
 
 
 def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
-    """`--similarity ekfac` through the step (chunks, learning-rate weights, top-k) against
+    """`mlflow run . -e influence -P method=ekfac` (chunks, learning-rate weights, top-k) against
     tracin/ekfac.py's scorer on the same checkpoint and batches; tracin/test_ekfac.py holds
     that scorer to explicit computations."""
     from xlinfluence.tracin.ekfac import EKFACScorer
 
     train_id = main_runs["train"]
-    run = _influence("--train-run-id", train_id, "--method", "ekfac", "--checkpoints",
-                     "epoch-2", "--top-k", "5", "--test-chunk-size", "5")  # fmt: skip
+    run = _mlflow_run_influence(train_run_id=train_id, method="ekfac", checkpoints="epoch-2",
+                                top_k=5, test_chunk_size=5)  # fmt: skip
     got = _scores(run, train_id)
     assert set(got) == {"epoch-2", artifacts.TOTAL}
     train, test = train_manifests(train_id)
@@ -206,3 +207,77 @@ def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
     assert (got["epoch-2"] - want).abs().max() / want.abs().max() < 1e-4
     lr = next(c["learning_rate"] for c in index if c["name"] == "epoch-2")
     torch.testing.assert_close(got[artifacts.TOTAL], lr * got["epoch-2"])
+
+
+def _mlflow_run_influence(**parameters) -> str:
+    """`mlflow run . -e influence -P k=v ...`, as a user launches it."""
+    import mlflow
+
+    project = Path(__file__).resolve().parents[1]
+    submitted = mlflow.projects.run(
+        uri=str(project), entry_point="influence", parameters=parameters,
+        env_manager="local", synchronous=True,
+    )  # fmt: skip
+    return submitted.run_id
+
+
+def test_the_replay_reproduces_the_logged_fine_tuning(main_runs):
+    """What method=metagradient differentiates is the run itself: its replay lands on the
+    logged last checkpoint, and the check would see other dropout masks."""
+    from xlinfluence.steps import replay
+
+    rerun, difference = replay.verified(main_runs["train"])
+    assert difference <= 1e-5
+    rerun.seeds = [seed + 1 for seed in rerun.seeds]
+    logged, _ = modeling.load_checkpoint(
+        tracking.download(main_runs["train"], f"{artifacts.CHECKPOINTS}/{rerun.final_checkpoint}")
+    )
+    want = dict(logged.named_parameters())
+    names = [n for n, _ in rerun.model.named_parameters()]
+    final = zip(names, rerun.final_parameters(), strict=True)
+    moved = max(float((g - want[n]).abs().max()) for n, g in final)
+    scale = max(float(p.abs().max()) for p in want.values())
+    assert moved / scale > 10 * replay.REPRODUCTION_TOLERANCE
+
+
+def test_metagradient_method_through_mlflow_run(main_runs):
+    """`mlflow run . -e influence -P method=metagradient`: each test row is minus the exact
+    derivative of its loss in each training row's weight. Held against finite differences of
+    real retrainings (the verified replay, in float64) and, by linearity, against one
+    reverse pass for a whole test language's mean loss."""
+    from xlinfluence.steps import replay
+    from xlinfluence.training import metagradient as mg
+
+    train_id = main_runs["train"]
+    run = _mlflow_run_influence(train_run_id=train_id, method="metagradient", top_k=5)
+    got = _scores(run, train_id)
+    assert set(got) == {"fine-tuning", artifacts.TOTAL}
+    torch.testing.assert_close(got[artifacts.TOTAL], got["fine-tuning"])
+    metrics = MlflowClient().get_run(run).data.metrics
+    assert metrics["replay_parameter_difference"] <= 1e-5 and metrics["seconds_per_output"] > 0
+    _, test = train_manifests(train_id)
+    rerun = replay.of_train_run(train_id)
+    rows = test.index[test["language"] == "de"].tolist()
+    language = -rerun.test_loss_gradient(rows)
+    torch.testing.assert_close(got[artifacts.TOTAL][rows].mean(0), language, rtol=1e-4, atol=1e-7)
+    rerun.model = rerun.model.double()
+    first = list(make_loader(rerun.test_examples, 1, indices=[0]))
+    output = mg.test_loss_output(rerun.model, first)
+    h = 1e-4
+    for i in got[artifacts.TOTAL][0].abs().argsort(descending=True)[:2].tolist():
+        moved = []
+        for sign in (1, -1):
+            weights = torch.ones(len(rerun.train), dtype=torch.float64)
+            weights[i] += sign * h
+            with torch.no_grad():
+                final = mg.train(rerun.model, rerun.batches, rerun.learning_rates, weights,
+                                 optimizer=rerun.optimizer, seeds=rerun.seeds)  # fmt: skip
+                moved.append(float(output(final)))
+        numeric = -(moved[0] - moved[1]) / (2 * h)
+        assert abs(float(got[artifacts.TOTAL][0, i]) - numeric) <= 1e-4 * abs(numeric), (i, numeric)
+
+
+def test_metagradient_refuses_what_it_cannot_replay(main_runs):
+    code, output = run_cli("influence", "--train-run-id", main_runs["train"], "--method",
+                           "metagradient", "--params", "last-layer")  # fmt: skip
+    assert code == 1 and "params='last-layer' (use 'all')" in output

@@ -291,7 +291,7 @@ def experiment_values(config) -> None:
             raise refuse(name, given, "ratios must be positive numbers", "give e.g. 1,2,4")
     elif config.experiment == "seeds" and not all(v.isdigit() for v in values):
         raise refuse(name, given, "seeds must be whole numbers >= 0", "give e.g. 1,2,3")
-    elif config.experiment in ("lds", "leave-language-out"):
+    elif config.experiment in ("methods", "lds", "leave-language-out"):
         from xlinfluence.config import ATTRIBUTION_METHODS
 
         unknown = [v for v in values if v not in ATTRIBUTION_METHODS]
@@ -300,9 +300,9 @@ def experiment_values(config) -> None:
                 name,
                 given,
                 f"{unknown} are not attribution methods",
-                f"give some of {', '.join(ATTRIBUTION_METHODS)}, or nothing for all",
+                f"give some of {', '.join(ATTRIBUTION_METHODS)}, or nothing for the default",
             )
-        if not config.store_scores:
+        if config.experiment != "methods" and not config.store_scores:
             raise refuse(
                 "store_scores",
                 False,

@@ -47,6 +47,8 @@ ATTRIBUTION_METHODS = {
     "ekfac": {"method": "ekfac", "params": "all"},
     "metagradient": {"method": "metagradient", "params": "all"},
 }
+#: Scored only when named in experiment_values (their cost grows with the test set).
+ON_REQUEST = ("metagradient",)
 #: MainConfig fields that only an experiment reads; without_experiment resets them.
 EXPERIMENT_FIELDS = (
     "experiment",
@@ -538,8 +540,9 @@ class MainConfig(StepConfig):
         "",
         "zero-shot: languages to hold out (default all); imbalance: ratios for the first "
         "language (default 1,2,4); seeds: seeds (default 1,2,3); counterfactual: test "
-        "languages L or L:X pairs (default every pair); lds, leave-language-out: the "
-        "attribution methods to score (default every method of experiment=methods)",
+        "languages L or L:X pairs (default every pair); methods, lds, leave-language-out: "
+        "the attribution methods to score (default all but metagradient, which is named "
+        "to be scored)",
         checks.Pattern(r"[\w.:-]*(,[\w.:-]+)*", "empty, or comma-separated values"),
     )
     removal_k: int = _param(

@@ -18,10 +18,10 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
-from xlinfluence.config import ATTRIBUTION_METHODS, InfluenceConfig, MainConfig
+from xlinfluence.config import InfluenceConfig, MainConfig
 from xlinfluence.data import schema
 from xlinfluence.errors import ArtifactError, ConfigError
-from xlinfluence.steps.experiment import child_runs, method_settings
+from xlinfluence.steps.experiment import child_runs, chosen_methods, method_settings
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.training import checkpoint_name
 
@@ -33,14 +33,6 @@ class Attributions:
     test: pd.DataFrame  # its test manifest (score rows)
     main_runs: dict[str, str]  # method -> its main run
     base_train: str  # the fine-tuning run every method scored
-
-
-def chosen_methods(config: MainConfig) -> list[str]:
-    """experiment_values as method names of experiment=methods (default: all of them;
-    the config has checked the names), the reference first."""
-    values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
-    chosen = values or list(ATTRIBUTION_METHODS)
-    return [REFERENCE, *[m for m in chosen if m != REFERENCE]]
 
 
 def collect(config: MainConfig, project: Path, parent: tracking.StepRun) -> Attributions:

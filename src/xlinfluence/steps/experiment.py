@@ -25,7 +25,7 @@ from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import agreement, compare
 from xlinfluence.analysis.bootstrap import pooled_share_intervals
 from xlinfluence.config import ATTRIBUTION_METHODS as METHODS
-from xlinfluence.config import EXPERIMENTS, MainConfig
+from xlinfluence.config import EXPERIMENTS, ON_REQUEST, MainConfig
 from xlinfluence.data.params import parse_languages
 from xlinfluence.errors import ConfigError
 
@@ -45,7 +45,7 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
         raise ConfigError(f"experiment={config.experiment!r}; choose one of {EXPERIMENTS}.")
     base = config.without_experiment()
     if config.experiment == "methods":
-        return method_settings(config, list(METHODS))
+        return method_settings(config, chosen_methods(config))
     languages = parse_languages(config.languages)
     values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
     if config.experiment == "zero-shot":
@@ -78,6 +78,15 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
         }
     seeds = [int(v) for v in (values or DEFAULT_SEEDS.split(","))]
     return {f"seed-{seed}": dataclasses.replace(base, seed=seed) for seed in seeds}
+
+
+def chosen_methods(config: MainConfig) -> list[str]:
+    """experiment_values as attribution method names (methods, lds, leave-language-out;
+    the config has checked them), the reference first. Default: every method but those
+    scored on request only (ON_REQUEST: metagradient, about 3 trainings per test example)."""
+    values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
+    chosen = values or [m for m in METHODS if m not in ON_REQUEST]
+    return [agreement.REFERENCE, *[m for m in chosen if m != agreement.REFERENCE]]
 
 
 def method_settings(config: MainConfig, names: list[str]) -> dict[str, MainConfig]:

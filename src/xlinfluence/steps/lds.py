@@ -22,7 +22,7 @@ from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
 from xlinfluence.config import MainConfig, TrainConfig
 from xlinfluence.data import schema, subsets
-from xlinfluence.errors import ArtifactError
+from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps import attributions, retrain
 
 
@@ -79,10 +79,14 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
 
 
 def compute(
-    config: MainConfig, found: attributions.Attributions, runs: dict[tuple[int, int], str]
+    config: MainConfig,
+    found: attributions.Attributions,
+    runs: dict[tuple[int, int], str],
+    reference: str = REFERENCE,
 ) -> dict[str, pd.DataFrame]:
     """The LDS table and the per-retraining table from finished retrainings
-    ((subset draw, training seed) -> train run ID)."""
+    ((subset draw, training seed) -> train run ID); every method paired against
+    `reference` (default dot TracIn over all parameters, the paper's)."""
     masks = subsets.kept_masks(selections(config), found.train, config.seed)
     outputs, raw = _outputs(config, found, masks, runs)
     table = lds.lds_table(
@@ -90,14 +94,14 @@ def compute(
         masks,
         outputs,
         found.test[schema.LANGUAGE].to_numpy(),
-        reference=REFERENCE,
+        reference=reference,
         seed=config.seed,
     )
     return {"comparison": table, "retrainings": raw}
 
 
 def recompute(
-    experiment_run_id: str, added: dict[str, str] | None = None
+    experiment_run_id: str, added: dict[str, str] | None = None, reference: str = REFERENCE
 ) -> dict[str, pd.DataFrame]:
     """compute() for a finished experiment run, from its setting tags (this code's
     analysis of that run's retrainings; scripts/findings_tables.py retraining). `added`:
@@ -105,7 +109,10 @@ def recompute(
     judged against the same retrainings."""
     config, settings, methods = attributions.study_methods(experiment_run_id, added)
     runs = {key: settings[setting_name(key)] for key in retraining_settings(config)}
-    return compute(config, attributions.read(config, methods), runs)
+    found = attributions.read(config, methods)
+    if reference not in found.scores:
+        raise ConfigError(f"reference {reference!r} is none of {', '.join(found.scores)}.")
+    return compute(config, found, runs, reference)
 
 
 def _outputs(config, found, masks, runs) -> tuple[dict[str, np.ndarray], pd.DataFrame]:

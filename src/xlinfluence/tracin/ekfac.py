@@ -110,12 +110,8 @@ class _Gradients:
         return out
 
     def output_grads(self, loss: torch.Tensor, retain: bool) -> dict[str, torch.Tensor]:
-        outputs = [self.capture._outputs[t.name] for t in self.tracked]
-        grads = torch.autograd.grad(loss, outputs, retain_graph=retain, allow_unused=True)
-        return {
-            t.name: _as_tokens(torch.zeros_like(o) if g is None else g).to(self.dtype)
-            for t, o, g in zip(self.tracked, outputs, grads, strict=True)
-        }
+        grads = self.capture.output_grads(loss, retain=retain)
+        return {t.name: _as_tokens(grads[t.name]).to(self.dtype) for t in self.tracked}
 
 
 def _token_mask(batch: Batch, device):

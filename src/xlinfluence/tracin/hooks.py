@@ -156,8 +156,9 @@ class ActivationCapture:
 
         return hook
 
-    def output_grads(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-        """d loss / d output per tracked module (zeros where the loss does not depend on it)."""
+    def output_grads(self, loss: torch.Tensor, retain: bool = False) -> dict[str, torch.Tensor]:
+        """d loss / d output per tracked module (zeros where the loss does not depend on it);
+        retain keeps the graph and the outputs for another loss of the same forward pass."""
         missing = [t.name for t in self.tracked if t.name not in self._outputs]
         if missing:
             raise RuntimeError(f"tracked modules did not run in the forward pass: {missing}")
@@ -170,8 +171,9 @@ class ActivationCapture:
                     "param_filter."
                 )
         outputs = [self._outputs[n] for n in names]
-        grads = torch.autograd.grad(loss, outputs, allow_unused=True)
-        self._outputs.clear()  # release the graph
+        grads = torch.autograd.grad(loss, outputs, retain_graph=retain, allow_unused=True)
+        if not retain:
+            self._outputs.clear()  # release the graph
         return {
             n: torch.zeros_like(o) if g is None else g
             for n, o, g in zip(names, outputs, grads, strict=True)
