@@ -3,9 +3,10 @@ how close they come to finite differences of real retrainings, and what one outp
 
 For one setting (rows per language, epochs, batch size, dtype) this script builds the
 pipeline's own model (e5-small, vocabulary trimmed to the rows, seeded head), cuts the
-training into the same shuffled batches and linear-warmup learning rates as the train step,
-and replays it functionally with dropout off (eval mode: the replay is then deterministic,
-so finite differences of retrainings are exact up to rounding). It prints, as one JSON line:
+training into the same shuffled batches, linear-warmup learning rates and per-step dropout
+seeds as the train step (training.epoch_seed, learning_rates, step_seed), and replays it
+functionally (steps/replay.py does the same from a logged run). The replay is deterministic,
+so finite differences of retrainings are exact up to rounding. It prints, as one JSON line:
 
 - `seconds_metagradient`: one output (a test language's mean loss) differentiated with
   respect to every training row's weight, through the whole AdamW run;
@@ -29,12 +30,12 @@ from pathlib import Path
 
 import click
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from xlinfluence import modeling
 from xlinfluence.data import load_splits, schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.steps import set_threads
+from xlinfluence.training import epoch_seed, learning_rates, step_seed
 from xlinfluence.training import metagradient as mg
 
 SIB = Path(__file__).resolve().parents[2] / "shared/data/sib200/data/annotated"
@@ -47,21 +48,9 @@ def _batches(train, tokenizer, *, batch_size, epochs, seed, max_length):
                          shuffle=True, generator=generator)  # fmt: skip
     batches = []
     for epoch in range(1, epochs + 1):
-        generator.manual_seed(seed * 10_000 + epoch)
+        generator.manual_seed(epoch_seed(seed, epoch))
         batches.extend(loader)
     return batches
-
-
-def _learning_rates(steps: int, learning_rate: float, warmup_ratio: float) -> list[float]:
-    """The train step's schedule: linear warmup, then linear decay, one value per step."""
-    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=learning_rate)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
-    rates = []
-    for _ in range(steps):
-        rates.append(schedule.get_last_lr()[0])
-        optimizer.step()
-        schedule.step()
-    return rates
 
 
 def _peak_rss_gib() -> float:
@@ -76,9 +65,9 @@ def _peak_rss_gib() -> float:
 @click.option("--output-language", default="de", show_default=True,
               help="the output: this test language's mean loss")  # fmt: skip
 @click.option("--epochs", default=1, show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--learning-rate", default=3e-5, show_default=True)
-@click.option("--max-length", default=64, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--learning-rate", default=1e-4, show_default=True)
+@click.option("--max-length", default=128, show_default=True)
 @click.option("--segment", default=0, show_default=True,
               help="steps recomputed together in the backward pass (0: one per step)")  # fmt: skip
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32")
@@ -100,10 +89,11 @@ def main(data_path, languages, per_language, test_per_language, output_language,
     built = modeling.build("e5-small", num_labels=len(splits.label_names),
                            train_texts=texts(splits.train), test_texts=texts(splits.test),
                            seed=seed)  # fmt: skip
-    model = built.model.to(getattr(torch, dtype)).eval()
+    model = built.model.to(getattr(torch, dtype))
     batches = _batches(splits.train, built.tokenizer, batch_size=batch_size, epochs=epochs,
                        seed=seed, max_length=max_length)  # fmt: skip
-    rates = _learning_rates(len(batches), learning_rate, warmup_ratio=0.1)
+    rates = learning_rates(len(batches), learning_rate, warmup_ratio=0.1)
+    seeds = [step_seed(seed, t) for t in range(len(batches))]
     test = splits.test[splits.test[schema.LANGUAGE] == output_language].reset_index(drop=True)
     test_batches = list(make_loader(TokenizedExamples(test, built.tokenizer, max_length), 16))
     output = mg.test_loss_output(model, test_batches)
@@ -112,10 +102,13 @@ def main(data_path, languages, per_language, test_per_language, output_language,
 
     start = time.perf_counter()
     with torch.no_grad():
-        base = float(output(mg.train(model, batches, rates, torch.ones(n_train).to(model.dtype))))
+        ones = torch.ones(n_train, dtype=model.dtype)
+        base = float(output(mg.train(model, batches, rates, ones, seeds=seeds)))
     seconds_training = time.perf_counter() - start
     start = time.perf_counter()
-    gradient = mg.data_weight_gradient(model, batches, rates, n_train, output, segment=segment)
+    gradient = mg.data_weight_gradient(
+        model, batches, rates, n_train, output, segment=segment, seeds=seeds
+    )
     seconds_metagradient = time.perf_counter() - start
     report = {
         "rows": n_train, "steps": len(batches), "segment": segment, "dtype": dtype,
@@ -136,7 +129,8 @@ def main(data_path, languages, per_language, test_per_language, output_language,
                 weights = torch.ones(n_train, dtype=model.dtype)
                 weights[i] += sign * h
                 with torch.no_grad():
-                    moved.append(float(output(mg.train(model, batches, rates, weights))))
+                    final = mg.train(model, batches, rates, weights, seeds=seeds)
+                    moved.append(float(output(final)))
             numeric = (moved[0] - moved[1]) / (2 * h)
             errors.append(abs(float(gradient[i]) - numeric) / abs(numeric))
             language = splits.train[schema.LANGUAGE][i]

@@ -18,7 +18,7 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
-from xlinfluence.config import InfluenceConfig, MainConfig
+from xlinfluence.config import ATTRIBUTION_METHODS, InfluenceConfig, MainConfig
 from xlinfluence.data import schema
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps.experiment import child_runs, chosen_methods, method_settings
@@ -104,7 +104,9 @@ def study_methods(
         tracking.run_params(tracking.fetch_run(experiment_run_id, step="main"))
     )
     settings = settings_of(experiment_run_id)
-    methods = {m: settings[m] for m in chosen_methods(config)}
+    # the methods the study scored (its tags), whatever today's default set is
+    methods = {m: settings[m] for m in chosen_methods(config) if m in settings}
+    methods |= {m: run for m, run in settings.items() if m in ATTRIBUTION_METHODS}
     taken = [n for n in added or {} if n in methods or n == lds.RANDOM or "@" in n]
     if taken:
         raise ConfigError(
