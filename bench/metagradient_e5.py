@@ -3,8 +3,9 @@ how close they come to finite differences of real retrainings, and what one outp
 
 For one setting (rows per language, epochs, batch size, dtype) this script builds the
 pipeline's own model (e5-small, vocabulary trimmed to the rows, seeded head), cuts the
-training into the same shuffled batches, linear-warmup learning rates and per-step dropout
-seeds as the train step (training.epoch_seed, learning_rates, step_seed), and replays it
+training into the same shuffled batches and linear-warmup learning rates as the train step
+(training.epoch_seed, learning_rates), fixes dropout's masks by one RNG state per step
+(seeded from (seed, step), where the train step records its own), and replays it
 functionally (steps/replay.py does the same from a logged run). The replay is deterministic,
 so finite differences of retrainings are exact up to rounding. It prints, as one JSON line:
 
@@ -35,7 +36,7 @@ from xlinfluence import modeling
 from xlinfluence.data import load_splits, schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.steps import set_threads
-from xlinfluence.training import epoch_seed, learning_rates, step_seed
+from xlinfluence.training import epoch_seed, learning_rates
 from xlinfluence.training import metagradient as mg
 
 SIB = Path(__file__).resolve().parents[2] / "shared/data/sib200/data/annotated"
@@ -51,6 +52,15 @@ def _batches(train, tokenizer, *, batch_size, epochs, seed, max_length):
         generator.manual_seed(epoch_seed(seed, epoch))
         batches.extend(loader)
     return batches
+
+
+def _rng_states(seed: int, steps: int) -> list[torch.Tensor]:
+    """One CPU RNG state per step, seeded from (seed, step): dropout's masks, fixed."""
+    states = []
+    for step in range(steps):
+        torch.manual_seed(seed * 1_000_003 + step)
+        states.append(torch.get_rng_state())
+    return states
 
 
 def _peak_rss_gib() -> float:
@@ -93,7 +103,7 @@ def main(data_path, languages, per_language, test_per_language, output_language,
     batches = _batches(splits.train, built.tokenizer, batch_size=batch_size, epochs=epochs,
                        seed=seed, max_length=max_length)  # fmt: skip
     rates = learning_rates(len(batches), learning_rate, warmup_ratio=0.1)
-    seeds = [step_seed(seed, t) for t in range(len(batches))]
+    states = _rng_states(seed, len(batches))
     test = splits.test[splits.test[schema.LANGUAGE] == output_language].reset_index(drop=True)
     test_batches = list(make_loader(TokenizedExamples(test, built.tokenizer, max_length), 16))
     output = mg.test_loss_output(model, test_batches)
@@ -103,11 +113,11 @@ def main(data_path, languages, per_language, test_per_language, output_language,
     start = time.perf_counter()
     with torch.no_grad():
         ones = torch.ones(n_train, dtype=model.dtype)
-        base = float(output(mg.train(model, batches, rates, ones, seeds=seeds)))
+        base = float(output(mg.train(model, batches, rates, ones, rng_states=states)))
     seconds_training = time.perf_counter() - start
     start = time.perf_counter()
     gradient = mg.data_weight_gradient(
-        model, batches, rates, n_train, output, segment=segment, seeds=seeds
+        model, batches, rates, n_train, output, segment=segment, rng_states=states
     )
     seconds_metagradient = time.perf_counter() - start
     report = {
@@ -129,7 +139,7 @@ def main(data_path, languages, per_language, test_per_language, output_language,
                 weights = torch.ones(n_train, dtype=model.dtype)
                 weights[i] += sign * h
                 with torch.no_grad():
-                    final = mg.train(model, batches, rates, weights, seeds=seeds)
+                    final = mg.train(model, batches, rates, weights, rng_states=states)
                     moved.append(float(output(final)))
             numeric = (moved[0] - moved[1]) / (2 * h)
             errors.append(abs(float(gradient[i]) - numeric) / abs(numeric))

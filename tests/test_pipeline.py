@@ -191,7 +191,7 @@ def test_two_processes_give_the_one_process_scores(main_runs):
     config = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
     run_id = run_step(
         "influence", "--train-run-id", main_runs["train"], "--top-k", "5",
-        "--batch-size", "16", "--accelerate-config", str(config),
+        "--batch-size", "16", "--method", "dot", "--accelerate-config", str(config),
     )  # fmt: skip
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"

@@ -38,6 +38,7 @@ TEST_MANIFEST = "data/test.parquet"
 LABELS = "data/labels.json"
 REMOVED = "data/removed.json"  # counterfactual runs: the training ids left out
 EVALUATION = "evaluation"
+TRAINING = "training"  # per-epoch RNG states (steps/replay.py reads them)
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_INDEX = "checkpoints/index.json"
 INFLUENCE = "influence"
@@ -110,6 +111,29 @@ def load_predictions(path: Path, test: pd.DataFrame) -> pd.DataFrame:
             "re-run the train step."
         )
     return frame
+
+
+def rng_states(checkpoint: str) -> str:
+    """The CPU RNG state before each training step of the epoch ending at `checkpoint`."""
+    return f"{TRAINING}/rng_states-{checkpoint}.safetensors"
+
+
+def save_rng_states(states: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"rng_states": states.contiguous()}, str(path))
+
+
+def load_rng_states(path: Path) -> torch.Tensor:
+    """(steps, n) uint8, as training.fine_tune recorded them."""
+    if not path.is_file():
+        raise ArtifactError(
+            f"RNG states {path} are missing: the train run predates them or was cut short; "
+            "retrain it with this version to replay it."
+        )
+    try:
+        return load_file(str(path))["rng_states"]
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise _corrupt(path, err) from err
 
 
 def save_checkpoint_index(checkpoints: list[dict], path: Path) -> None:

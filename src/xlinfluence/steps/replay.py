@@ -1,9 +1,10 @@
 """A logged fine-tuning, rebuilt step for step: what method=metagradient differentiates.
 
-From a train run's parameters and manifests alone: the initial model (the same build and
-seed), the same shuffled batches per epoch, learning rate per step and dropout seed per step
-(training.epoch_seed, step_seed, learning_rates). Before any metagradient is trusted, the
-replay is run forward once and its final parameters compared with the run's own last
+From a train run's parameters, manifests and recorded RNG states: the initial model (the
+same build and seed), the same shuffled batches per epoch and learning rate per step
+(training.epoch_seed, learning_rates), and the CPU RNG state before each step, which fixes
+dropout's masks (artifacts.rng_states). Before any metagradient is trusted, the replay is
+run forward once and its final parameters compared with the run's own last
 checkpoint: a replay that does not reproduce the run is refused, not differentiated.
 """
 
@@ -23,7 +24,7 @@ from xlinfluence.steps.train import texts_of
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.engine import Batch
 from xlinfluence.tracin.memory import CACHE_SHARE, device_memory
-from xlinfluence.training import checkpoint_name, epoch_seed, learning_rates, step_seed
+from xlinfluence.training import checkpoint_name, epoch_seed, learning_rates
 from xlinfluence.training import metagradient as mg
 
 #: the replay's final parameters may differ from the logged checkpoint's by rounding only
@@ -36,7 +37,7 @@ class Replay:
     model: nn.Module  # the initial model (before step 1), in float32
     batches: list[Batch]  # every training step's batch, in order
     learning_rates: list[float]
-    seeds: list[int]  # the global RNG's seed before each step (dropout)
+    rng_states: list[torch.Tensor]  # the CPU RNG state before each step (dropout)
     optimizer: mg.AdamW
     train: pd.DataFrame
     test_examples: TokenizedExamples
@@ -58,7 +59,7 @@ class Replay:
         ones = torch.ones(len(self.train))
         with torch.no_grad():
             return mg.train(self.model, self.batches, self.learning_rates, ones,
-                            optimizer=self.optimizer, seeds=self.seeds)  # fmt: skip
+                            optimizer=self.optimizer, rng_states=self.rng_states)  # fmt: skip
 
     def test_loss_gradient(self, rows: list[int]) -> torch.Tensor:
         """(n_train,) d (mean loss of test `rows` at the final model) / d w_i, through the run."""
@@ -66,7 +67,7 @@ class Replay:
         output = mg.test_loss_output(self.model, list(loader))
         return mg.data_weight_gradient(
             self.model, self.batches, self.learning_rates, len(self.train), output,
-            optimizer=self.optimizer, segment=self.segment, seeds=self.seeds,
+            optimizer=self.optimizer, segment=self.segment, rng_states=self.rng_states,
         )  # fmt: skip
 
 
@@ -105,12 +106,28 @@ def of_train_run(train_run_id: str) -> Replay:
         model=built.model.float(),
         batches=batches,
         learning_rates=learning_rates(steps, config.learning_rate, config.warmup_ratio),
-        seeds=[step_seed(config.training_seed, t) for t in range(steps)],
+        rng_states=_rng_states(train_run_id, config.epochs, steps),
         optimizer=mg.AdamW(weight_decay=config.weight_decay),
         train=train,
         test_examples=TokenizedExamples(test, built.tokenizer, config.max_length),
         final_checkpoint=checkpoint_name(config.epochs),
     )
+
+
+def _rng_states(train_run_id: str, epochs: int, steps: int) -> list[torch.Tensor]:
+    states = [
+        artifacts.load_rng_states(
+            tracking.download(train_run_id, artifacts.rng_states(checkpoint_name(epoch)))
+        )
+        for epoch in range(1, epochs + 1)
+    ]
+    every = [state for epoch in states for state in epoch]
+    if len(every) != steps:
+        raise ArtifactError(
+            f"train run {train_run_id} recorded {len(every)} RNG states for {steps} steps; "
+            "its batches are not the ones this version cuts. Retrain it with this version."
+        )
+    return every
 
 
 def verified(train_run_id: str) -> tuple[Replay, float]:

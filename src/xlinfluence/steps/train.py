@@ -123,6 +123,10 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             predictions = out / artifacts.predictions(info.name)
             artifacts.save_predictions(metrics.predictions, splits.test, predictions)
             run.log_artifact(predictions, artifacts.EVALUATION)
+            if metrics.rng_states is not None:
+                rng = out / artifacts.rng_states(info.name)
+                artifacts.save_rng_states(metrics.rng_states, rng)
+                run.log_artifact(rng, artifacts.TRAINING)
             if directory is not None:
                 run.log_artifacts(directory, f"{artifacts.CHECKPOINTS}/{info.name}")
             index.append(info.to_dict())
@@ -249,6 +253,9 @@ def _copy_finished_epochs(run: tracking.StepRun, resume: _Resume, out: Path) -> 
         run.log_artifacts(folder, f"{artifacts.CHECKPOINTS}/{entry['name']}")
         predictions = tracking.download(resume.run_id, artifacts.predictions(entry["name"]))
         run.log_artifact(predictions, artifacts.EVALUATION)
+        rng = artifacts.rng_states(entry["name"])
+        if rng in tracking.artifact_names(resume.run_id, artifacts.TRAINING):
+            run.log_artifact(tracking.download(resume.run_id, rng), artifacts.TRAINING)
     artifacts.save_checkpoint_index(resume.index, out / artifacts.CHECKPOINT_INDEX)
     run.log_artifact(out / artifacts.CHECKPOINT_INDEX, artifacts.CHECKPOINTS)
     for step, metrics in tracking.epoch_metrics(resume.run_id, up_to=resume.epoch).items():

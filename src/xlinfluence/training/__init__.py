@@ -50,6 +50,9 @@ class EpochMetrics:
     test_loss: dict[str, float]  # test language -> mean cross-entropy; "all" likewise
     predictions: pd.DataFrame  # per test example (manifest order): predicted, loss, correct
     seconds: float = float("nan")  # the epoch's training steps alone (the cost yardstick)
+    #: (steps, n) uint8: the CPU RNG's state before each step of the epoch, what dropout
+    #: draws from; a replay of the run (method=metagradient) restores it step by step
+    rng_states: torch.Tensor | None = None
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -59,12 +62,6 @@ def checkpoint_name(epoch: int) -> str:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch e's shuffle: each epoch's order depends on (seed, e) alone."""
     return seed * 10_000 + epoch
-
-
-def step_seed(seed: int, step: int) -> int:
-    """The global RNG's seed before training step `step` (0-based): dropout's masks depend on
-    (seed, step) alone, so a replay of the run (method=metagradient) draws the same masks."""
-    return seed * 1_000_003 + step
 
 
 def learning_rates(total_steps: int, learning_rate: float, warmup_ratio: float) -> list[float]:
@@ -143,8 +140,9 @@ def fine_tune(
             train_loader, desc=f"epoch {epoch}/{epochs}", disable=not accelerator.is_main_process
         )
         started = time.perf_counter()
+        rng_states = []
         for batch in bar:
-            torch.manual_seed(step_seed(seed, step))
+            rng_states.append(torch.get_rng_state())
             outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             loss = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
             accelerator.backward(loss)
@@ -170,7 +168,8 @@ def fine_tune(
         accelerator.wait_for_everyone()
         checkpoints.append(info)
         accuracy, test_loss = _per_language(predictions, test_languages)
-        metrics = EpochMetrics(epoch, step, epoch_loss, accuracy, test_loss, predictions, seconds)
+        metrics = EpochMetrics(epoch, step, epoch_loss, accuracy, test_loss, predictions, seconds,
+                               torch.stack(rng_states) if rng_states else None)  # fmt: skip
         on_epoch_end(metrics, info, directory)
         if on_state is not None and checkpoint_root is not None and epoch < epochs:
             folder = checkpoint_root / f"state-{epoch}"

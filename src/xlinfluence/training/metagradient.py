@@ -74,13 +74,13 @@ def train(
     optimizer: AdamW = AdamW(),
     segment: int = 0,
     differentiable: bool = False,
-    seeds: Sequence[int] | None = None,
+    rng_states: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """The parameters after AdamW over `batches` (one step each, at its learning rate) with
     per-example data weights; differentiable in `weights` when asked (segments of `segment`
     steps recomputed in the backward pass; 0: one segment per step). The model runs in
-    training mode (dropout on); seeds[t], when given, seeds the global RNG before step t, as
-    the train step does (training.step_seed), so the replay draws the run's dropout masks."""
+    training mode (dropout on); rng_states[t], when given, is restored before step t (the
+    train step records them), so the replay draws the run's own dropout masks."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p.detach().clone().requires_grad_(differentiable) for n, p in model.named_parameters()
               if p.requires_grad]  # fmt: skip
@@ -93,8 +93,8 @@ def train(
         p, m_, v_ = list(state[:n]), list(state[n : 2 * n]), list(state[2 * n :])
         model.train()  # also when recomputed in the backward pass, after an output in eval
         for t in range(start, stop):
-            if seeds is not None:
-                torch.manual_seed(seeds[t])
+            if rng_states is not None:
+                torch.set_rng_state(rng_states[t])
             with torch.enable_grad():
                 if not differentiable:
                     p = [x.detach().requires_grad_(True) for x in p]
@@ -124,7 +124,7 @@ def data_weight_gradient(
     *,
     optimizer: AdamW = AdamW(),
     segment: int = 0,
-    seeds: Sequence[int] | None = None,
+    rng_states: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(n_train,) d output(theta_T) / d w_i at w = 1, through the whole AdamW run.
 
@@ -133,7 +133,7 @@ def data_weight_gradient(
     dtype = next(model.parameters()).dtype
     weights = torch.ones(n_train, dtype=dtype, requires_grad=True)
     final = train(model, batches, learning_rates, weights, optimizer=optimizer,
-                  segment=segment, differentiable=True, seeds=seeds)  # fmt: skip
+                  segment=segment, differentiable=True, rng_states=rng_states)  # fmt: skip
     (gradient,) = torch.autograd.grad(output(final), weights)
     return gradient
 
