@@ -94,7 +94,7 @@ def train(
         model.train()  # also when recomputed in the backward pass, after an output in eval
         for t in range(start, stop):
             if rng_states is not None:
-                torch.set_rng_state(rng_states[t])
+                torch.set_rng_state(rng_states[t].clone())  # a row view is misread by torch
             with torch.enable_grad():
                 if not differentiable:
                     p = [x.detach().requires_grad_(True) for x in p]
