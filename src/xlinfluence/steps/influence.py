@@ -1,11 +1,13 @@
-"""The influence step: exact TracIn of every train example on every test example.
+"""The influence step: one attribution method's score of every train example on every test
+example (tracin/methods.py; by default cosine TracIn).
 
 Checkpoints are the outer loop (each loaded once), then test chunks (test side cached
 once), then train chunks. Each finished chunk is written and logged at once, so an
 interrupted run resumes where it stopped (same run, or `resume_run_id`). The train chunk
 is split across Accelerate processes and the partial blocks summed, which equals the
 one-process result. Finally the chunks are streamed into the logged outputs:
-scores.safetensors, self_influence.safetensors, topk.parquet and manifest.json.
+scores.safetensors, self_influence.safetensors, topk.parquet and manifest.json. A method
+that replays the fine-tuning (metagradient) has no checkpoints: one chunk per test row.
 """
 
 from __future__ import annotations
