@@ -4,7 +4,7 @@ how close they come to finite differences of real retrainings, and what one outp
 For one setting (rows per language, epochs, batch size, dtype) this script builds the
 pipeline's own model (e5-small, vocabulary trimmed to the rows, seeded head), cuts the
 training into the same shuffled batches and linear-warmup learning rates as the train step
-(training.epoch_seed, learning_rates), fixes dropout's masks by one RNG state per step
+(training.epoch_batches, learning_rates), fixes dropout's masks by one RNG state per step
 (seeded from (seed, step), where the train step records its own), and replays it
 functionally (steps/replay.py does the same from a logged run). The replay is deterministic,
 so finite differences of retrainings are exact up to rounding. It prints, as one JSON line:
@@ -36,22 +36,11 @@ from xlinfluence import modeling
 from xlinfluence.data import load_splits, schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.steps import set_threads
-from xlinfluence.training import epoch_seed, learning_rates
+from xlinfluence.steps.train import texts_of
+from xlinfluence.training import epoch_batches, learning_rates
 from xlinfluence.training import metagradient as mg
 
 SIB = Path(__file__).resolve().parents[2] / "shared/data/sib200/data/annotated"
-
-
-def _batches(train, tokenizer, *, batch_size, epochs, seed, max_length):
-    """The train step's batches: one seeded permutation per epoch (training.fine_tune)."""
-    generator = torch.Generator()
-    loader = make_loader(TokenizedExamples(train, tokenizer, max_length), batch_size,
-                         shuffle=True, generator=generator)  # fmt: skip
-    batches = []
-    for epoch in range(1, epochs + 1):
-        generator.manual_seed(epoch_seed(seed, epoch))
-        batches.extend(loader)
-    return batches
 
 
 def _rng_states(seed: int, steps: int) -> list[torch.Tensor]:
@@ -95,13 +84,12 @@ def main(data_path, languages, per_language, test_per_language, output_language,
     splits = load_splits(dataset="sib200", data_path=data_path, languages=langs,
                          train_counts={lang: per_language for lang in langs},
                          test_per_language=test_per_language, seed=seed)  # fmt: skip
-    texts = lambda frame: frame[schema.TEXT].tolist()  # noqa: E731
     built = modeling.build("e5-small", num_labels=len(splits.label_names),
-                           train_texts=texts(splits.train), test_texts=texts(splits.test),
+                           train_texts=texts_of(splits.train), test_texts=texts_of(splits.test),
                            seed=seed)  # fmt: skip
     model = built.model.to(getattr(torch, dtype))
-    batches = _batches(splits.train, built.tokenizer, batch_size=batch_size, epochs=epochs,
-                       seed=seed, max_length=max_length)  # fmt: skip
+    examples = TokenizedExamples(splits.train, built.tokenizer, max_length)
+    batches = epoch_batches(examples, batch_size, epochs, seed)
     rates = learning_rates(len(batches), learning_rate, warmup_ratio=0.1)
     states = _rng_states(seed, len(batches))
     test = splits.test[splits.test[schema.LANGUAGE] == output_language].reset_index(drop=True)

@@ -104,9 +104,9 @@ def study_methods(
         tracking.run_params(tracking.fetch_run(experiment_run_id, step="main"))
     )
     settings = settings_of(experiment_run_id)
-    # the methods the study scored (its tags), whatever today's default set is
-    methods = {m: settings[m] for m in chosen_methods(config) if m in settings}
-    methods |= {m: run for m, run in settings.items() if m in ATTRIBUTION_METHODS}
+    # the methods the study scored (its tags), whatever today's default set is; the
+    # reference comes first in ATTRIBUTION_METHODS
+    methods = {m: settings[m] for m in ATTRIBUTION_METHODS if m in settings}
     taken = [n for n in added or {} if n in methods or n == lds.RANDOM or "@" in n]
     if taken:
         raise ConfigError(

@@ -161,15 +161,18 @@ def method_costs(children: dict[str, dict[str, str]]) -> pd.DataFrame:
     """Seconds per method (its influence run, wall clock) next to one training epoch of the
     shared fine-tuning (its train run's mean `epoch_seconds`; NaN for runs logged before it
     was)."""
+    epoch_seconds = {}  # per train run (the methods share one): read once
+    for train in {runs["train"] for runs in children.values()}:
+        epochs = tracking.epoch_metrics(train, up_to=10**6).values()
+        seconds = [m["epoch_seconds"] for m in epochs if "epoch_seconds" in m]
+        epoch_seconds[train] = sum(seconds) / len(seconds) if seconds else float("nan")
     rows = []
     for name, runs in children.items():
         info = tracking.fetch_run(runs["influence"], step="influence").info
-        epochs = tracking.epoch_metrics(runs["train"], up_to=10**6).values()
-        epoch = [m["epoch_seconds"] for m in epochs if "epoch_seconds" in m]
-        epoch_seconds = sum(epoch) / len(epoch) if epoch else float("nan")
         seconds = (info.end_time - info.start_time) / 1000
-        rows.append({"method": name, "influence_seconds": seconds, "epoch_seconds": epoch_seconds,
-                     "epochs_of_cost": seconds / epoch_seconds})  # fmt: skip
+        epoch = epoch_seconds[runs["train"]]
+        rows.append({"method": name, "influence_seconds": seconds, "epoch_seconds": epoch,
+                     "epochs_of_cost": seconds / epoch})  # fmt: skip
     return pd.DataFrame(rows)
 
 

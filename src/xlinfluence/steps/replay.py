@@ -2,7 +2,7 @@
 
 From a train run's parameters, manifests and recorded RNG states: the initial model (the
 same build and seed), the same shuffled batches per epoch and learning rate per step
-(training.epoch_seed, learning_rates), and the CPU RNG state before each step, which fixes
+(training.epoch_batches, learning_rates), and the CPU RNG state before each step, which fixes
 dropout's masks (artifacts.rng_states). Before any metagradient is trusted, the replay is
 run forward once and its final parameters compared with the run's own last
 checkpoint: a replay that does not reproduce the run is refused, not differentiated.
@@ -24,7 +24,7 @@ from xlinfluence.steps.train import texts_of
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.engine import Batch
 from xlinfluence.tracin.memory import CACHE_SHARE, device_memory
-from xlinfluence.training import checkpoint_name, epoch_seed, learning_rates
+from xlinfluence.training import checkpoint_name, epoch_batches, learning_rates
 from xlinfluence.training import metagradient as mg
 
 #: the replay's final parameters may differ from the logged checkpoint's by rounding only
@@ -92,15 +92,10 @@ def of_train_run(train_run_id: str) -> Replay:
         config.model, num_labels=len(labels), train_texts=texts_of(train),
         test_texts=texts_of(test), seed=config.training_seed, trim_vocab=config.trim_vocab,
     )  # fmt: skip
-    generator = torch.Generator()
-    loader = make_loader(
+    batches = epoch_batches(
         TokenizedExamples(train, built.tokenizer, config.max_length), config.batch_size,
-        shuffle=True, generator=generator,
+        config.epochs, config.training_seed,
     )  # fmt: skip
-    batches = []
-    for epoch in range(1, config.epochs + 1):
-        generator.manual_seed(epoch_seed(config.training_seed, epoch))
-        batches.extend(loader)
     steps = len(batches)
     return Replay(
         model=built.model.float(),

@@ -64,6 +64,20 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 10_000 + epoch
 
 
+def epoch_batches(
+    examples: TokenizedExamples, batch_size: int, epochs: int, seed: int
+) -> list[dict]:
+    """Every training step's batch, in order, as fine_tune draws them on one process (one
+    seeded permutation per epoch): what a replay of the run steps through."""
+    generator = torch.Generator()
+    loader = make_loader(examples, batch_size, shuffle=True, generator=generator)
+    batches = []
+    for epoch in range(1, epochs + 1):
+        generator.manual_seed(epoch_seed(seed, epoch))
+        batches.extend(loader)
+    return batches
+
+
 def learning_rates(total_steps: int, learning_rate: float, warmup_ratio: float) -> list[float]:
     """The learning rate of every step: linear warmup, then linear decay (as fine_tune)."""
     optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=learning_rate)
