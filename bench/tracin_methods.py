@@ -26,6 +26,7 @@ from tracin_setup import (
     load_checkpoint,
     pad_batches,
 )
+from transformers import get_linear_schedule_with_warmup
 
 from xlinfluence.analysis.topk import StreamingTopK
 from xlinfluence.tracin import engine, reference_scores
@@ -61,8 +62,12 @@ METHODS = [
         True,
         False,
     ),
+    Method("dattri_llm", "dattri-llm, exact", "all", "dattri", True),
+    Method("floor", "floor: forward + input-gradient backward", "all", "floor", False),
     Method("train_epoch", "training epoch (shuffled)", "all", "train", False),
     Method("train_epoch_bucketed", "training epoch (length-bucketed)", "all", "train", False),
+    # e5-sib200 only: xlinfluence's own training loop on the shuffled epoch's batches
+    Method("train_step", "train step (training.fine_tune)", "all", "train", False),
     # --memory-n: peak memory against N, not table rows
     Method("memory_topk", "top-k streamed", "all", "memory", False, False),
     Method("memory_full", "full M x N matrix", "all", "memory", False, False),
@@ -161,16 +166,22 @@ class LogitsFromIds(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=mask).logits.float()
 
 
-def captum_subset(ctx: Context) -> list[int]:
-    """Train indices Captum scores: all, or a seeded random sample of --captum-n-train.
+def train_subset(ctx: Context, n: int | None) -> list[int]:
+    """Train indices a slow method scores: all, or a seeded random sample of n (the same
+    sample for Captum and the references, so their errors compare on shared columns).
 
     Random, not the first rows, so the sample has the set's length mix (batches are bucketed).
     """
-    n = ctx.args.captum_n_train
     if n is None or n >= ctx.n_train:
         return list(range(ctx.n_train))
     gen = torch.Generator().manual_seed(ctx.args.seed + 7)
     return sorted(torch.randperm(ctx.n_train, generator=gen)[:n].tolist())
+
+
+def subset_batches(ctx: Context, cols: list[int]) -> list[Batch]:
+    """Bucketed batches of the train rows `cols`, their index renumbered 0..len(cols)-1."""
+    subset = [dict(ctx.train[i], index=k) for k, i in enumerate(cols)]
+    return pad_batches(subset, ctx.args.batch_size, bucket=True)
 
 
 def run_captum(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
@@ -184,9 +195,8 @@ def run_captum(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
 
     sample_wise = method.kind == "captum" and method.group == "linear"
     device = next(ctx.model.parameters()).device
-    cols = captum_subset(ctx)
-    subset = [dict(ctx.train[i], index=k) for k, i in enumerate(cols)]  # index: column in subset
-    train_batches = pad_batches(subset, ctx.args.batch_size, bucket=True)
+    cols = train_subset(ctx, ctx.args.captum_n_train)
+    train_batches = subset_batches(ctx, cols)  # index: column in the subset
     order = torch.cat([b["index"] for b in train_batches])  # Captum's columns, in loader order
     as_tuples = lambda bs: [(b["input_ids"].to(device), b["labels"].to(device)) for b in bs]  # noqa: E731
     train_loader = DataLoader(as_tuples(train_batches), batch_size=None)
@@ -235,12 +245,15 @@ def run_reference(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]
     """xlinfluence.tracin.reference_scores per checkpoint (fp32 or float64 model), lr-weighted."""
     dtype = torch.float32 if method.name == "reference_fp32" else torch.float64
     model = ctx.model.to(dtype)
-    scores = torch.zeros(ctx.n_test, ctx.n_train, dtype=torch.float64)
+    subset = train_subset(ctx, ctx.args.reference_n_train)
+    scores = torch.zeros(ctx.n_test, len(subset), dtype=torch.float64)
     param_filter = group_filter(ctx.groups, method.group)
     with ctx.clock:
         for path, _ in ctx.checkpoints:
             lr = load_checkpoint(model, path)
-            for batches, cols in _reference_chunks(ctx.train_batches, ctx.args.reference_chunk):
+            for batches, cols in _reference_chunks(
+                subset_batches(ctx, subset), ctx.args.reference_chunk
+            ):
                 block = reference_scores(
                     model,
                     batches,
@@ -250,23 +263,67 @@ def run_reference(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]
                     param_filter=param_filter,
                 )
                 scores[:, cols] += lr * block
-    return scores, list(range(ctx.n_train))
+    return scores, subset
+
+
+def _fine_tune_batches(ctx: Context) -> list[Batch]:
+    """The train step's first-epoch batches (e5-sib200): its seeded shuffle, unbucketed."""
+    from tracin_setup import real
+
+    from xlinfluence.data.batching import TokenizedExamples
+    from xlinfluence.training import epoch_batches
+
+    splits, built = real(ctx.args)
+    examples = TokenizedExamples(splits.train, built.tokenizer, ctx.args.max_len)
+    return epoch_batches(examples, ctx.args.batch_size, 1, ctx.args.seed)
+
+
+def run_train_step(ctx: Context) -> None:
+    """xlinfluence's training.fine_tune for one epoch from checkpoint 0 on the e5-sib200
+    rows, nothing saved, evaluated on one test row (so the timing is the training loop)."""
+    from accelerate import Accelerator
+    from tracin_setup import real
+
+    from xlinfluence.training import fine_tune
+
+    splits, built = real(ctx.args)
+    load_checkpoint(ctx.model, ctx.checkpoints[0][0])
+    accelerator = Accelerator(cpu=ctx.clock.device.type == "cpu")
+    with ctx.clock:
+        fine_tune(ctx.model, built.tokenizer, splits.train, splits.test.iloc[:1], epochs=1,
+                  batch_size=ctx.args.batch_size, learning_rate=ctx.args.lr, weight_decay=0.01,
+                  warmup_ratio=0.1, max_length=ctx.args.max_len, seed=ctx.args.seed,
+                  accelerator=accelerator, checkpoint_root=None,
+                  on_epoch_end=lambda *_: None)  # fmt: skip
 
 
 def run_training(ctx: Context, method: Method) -> tuple[None, list[int]]:
-    """One epoch from checkpoint 0: forward, mean cross-entropy, backward, AdamW step."""
+    """One epoch from checkpoint 0: forward, mean cross-entropy, backward, AdamW step with
+    fine_tune's linear warmup schedule; the plain loop the train step is compared with.
+
+    e5-sib200's shuffled epoch runs on exactly the train step's batches.
+    """
+    if method.name == "train_step":
+        if ctx.args.model != "e5-sib200":
+            raise SystemExit("train_step needs --model e5-sib200 (fine_tune takes real rows)")
+        run_train_step(ctx)
+        return None, list(range(ctx.n_train))
     bucket = method.name == "train_epoch_bucketed"
-    batches = pad_batches(
-        ctx.train,
-        ctx.args.batch_size,
-        bucket=bucket,
-        shuffle_seed=None if bucket else ctx.args.seed,
-    )
+    if ctx.args.model == "e5-sib200" and not bucket:
+        batches = _fine_tune_batches(ctx)
+    else:
+        batches = pad_batches(
+            ctx.train,
+            ctx.args.batch_size,
+            bucket=bucket,
+            shuffle_seed=None if bucket else ctx.args.seed,
+        )
     model = ctx.model
     device = next(model.parameters()).device
     load_checkpoint(model, ctx.checkpoints[0][0])
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=ctx.args.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=ctx.args.lr, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(opt, int(0.1 * len(batches)), len(batches))
     with ctx.clock:
         for b in batches:
             with autocast(ctx.args):
@@ -276,8 +333,53 @@ def run_training(ctx: Context, method: Method) -> tuple[None, list[int]]:
                 ).logits
             F.cross_entropy(logits.float(), b["labels"].to(device)).backward()
             opt.step()
+            schedule.step()
             opt.zero_grad(set_to_none=True)
     return None, list(range(ctx.n_train))
+
+
+def run_floor(ctx: Context, method: Method) -> tuple[None, list[int]]:
+    """Per checkpoint, over the bucketed train batches: the forward and a backward that
+    computes only input gradients (weights frozen, the word embeddings' output the leaf), so
+    every layer passes its input gradient down and no weight gradient is formed. Exact
+    TracIn needs at least this per train example; the pairwise products come on top."""
+    model = ctx.model
+    device = next(model.parameters()).device
+    embeddings = model.get_input_embeddings()
+    captured = []
+
+    def leaf(_module, _inputs, output):
+        output = output.detach().requires_grad_()
+        captured.append(output)
+        return output
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    handle = embeddings.register_forward_hook(leaf)
+    try:
+        with ctx.clock:
+            for path, _ in ctx.checkpoints:
+                load_checkpoint(model, path)
+                for b in ctx.train_batches:
+                    captured.clear()
+                    with forward_autocast(model, ctx.args):
+                        logits = model(
+                            input_ids=b["input_ids"].to(device),
+                            attention_mask=b["attention_mask"].to(device),
+                        ).logits
+                    loss = F.cross_entropy(logits.float(), b["labels"].to(device), reduction="sum")
+                    torch.autograd.grad(loss, captured)
+    finally:
+        handle.remove()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return None, list(range(ctx.n_train))
+
+
+def run_dattri(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
+    from tracin_dattri import run_dattri_llm
+
+    return run_dattri_llm(ctx, method)
 
 
 def run_memory(ctx: Context, method: Method) -> tuple[None, list[int]]:
@@ -308,6 +410,8 @@ RUNNERS = {
     "captum": run_captum,
     "reference": run_reference,
     "train": run_training,
+    "floor": run_floor,
+    "dattri": run_dattri,
     "memory": run_memory,
 }
 

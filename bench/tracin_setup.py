@@ -1,13 +1,17 @@
-"""Shared set-up for bench/tracin.py: synthetic data, the model, checkpoints, parameter groups.
+"""Shared set-up for bench/tracin.py: the data, the model, checkpoints, parameter groups.
 
-Everything here is deterministic given the benchmark's arguments, so each method's worker
-process rebuilds exactly the same data and model, and reads the same checkpoint files.
+Two settings: `synthetic` (the tiny preset's XLM-R shape, random init, random tokens) and
+`e5-sib200` (the pipeline's own e5-small, vocabulary trimmed to the rows, on real SIB-200
+rows from ../shared/data, as the findings' study runs it). Everything here is deterministic
+given the benchmark's arguments, so each method's worker process rebuilds exactly the same
+data and model, and reads the same checkpoint files.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from xlinfluence.modeling import TINY_CONFIG
 BOS, PAD, EOS, N_SPECIAL = 0, 1, 2, 5  # XLM-R's special ids 0..4
 Batch = dict[str, torch.Tensor]
 GROUPS = ("all", "linear", "embeddings", "layernorm")
+SIB200 = Path(__file__).resolve().parents[2] / "shared/data/sib200/data/annotated"
 
 
 def make_examples(n: int, seed: int, args: argparse.Namespace) -> list[dict]:
@@ -62,16 +67,58 @@ def pad_batches(
     ]
 
 
+@functools.cache
+def sib200_e5(data_path: str, languages: str, per_language: int, test_per_language: int,
+              seed: int):  # fmt: skip
+    """SIB-200 splits as the pipeline selects them, and e5-small built for them (trimmed
+    vocabulary, seeded head) as the train step builds it: (splits, built)."""
+    from xlinfluence import modeling
+    from xlinfluence.data import load_splits
+    from xlinfluence.steps.train import texts_of
+
+    langs = languages.split(",")
+    splits = load_splits(dataset="sib200", data_path=data_path, languages=langs,
+                         train_counts={lang: per_language for lang in langs},
+                         test_per_language=test_per_language, seed=seed)  # fmt: skip
+    built = modeling.build("e5-small", num_labels=len(splits.label_names),
+                           train_texts=texts_of(splits.train), test_texts=texts_of(splits.test),
+                           seed=seed)  # fmt: skip
+    if built.tokenizer.pad_token_id != PAD:
+        raise ValueError(f"e5-small's pad id is {built.tokenizer.pad_token_id}, not {PAD}")
+    return splits, built
+
+
+def real(args: argparse.Namespace):
+    """(splits, built) of the e5-sib200 setting."""
+    return sib200_e5(str(args.data_path), args.languages, args.per_language,
+                     args.test_per_language, args.seed)  # fmt: skip
+
+
+def _tokenized(frame, args: argparse.Namespace) -> list[dict]:
+    from xlinfluence.data.batching import TokenizedExamples
+
+    examples = TokenizedExamples(frame, real(args)[1].tokenizer, args.max_len)
+    return [examples[i] for i in range(len(examples))]
+
+
 def datasets(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
-    """(train, test) examples; test uses a different seed stream than train."""
+    """(train, test) examples; synthetic test uses a different seed stream than train."""
+    if args.model == "e5-sib200":
+        splits, _ = real(args)
+        return _tokenized(splits.train, args), _tokenized(splits.test, args)
     return (
         make_examples(args.n_train, args.seed * 1000 + 1, args),
         make_examples(args.n_test, args.seed * 1000 + 2, args),
     )
 
 
-def build_model(args: argparse.Namespace) -> XLMRobertaForSequenceClassification:
-    """The tiny preset's XLM-R shape (or a larger one from --hidden/--layers), random init."""
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """e5-small for e5-sib200 (a fresh copy each call); else the tiny preset's XLM-R shape
+    (or a larger one from --hidden/--layers), random init."""
+    if args.model == "e5-sib200":
+        import copy
+
+        return copy.deepcopy(real(args)[1].model)
     torch.manual_seed(args.seed)
     shape = dict(TINY_CONFIG)
     if (args.hidden, args.layers) != (TINY_CONFIG["hidden_size"], TINY_CONFIG["num_hidden_layers"]):
