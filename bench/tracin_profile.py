@@ -59,11 +59,16 @@ class Regions:
         return wrapper
 
 
-def _linear_key(kernel, x, g, cache) -> str:
+def _linear_key(kernel, x, g, cache, *_, **__) -> str:
     t = x.reshape(x.shape[0], -1, kernel.d_in).shape[1]
-    ghost = "a" in cache and kernel.use_ghost(t, cache["a"].shape[1])
-    if ghost:
+    ghost = [
+        "w" not in group and kernel.use_ghost(t, group["a"].shape[1])
+        for group in cache.get("groups", [])
+    ]
+    if ghost and all(ghost):
         return f"Linear ghost {kernel.d_in}->{kernel.d_out}"
+    if any(ghost):
+        return f"Linear ghost and per-example length groups {kernel.d_in}->{kernel.d_out}"
     return f"Linear per-example {kernel.d_in}->{kernel.d_out}: contract with test grads, mm"
 
 
@@ -99,7 +104,9 @@ def _patches(regions: Regions) -> list:
             ),
         ),
         mock.patch.object(
-            layers.LinearKernel, "train_scores", wrap(layers.LinearKernel.train_scores, _linear_key)
+            layers.LinearKernel,
+            "train_scores_and_self",
+            wrap(layers.LinearKernel.train_scores_and_self, _linear_key),
         ),
         mock.patch.object(
             layers.LinearKernel,

@@ -45,3 +45,47 @@ def test_pretrained_sizes_match_the_docstring(hidden, ff, layers, mb):
     with torch.device("meta"):
         model = BertForSequenceClassification(config)
     assert round(memory.test_cache_bytes(model) / 1e6) == pytest.approx(mb, abs=1)
+
+
+def _cached_bytes(cache: dict) -> int:
+    """Bytes of every tensor a test cache holds (nested dicts and lists included)."""
+    if isinstance(cache, torch.Tensor):
+        return cache.numel() * cache.element_size() if cache.is_floating_point() else 0
+    if isinstance(cache, dict):
+        return sum(_cached_bytes(v) for v in cache.values())
+    if isinstance(cache, list):
+        return sum(_cached_bytes(v) for v in cache)
+    return 0
+
+
+@pytest.mark.parametrize("test_repeat,train_repeat", [(1, 1), (1, 4), (4, 4)])
+def test_length_aware_bound_holds_for_the_cache_the_engine_keeps(test_repeat, train_repeat):
+    """After every train batch has been scored (so lazily formed test gradients exist), the
+    test cache holds at most test_cache_bytes(longest test, longest train) per example."""
+    from tracin_fixtures import batches, make_examples
+
+    from xlinfluence.tracin.engine import CheckpointScorer
+
+    model = tiny_model()
+    lengthen = lambda es, k: [dict(e, input_ids=e["input_ids"] * k) for e in es]  # noqa: E731
+    test = lengthen(make_examples(6, seed=1), test_repeat)
+    train = lengthen(make_examples(8, seed=2), train_repeat)
+    with CheckpointScorer(model) as scorer:
+        cached = scorer.test_cache(batches(test, 3))
+        for batch in batches(train, 4, bucket=True):
+            scorer.train_block(batch, cached)
+    longest = lambda es: max(len(e["input_ids"]) for e in es)  # noqa: E731
+    bound = memory.test_cache_bytes(
+        model, test_length=longest(test), train_length=longest(train), n_test=len(test)
+    )
+    assert _cached_bytes(cached.cache) <= len(test) * bound
+
+
+def test_the_cpu_cache_is_capped(monkeypatch):
+    model = tiny_model()
+    monkeypatch.setattr(memory, "device_memory", lambda device: 2**50)
+    per_example = memory.test_cache_bytes(model)
+    assert memory.auto_test_chunk(model, None, torch.device("cpu"), 10**9) == (
+        memory.HOST_CACHE_MAX // per_example
+    )
+    assert memory.cache_budget(torch.device("cuda")) == int(memory.CACHE_SHARE * 2**50)

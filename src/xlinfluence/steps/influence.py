@@ -74,7 +74,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
     else:
         checkpoints = _select_checkpoints(config.checkpoints, index)
         test_chunk = config.test_chunk_size or _auto_test_chunk(
-            config, checkpoints[0]["name"], accelerator, len(test)
+            config, checkpoints[0]["name"], accelerator, train, test, max_length
         )
     test_rows = ranges(len(test), test_chunk)
     train_cols = ranges(len(train), None if method.replays else config.train_chunk_size)
@@ -115,14 +115,20 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
         return run.run_id or ""
 
 
-def _auto_test_chunk(config, name: str, accelerator, n_test: int) -> int:
-    """test_chunk_size=0: as many test examples as fit the device (tracin.memory)."""
+def _auto_test_chunk(config, name: str, accelerator, train, test, max_length: int) -> int:
+    """test_chunk_size=0: as many test examples as fit the device (tracin.memory), sized
+    by the longest test and train examples in tokens."""
     with accelerator.local_main_process_first():
         directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
-    model = modeling.skeleton(directory)
+    model, tokenizer = modeling.load_checkpoint(directory)
+    longest = {
+        side: max(TokenizedExamples(frame, tokenizer, max_length).lengths(), default=1)
+        for side, frame in (("train", train), ("test", test))
+    }
     return auto_test_chunk(
-        model, parameter_filter(config.params, model), accelerator.device, n_test
-    )
+        model, parameter_filter(config.params, model), accelerator.device, len(test),
+        test_length=longest["test"], train_length=longest["train"],
+    )  # fmt: skip
 
 
 def _resume(config, run, store: ChunkStore, plan: list[Chunk]) -> list[str]:

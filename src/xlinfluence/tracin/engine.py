@@ -178,18 +178,21 @@ class CheckpointScorer:
         checkpoint (e.g. with the first test chunk), not for every test chunk.
         """
         inputs, grads = self.captures(batch)
-        block = sum(
-            k.train_scores(inputs[k.name], grads[k.name], test.cache[k.name]) for k in self.kernels
-        )  # (B, M)
-        return block, self._self_scores(inputs, grads) if with_self else None
+        if not with_self:
+            block = sum(
+                k.train_scores(inputs[k.name], grads[k.name], test.cache[k.name])
+                for k in self.kernels
+            )  # (B, M)
+            return block, None
+        pairs = [
+            k.train_scores_and_self(inputs[k.name], grads[k.name], test.cache[k.name])
+            for k in self.kernels
+        ]  # each kernel forms its per-example gradients once for both
+        return sum(b for b, _ in pairs), sum(s for _, s in pairs)
 
     def _self_scores(self, inputs: dict, grads: dict) -> torch.Tensor:
-        """||grad L(z)||^2 per example: the batch scored against itself, diagonal kept."""
-        total = 0
-        for k in self.kernels:
-            own = k.build_cache([k.test_piece(inputs[k.name], grads[k.name])])
-            total = total + k.train_scores(inputs[k.name], grads[k.name], own).diagonal()
-        return total  # (B,)
+        """||grad L(z)||^2 per example (B,)."""
+        return sum(k.self_scores(inputs[k.name], grads[k.name]) for k in self.kernels)
 
 
 @dataclass

@@ -77,6 +77,34 @@ class LayerKernel:
     def train_scores(self, x: torch.Tensor, g: torch.Tensor, cache: Cache) -> torch.Tensor:
         raise NotImplementedError
 
+    def self_scores(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(B,) ||grad||^2 of this module's parameters per example: the batch against itself."""
+        own = self.build_cache([self.test_piece(x, g)])
+        return self.train_scores(x, g, own).diagonal()
+
+    def train_scores_and_self(
+        self, x: torch.Tensor, g: torch.Tensor, cache: Cache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """train_scores and self_scores together; kernels that form per-example gradients
+        override it to form them once (cosine TracIn needs both for every train batch)."""
+        return self.train_scores(x, g, cache), self.self_scores(x, g)
+
+
+def _live_lengths(g: torch.Tensor) -> torch.Tensor:
+    """(M, T, d) -> (M,) one past each example's last position with a nonzero gradient."""
+    live = (g.abs().amax(dim=2) != 0).int()  # (M, T); NaN and inf count as live
+    last = live.shape[1] - live.flip(1).argmax(dim=1)  # (M,)
+    return torch.where(live.any(dim=1), last, torch.zeros_like(last))
+
+
+def _first(x: torch.Tensor, t: int) -> torch.Tensor:
+    """(T, d) -> (t, d): the first t positions, zero-padded where T < t."""
+    return x[:t] if x.shape[0] >= t else F.pad(x, (0, 0, 0, t - x.shape[0]))
+
+
+#: Test examples whose live lengths differ by at most this factor share a length group.
+GROUP_RATIO = 1.5
+
 
 class LinearKernel(LayerKernel):
     """nn.Linear: grad W = sum_t g_t a_t^T per example, grad b = sum_t g_t.
@@ -86,12 +114,14 @@ class LinearKernel(LayerKernel):
                    costs ~ (B T + B M) d_in d_out.
       ghost        sum_{t,s} (a_t . a'_s)(g_t . g'_s) from cached test a', g';
                    costs ~ B M T T' (d_in + d_out).
-    "auto" picks ghost for a train batch when T * T' < d_in d_out / (d_in + d_out), with T
-    and T' the padded lengths of the train batch and of the test chunk after positions with
-    no output gradient are dropped (`_live_positions`); this matched the
-    measured crossover (64 for 128x128, 384 for 768x768). The test chunk keeps raw a', g'
-    and builds per-example test grads only if some train batch needs them (or up front when
-    ghost can never win, T' >= threshold).
+    "auto" picks ghost when T * T' < d_in d_out / (d_in + d_out), with T the train batch's
+    padded length and T' a test length group's, after positions with no output gradient
+    are dropped (`_live_positions`); this matched the measured crossover (64 for 128x128,
+    384 for 768x768). The test chunk is cut into groups of similar live length (within
+    GROUP_RATIO), so short test examples stay on the cheap ghost path instead of being
+    padded to the chunk's longest; groups where ghost can never win (T' >= threshold) are
+    merged and their per-example test grads formed up front, the others keep raw a', g'
+    and form them only if some train batch needs them.
     """
 
     def __init__(self, tracked: TrackedModule, dtype: torch.dtype, mode: str = "auto"):
@@ -108,13 +138,16 @@ class LinearKernel(LayerKernel):
             return t_train * t_test < self.threshold
         return self.mode == "ghost"
 
+    def _tokens(self, x, g) -> tuple[torch.Tensor, torch.Tensor]:
+        a = _tokens(x, self.d_in).to(self.dtype)  # (B, T, d_in)
+        g = _tokens(g, self.d_out).to(self.dtype)  # (B, T, d_out)
+        return _live_positions(a, g)
+
     def test_piece(self, x, g):
-        a = _tokens(x, self.d_in).to(self.dtype)  # (M, T', d_in)
-        g = _tokens(g, self.d_out).to(self.dtype)  # (M, T', d_out)
-        a, g = _live_positions(a, g)
+        a, g = self._tokens(x, g)
         piece = {}
         if self.weight:
-            piece["a"], piece["g"] = a, g
+            piece["a"], piece["g"], piece["length"] = a, g, _live_lengths(g)
         if self.bias:
             piece["gb"] = g.sum(1)  # (M, d_out)
         return piece
@@ -124,38 +157,106 @@ class LinearKernel(LayerKernel):
         if self.bias:
             cache["gb"] = torch.cat([p["gb"] for p in pieces])  # (M, d_out)
         if self.weight:
-            a = _pad_cat([p["a"] for p in pieces], 0.0)  # (M, T', d_in)
-            g = _pad_cat([p["g"] for p in pieces], 0.0)  # (M, T', d_out); zero on padding
-            if self.mode == "per_example" or (self.mode == "auto" and a.shape[1] >= self.threshold):
-                cache["w"] = self._per_example(a, g)
-            else:
-                cache["a"], cache["g"] = a, g
+            cache["groups"] = self._length_groups(pieces)
+            cache["m"] = sum(len(p["length"]) for p in pieces)
         return cache
+
+    def _length_groups(self, pieces: list[Cache]) -> list[Cache]:
+        """The chunk's test examples by live length: [{"index" (M_g,) positions in the
+        chunk, "a" (M_g, T'_g, d_in) and "g" (M_g, T'_g, d_out) or "w" (M_g, d_out d_in)}]."""
+        lengths = torch.cat([p["length"] for p in pieces]).cpu()  # (M,)
+        order = torch.argsort(lengths, stable=True).tolist()
+        rows = [(k, i) for k, p in enumerate(pieces) for i in range(len(p["length"]))]
+        bounds, first = [], None
+        for pos in order:
+            length = int(lengths[pos])
+            if length == 0:
+                continue  # no gradient reaches this module for that example: scores are 0
+            if first is None or length > GROUP_RATIO * first:
+                bounds.append([])
+                first = length
+            bounds[-1].append(pos)
+        long, groups = [], []
+        for members in bounds:
+            t = int(lengths[members[-1]])
+            device = pieces[0]["a"].device
+            a = torch.stack([_first(pieces[rows[m][0]]["a"][rows[m][1]], t) for m in members])
+            g = torch.stack([_first(pieces[rows[m][0]]["g"][rows[m][1]], t) for m in members])
+            group = {"index": torch.tensor(members, device=device), "a": a, "g": g}
+            if self.mode == "per_example" or (self.mode == "auto" and t >= self.threshold):
+                long.append(group)
+            else:
+                groups.append(group)
+        if long:  # ghost never wins here: one group, test grads formed once
+            groups.append({
+                "index": torch.cat([grp["index"] for grp in long]),
+                "w": torch.cat([self._per_example(grp["a"], grp["g"]) for grp in long]),
+            })  # fmt: skip
+        return groups
 
     @staticmethod
     def _per_example(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return torch.bmm(g.transpose(1, 2), a).flatten(1)  # (B, d_out * d_in)
 
-    def train_scores(self, x, g, cache):
-        a = _tokens(x, self.d_in).to(self.dtype)  # (B, T, d_in)
-        g = _tokens(g, self.d_out).to(self.dtype)  # (B, T, d_out)
-        a, g = _live_positions(a, g)
+    def _weight_scores(self, a, g, cache, w: torch.Tensor | None):
+        """(B, M) weight part, and the train grads w (B, d_out d_in) if they were formed."""
         B, T, _ = a.shape
-        parts = []
-        if self.bias:
-            parts.append(g.sum(1) @ cache["gb"].T)  # (B, M)
-        if self.weight:
-            if "a" in cache and self.use_ghost(T, cache["a"].shape[1]):
-                a_t, g_t = cache["a"], cache["g"]  # (M, T', d_in), (M, T', d_out)
+        out = torch.zeros(B, cache["m"], dtype=self.dtype, device=a.device)
+        for group in cache["groups"]:
+            if "w" not in group and self.use_ghost(T, group["a"].shape[1]):
+                a_t, g_t = group["a"], group["g"]  # (M_g, T', d_in), (M_g, T', d_out)
                 M, Tt, _ = a_t.shape
                 aa = a.reshape(B * T, -1) @ a_t.reshape(M * Tt, -1).T  # (B T, M T')
                 gg = g.reshape(B * T, -1) @ g_t.reshape(M * Tt, -1).T  # (B T, M T')
-                parts.append((aa * gg).view(B, T, M, Tt).sum((1, 3)))  # (B, M)
+                part = (aa * gg).view(B, T, M, Tt).sum((1, 3))  # (B, M_g)
             else:
-                if "w" not in cache:
-                    cache["w"] = self._per_example(cache["a"], cache["g"])  # (M, d_out d_in)
-                parts.append(self._per_example(a, g) @ cache["w"].T)  # (B, M)
-        return sum(parts)
+                if "w" not in group:
+                    group["w"] = self._per_example(group["a"], group["g"])  # (M_g, d_out d_in)
+                if w is None:
+                    w = self._per_example(a, g)
+                part = w @ group["w"].T  # (B, M_g)
+            out.index_copy_(1, group["index"], part)
+        return out, w
+
+    def train_scores(self, x, g, cache):
+        return self.train_scores_and_self(x, g, cache, with_self=False)[0]
+
+    def train_scores_and_self(self, x, g, cache, with_self: bool = True):
+        a, g = self._tokens(x, g)
+        block = 0
+        own = 0
+        if self.bias:
+            gb = g.sum(1)  # (B, d_out)
+            block = gb @ cache["gb"].T  # (B, M)
+            own = (gb * gb).sum(1) if with_self else 0
+        if self.weight:
+            part, w = self._weight_scores(a, g, cache, None)
+            block = block + part
+            if with_self:
+                own = own + self._weight_self(a, g, w)
+        return block, own
+
+    def self_scores(self, x, g):
+        a, g = self._tokens(x, g)
+        own = 0
+        if self.bias:
+            gb = g.sum(1)
+            own = (gb * gb).sum(1)
+        if self.weight:
+            own = own + self._weight_self(a, g, None)
+        return own
+
+    def _weight_self(self, a, g, w: torch.Tensor | None) -> torch.Tensor:
+        """(B,) ||grad W||^2 per example: from w if formed, else the ghost identity of each
+        example with itself (B T^2 (d_in + d_out)) when that is cheaper than forming w."""
+        T = a.shape[1]
+        if w is None and self.use_ghost(T, T):
+            aa = torch.bmm(a, a.transpose(1, 2))  # (B, T, T)
+            gg = torch.bmm(g, g.transpose(1, 2))
+            return (aa * gg).sum((1, 2))
+        if w is None:
+            w = self._per_example(a, g)
+        return (w * w).sum(1)
 
 
 class EmbeddingKernel(LayerKernel):
@@ -234,8 +335,15 @@ class LayerNormKernel(LayerKernel):
         return {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
 
     def train_scores(self, x, g, cache):
+        return self.train_scores_and_self(x, g, cache)[0]
+
+    def train_scores_and_self(self, x, g, cache):
         train = self._per_example(x, g)
-        return sum(train[k] @ cache[k].T for k in train)  # (B, M)
+        block = sum(train[k] @ cache[k].T for k in train)  # (B, M)
+        return block, sum((v * v).sum(1) for v in train.values())
+
+    def self_scores(self, x, g):
+        return sum((v * v).sum(1) for v in self._per_example(x, g).values())
 
 
 def make_kernel(tracked: TrackedModule, dtype: torch.dtype, linear_mode: str) -> LayerKernel:

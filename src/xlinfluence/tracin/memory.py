@@ -2,9 +2,13 @@
 
 The per-example Linear kernel, the cheaper one at sentence lengths, caches one gradient
 per tracked Linear per test example: 86 MB per example for e5-small, 343 MB for XLM-R
-base. A test chunk is as many examples as fit a fixed share of the device's memory. The
-size depends on the model and the machine only (never on momentary free memory), so a
-resumed run on the same machine plans the same chunks.
+base. Short examples keep their inputs and output-gradients instead (T' (d_in + d_out)
+per Linear, for ghost products), which for the built-in corpus's names is a fraction of
+that. A test chunk is as many examples as fit a fixed share of the device's memory, and on
+the CPU at most HOST_CACHE_MAX, since the host's memory holds everything else too (this
+keeps the README's pipeline under 6 GiB). The size depends on the model, the data's
+token lengths and the machine only (never on momentary free memory), so a resumed run on
+the same machine plans the same chunks.
 """
 
 from __future__ import annotations
@@ -18,16 +22,50 @@ from xlinfluence.tracin.hooks import ParamFilter, select_modules
 
 #: Share of the device's memory the test-side cache may take.
 CACHE_SHARE = 0.3
+#: On the CPU, the test-side cache takes at most this many bytes.
+HOST_CACHE_MAX = 3 * 2**30
 
 
-def test_cache_bytes(model: nn.Module, param_filter: ParamFilter | None = None) -> int:
-    """Bytes per cached test example, at most: fp32 per-example gradients of every tracked
-    Linear weight, plus bias and LayerNorm rows (embedding tables cache only their rows)."""
+def _linear_elements(d_in: int, d_out: int, test_length: int | None, train_length: int | None):
+    """Cached elements per test example of one Linear weight (an upper bound, as
+    tracin.layers.LinearKernel keeps them in "auto" mode): the per-example gradient, or the
+    factored inputs and output-gradients when ghost products can serve every train batch,
+    or both when only the longest train batches need the gradient."""
+    full = d_in * d_out
+    if test_length is None:
+        return full
+    threshold = d_in * d_out / (d_in + d_out)
+    if test_length >= threshold:
+        return full
+    factored = test_length * (d_in + d_out)
+    if train_length is not None and train_length * test_length < threshold:
+        return factored
+    return factored + full
+
+
+def test_cache_bytes(
+    model: nn.Module,
+    param_filter: ParamFilter | None = None,
+    *,
+    test_length: int | None = None,
+    train_length: int | None = None,
+    n_test: int | None = None,
+) -> int:
+    """Bytes per cached test example: fp32 per-example gradients of every tracked Linear
+    weight, plus bias and LayerNorm rows. Given the longest test and train examples in
+    tokens, an upper bound on what the cache keeps: the Linear layers as they are kept
+    (factored, formed, or both) and the embedding tables' rows, one per id the chunk of
+    `n_test` examples can hold."""
     elements = 0
     for tracked in select_modules(model, param_filter):
         module = tracked.module
-        if isinstance(module, nn.Linear):
-            elements += tracked.weight * module.in_features * module.out_features
+        if isinstance(module, nn.Embedding) and test_length is not None:
+            ids = test_length * (n_test or module.num_embeddings)
+            elements += tracked.weight * min(module.num_embeddings, ids) * module.embedding_dim
+        elif isinstance(module, nn.Linear):
+            elements += tracked.weight * _linear_elements(
+                module.in_features, module.out_features, test_length, train_length
+            )
             elements += tracked.bias * module.out_features
         elif isinstance(module, nn.LayerNorm):
             elements += (tracked.weight + tracked.bias) * int(
@@ -43,10 +81,32 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def cache_budget(device: torch.device) -> int:
+    """Bytes the test-side cache may take on `device`."""
+    budget = int(CACHE_SHARE * device_memory(device))
+    return min(budget, HOST_CACHE_MAX) if device.type == "cpu" else budget
+
+
 def auto_test_chunk(
-    model: nn.Module, param_filter: ParamFilter | None, device: torch.device, n_test: int
+    model: nn.Module,
+    param_filter: ParamFilter | None,
+    device: torch.device,
+    n_test: int,
+    *,
+    test_length: int | None = None,
+    train_length: int | None = None,
 ) -> int:
-    """Test examples per chunk so the cache stays within CACHE_SHARE of device memory."""
-    per_example = max(test_cache_bytes(model, param_filter), 1)
-    fit = int(CACHE_SHARE * device_memory(device)) // per_example
-    return max(1, min(n_test, fit))
+    """Test examples per chunk so the cache stays within the device's cache budget.
+
+    The embedding rows per example grow with the chunk (more examples, more distinct ids),
+    so the chunk shrinks until it fits its own estimate (a few rounds)."""
+    budget, chunk = cache_budget(device), n_test
+    while True:
+        per_example = test_cache_bytes(
+            model, param_filter, test_length=test_length, train_length=train_length,
+            n_test=chunk if test_length is not None else None,
+        )  # fmt: skip
+        fit = budget // max(per_example, 1)
+        if fit >= chunk or chunk == 1:
+            return chunk
+        chunk = max(1, fit)
