@@ -1,4 +1,6 @@
-"""Shared fixtures: one tracked `main` run on a small built-in-corpus setting per session."""
+"""Shared fixtures: each test module that launches runs gets its own tracking store
+(`tracking_env`) and, where it asks, its own `main` run on a small built-in-corpus setting
+(`main_runs`), so no module sees another's runs and the order of modules does not matter."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ SETTING = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tracking_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracking")
     patch = pytest.MonkeyPatch()
@@ -46,14 +48,11 @@ def run_step(*args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def main_runs(tracking_env):
-    code, output = run_cli("main", *SETTING)
-    assert code == 0, output
-    client = MlflowClient()
-    parents = [r for r in client.search_runs(["0"]) if r.data.tags.get(tracking.STEP_TAG) == "main"]
-    assert len(parents) == 1
-    parent = parents[0]
+    """The run IDs of the `main` run this module launched and of its three steps."""
+    parent = MlflowClient().get_run(run_step("main", *SETTING))
+    assert parent.data.tags.get(tracking.STEP_TAG) == "main"
     return {
         "main": parent.info.run_id,
         **{

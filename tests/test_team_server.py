@@ -25,11 +25,11 @@ from mlflow.tracking import MlflowClient
 from xlinfluence import artifacts, tracking
 from xlinfluence.server import ServerError, TeamServer, postgres_bin
 
+from .browser import SCREENSHOTS, browser, show_runs_and_report
 from .conftest import SETTING
 
 pytestmark = pytest.mark.slow
 
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
 CHUNKED = ["--batch-size", "1", "--train-chunk-size", "3", "--test-chunk-size", "6", "--top-k", "5"]
 
 
@@ -181,84 +181,21 @@ def test_two_main_runs_at_once_finish_without_corrupting_the_store(server, pipel
 
 def test_the_ui_shows_named_runs_and_the_report(server, pipeline):
     """Headless Chromium opens the MLflow UI on the server, as a person would."""
-    driver = _browser()
-    from selenium.webdriver.common.by import By
-
+    driver = browser()
     client = _client(server)
     experiment = client.get_run(pipeline["main"]).info.experiment_id
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    names = {s: client.get_run(pipeline[s]).data.tags[tracking.RUN_NAME_TAG] for s in pipeline}
+    report = (
+        f"{server.uri()}/#/experiments/{experiment}/runs/{pipeline['analyze']}/artifacts/"
+        "analysis/report.html"
+    )
     try:
-        driver.get(f"{server.uri()}/#/experiments/{experiment}/runs")
-        main_name = client.get_run(pipeline["main"]).data.tags[tracking.RUN_NAME_TAG]
-        _wait_for_text(driver, main_name)
-        for toggle in driver.find_elements(By.CSS_SELECTOR, EXPAND_CHILDREN):
-            toggle.click()  # unfold each main run to its step runs
-        train_name = client.get_run(pipeline["train"]).data.tags[tracking.RUN_NAME_TAG]
-        _wait_for_text(driver, train_name)
-        _wait_for_text(driver, "cldr-train")  # the Datasets column
-        driver.save_screenshot(str(SCREENSHOTS / "runs.png"))
-
-        analyze = pipeline["analyze"]
-        driver.get(
-            f"{server.uri()}/#/experiments/{experiment}/runs/{analyze}/artifacts/"
-            "analysis/report.html"
+        show_runs_and_report(
+            driver, f"{server.uri()}/#/experiments/{experiment}/runs", names, report, "server"
         )
-        _wait_for_text(driver, "report.html")
-        frame = _wait_for(driver, "iframe")
-        driver.switch_to.frame(frame)
-        _wait_for_text(driver, "Own-language shares")  # a heading of the report itself
-        driver.switch_to.default_content()
-        driver.save_screenshot(str(SCREENSHOTS / "report.png"))
     finally:
         driver.quit()
-    assert (SCREENSHOTS / "runs.png").stat().st_size > 10_000
-
-
-# The fold/unfold button the MLflow 3 runs table puts beside a parent run's name.
-EXPAND_CHILDREN = "button[data-component-id*='runnamecellrenderer']"
-
-
-def _browser():
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip(
-            "no chromium/chromedriver here (Debian: apt-get install chromium chromium-driver)"
-        )
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium must not try to fetch a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--window-size=1600,1000",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(chromedriver), options=options)
-
-
-def _wait_for(driver, css: str, timeout: float = 60):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(
-        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
-    )
-
-
-def _wait_for_text(driver, text: str, timeout: float = 60) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        WebDriverWait(driver, timeout).until(
-            lambda d: text in d.find_element("tag name", "body").text
-        )
-    except Exception:
-        driver.save_screenshot(str(SCREENSHOTS / "failure.png"))
-        raise
+    assert (SCREENSHOTS / "server-runs.png").stat().st_size > 10_000
 
 
 def _chunks(client: MlflowClient, run_id: str) -> list[str]:

@@ -179,5 +179,20 @@ def server_status(directory: Path) -> None:
     click.echo(state.uri)
 
 
+@cli.command("ui")
+@click.option("--port", type=int, default=None, help="UI port (default: a free one).")
+@click.option("--experiment", default=None, help="Experiment name (default: the newest run's).")
+@click.option("--open/--no-open", "open_browser", default=True, show_default=True,
+              help="Open the link in a browser where one is available.")  # fmt: skip
+def ui(port: int | None, experiment: str | None, open_browser: bool) -> None:
+    """The MLflow UI on MLFLOW_TRACKING_URI (else ./mlflow.db), linked to the runs table."""
+    from xlinfluence import ui as runs_ui
+
+    try:
+        runs_ui.serve(runs_ui.store_uri(), port, experiment, open_browser)
+    except XlinfluenceError as err:
+        raise click.ClickException(str(err)) from err
+
+
 if __name__ == "__main__":
     cli()

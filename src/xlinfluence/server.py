@@ -122,7 +122,7 @@ class TeamServer:
                 os.killpg(state.tracking_pid, signal_)
             except ProcessLookupError:
                 return
-            if _wait_gone(state.tracking_pid, timeout):
+            if wait_gone(state.tracking_pid, timeout):
                 return
 
     def stop(self) -> None:
@@ -223,24 +223,28 @@ class TeamServer:
         except (OSError, ValueError, TypeError) as err:
             raise ServerError(f"server state {path} is missing or unreadable ({err}).") from err
 
-    def _wait_healthy(self, state: ServerState, process: subprocess.Popen, timeout: float = 90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{state.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        tail = (self.root / "mlflow.log").read_text(errors="replace")[-2000:]
-        raise ServerError(
-            f"the MLflow server at {state.uri} did not come up; its log ends:\n{tail}"
-        )
+    def _wait_healthy(self, state: ServerState, process: subprocess.Popen) -> None:
+        wait_healthy(state.uri, process, self.root / "mlflow.log")
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
+def wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Return once the MLflow server at `uri` answers /health; raise with its log's tail if
+    the process exits or the timeout passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-2000:] if log.is_file() else "(no log)"
+    raise ServerError(f"the MLflow server at {uri} did not come up; its log ends:\n{tail}")
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
     """True once the process is gone (reaping it if it is this process's child)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
