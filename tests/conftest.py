@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -50,16 +51,11 @@ def run_step(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def main_runs(tracking_env):
-    """The run IDs of the `main` run this module launched and of its three steps."""
-    parent = MlflowClient().get_run(run_step("main", *SETTING))
-    assert parent.data.tags.get(tracking.STEP_TAG) == "main"
-    return {
-        "main": parent.info.run_id,
-        **{
-            s: parent.data.tags[f"xlinfluence.{s}_run_id"]
-            for s in ("train", "influence", "analyze")
-        },
-    }
+    """The run IDs of the `main` run this module launched and of its three steps (main
+    prints them as JSON)."""
+    runs = json.loads(run_step("main", *SETTING))
+    assert MlflowClient().get_run(runs["main"]).data.tags.get(tracking.STEP_TAG) == "main"
+    return {s: runs[s] for s in ("main", "train", "influence", "analyze")}
 
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
