@@ -345,7 +345,8 @@ class InfluenceConfig(StepConfig):
     batch_size: int = _param(32, "training examples per backward pass", checks.AtLeast(1))
     test_chunk_size: int = _param(
         0,
-        "test examples cached at once; 0 picks as many as fit 30% of the device's memory",
+        "test examples cached at once; 0 picks as many as fit 30% of the device's memory (at "
+        "most 3 GiB on the CPU), sized by the data's token lengths",
         checks.AtLeast(0),
     )
     train_chunk_size: int = _param(
