@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +119,27 @@ def _announce(link: str, experiment: Experiment, open_browser: bool) -> None:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the UI's process group (gunicorn/uvicorn workers included), then SIGKILL."""
+    """SIGTERM the UI's process group (its server workers included), then SIGKILL; return
+    once no process of the group is left, so the port is free."""
     for sig, timeout in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
-        if wait_gone(process.pid, timeout):
+        wait_gone(process.pid, timeout)
+        if _group_gone(process.pid, timeout):
             return
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _tail(log: Path) -> str:
