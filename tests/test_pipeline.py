@@ -193,17 +193,20 @@ def test_two_processes_give_the_one_process_scores(main_runs):
         "influence", "--train-run-id", main_runs["train"], "--top-k", "5",
         "--batch-size", "16", "--method", "dot", "--accelerate-config", str(config),
     )  # fmt: skip
-    run = MlflowClient().get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags[tracking.STEP_TAG] == "influence"
-    assert run.data.metrics["num_processes"] == 2
-    train, test = train_manifests(main_runs["train"])
-    shape = dict(n_test=len(test), n_train=len(train))
-    two = artifacts.load_scores(tracking.download(run_id, artifacts.SCORES), **shape)
-    one = artifacts.load_scores(
-        tracking.download(main_runs["influence"], artifacts.SCORES), **shape
-    )
-    for name in one:
-        torch.testing.assert_close(
-            two[name], one[name], rtol=1e-5, atol=1e-7 * one[name].abs().max()
+    try:
+        run = MlflowClient().get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[tracking.STEP_TAG] == "influence"
+        assert run.data.metrics["num_processes"] == 2
+        train, test = train_manifests(main_runs["train"])
+        shape = dict(n_test=len(test), n_train=len(train))
+        two = artifacts.load_scores(tracking.download(run_id, artifacts.SCORES), **shape)
+        one = artifacts.load_scores(
+            tracking.download(main_runs["influence"], artifacts.SCORES), **shape
         )
+        for name in one:
+            torch.testing.assert_close(
+                two[name], one[name], rtol=1e-5, atol=1e-7 * one[name].abs().max()
+            )
+    finally:  # main would reuse it (newest equal run) and so recompute analyze
+        MlflowClient().delete_run(run_id)

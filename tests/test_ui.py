@@ -73,7 +73,7 @@ def test_ui_links_to_the_runs_table_and_stops_on_ctrl_c(main_runs, tracking_env)
     finally:
         driver.quit()
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        output, _ = process.communicate(timeout=30)
+        output, _ = process.communicate(timeout=90)
     assert process.returncode == 0, output
     assert "stopped." in output
     assert not _port_open(urllib.parse.urlparse(base).port)  # the UI's workers are gone too

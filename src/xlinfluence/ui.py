@@ -121,7 +121,7 @@ def _announce(link: str, experiment: Experiment, open_browser: bool) -> None:
 def _stop(process: subprocess.Popen) -> None:
     """SIGTERM the UI's process group (its server workers included), then SIGKILL; return
     once no process of the group is left, so the port is free."""
-    for sig, timeout in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+    for sig, timeout in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
