@@ -31,16 +31,13 @@ from pathlib import Path
 
 import click
 import torch
+from tracin_setup import SIB200, sib200_e5
 
-from xlinfluence import modeling
-from xlinfluence.data import load_splits, schema
+from xlinfluence.data import schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.steps import set_threads
-from xlinfluence.steps.train import texts_of
 from xlinfluence.training import epoch_batches, learning_rates
 from xlinfluence.training import metagradient as mg
-
-SIB = Path(__file__).resolve().parents[2] / "shared/data/sib200/data/annotated"
 
 
 def _rng_states(seed: int, steps: int) -> list[torch.Tensor]:
@@ -57,7 +54,7 @@ def _peak_rss_gib() -> float:
 
 
 @click.command()
-@click.option("--data-path", default=str(SIB), show_default=True)
+@click.option("--data-path", default=str(SIB200), show_default=True)
 @click.option("--languages", default="en,de,fr,ru,zh", show_default=True)
 @click.option("--per-language", default=8, show_default=True, help="training rows per language")
 @click.option("--test-per-language", default=8, show_default=True)
@@ -80,13 +77,7 @@ def main(data_path, languages, per_language, test_per_language, output_language,
     if not Path(data_path).exists():
         raise click.UsageError(f"no SIB-200 data at {data_path}; pass --data-path.")
     set_threads(threads)
-    langs = languages.split(",")
-    splits = load_splits(dataset="sib200", data_path=data_path, languages=langs,
-                         train_counts={lang: per_language for lang in langs},
-                         test_per_language=test_per_language, seed=seed)  # fmt: skip
-    built = modeling.build("e5-small", num_labels=len(splits.label_names),
-                           train_texts=texts_of(splits.train), test_texts=texts_of(splits.test),
-                           seed=seed)  # fmt: skip
+    splits, built = sib200_e5(data_path, languages, per_language, test_per_language, seed)
     model = built.model.to(getattr(torch, dtype))
     examples = TokenizedExamples(splits.train, built.tokenizer, max_length)
     batches = epoch_batches(examples, batch_size, epochs, seed)

@@ -116,14 +116,7 @@ class TeamServer:
         """Stop the MLflow server process (and its workers) only; SIGKILL simulates a crash.
 
         A server that ignores SIGTERM for 10 s is killed."""
-        state = self._load()
-        for signal_, timeout in ((sig, 10.0), (signal.SIGKILL, 30.0)):
-            try:
-                os.killpg(state.tracking_pid, signal_)
-            except ProcessLookupError:
-                return
-            if wait_gone(state.tracking_pid, timeout):
-                return
+        stop_group(self._load().tracking_pid, sig, grace=10.0)
 
     def stop(self) -> None:
         """Stop the tracking server, then the database; data and artifacts stay in the folder."""
@@ -242,6 +235,24 @@ def wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float 
             time.sleep(0.5)
     tail = log.read_text(errors="replace")[-2000:] if log.is_file() else "(no log)"
     raise ServerError(f"the MLflow server at {uri} did not come up; its log ends:\n{tail}")
+
+
+def stop_group(pgid: int, sig: int = signal.SIGTERM, *, grace: float) -> None:
+    """Send `sig` to a process group (a server and its workers), SIGKILL it if it outlives
+    `grace` seconds, and return once no process of the group is left (its port is free)."""
+    for signal_, timeout in ((sig, grace), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(pgid, signal_)
+        except ProcessLookupError:
+            return
+        wait_gone(pgid, timeout)  # reaps the leader if it is this process's child
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

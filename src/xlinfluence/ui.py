@@ -10,11 +10,9 @@ the UI on Ctrl-C.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.errors import ConfigError
-from xlinfluence.server import HOST, free_port, wait_gone, wait_healthy
+from xlinfluence.server import HOST, free_port, stop_group, wait_healthy
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,7 @@ def serve(uri: str, port: int | None, experiment_name: str | None, open_browser:
         except KeyboardInterrupt:
             print("stopping the UI ...", flush=True)
         finally:
-            _stop(process)
+            stop_group(process.pid, grace=5.0)
     print("stopped.", flush=True)
 
 
@@ -116,30 +114,6 @@ def _announce(link: str, experiment: Experiment, open_browser: bool) -> None:
         except webbrowser.Error:
             return
         webbrowser.open(link)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the UI's process group (its server workers included), then SIGKILL; return
-    once no process of the group is left, so the port is free."""
-    for sig, timeout in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        wait_gone(process.pid, timeout)
-        if _group_gone(process.pid, timeout):
-            return
-
-
-def _group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _tail(log: Path) -> str:

@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 from xlinfluence import artifacts, modeling, tracking
 from xlinfluence.analysis.topk import StreamingTopK, topk_table_from
@@ -120,7 +121,8 @@ def _auto_test_chunk(config, name: str, accelerator, train, test, max_length: in
     by the longest test and train examples in tokens."""
     with accelerator.local_main_process_first():
         directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
-    model, tokenizer = modeling.load_checkpoint(directory)
+    model = modeling.skeleton(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
     longest = {
         side: max(TokenizedExamples(frame, tokenizer, max_length).lengths(), default=1)
         for side, frame in (("train", train), ("test", test))
