@@ -78,22 +78,40 @@ def test_killed_run_resumes_to_identical_tensors(main_runs, tracking_env, monkey
     assert MlflowClient().get_run(killed).info.status == "RUNNING"  # killed, never finished
     n_partial = _chunk_files(killed)
 
+    killed_chunks = _chunks(killed)  # what the killed process had logged
     resumed = _influence("--train-run-id", train_id, *CHUNKED, "--resume-run-id", killed)
     metrics = MlflowClient().get_run(resumed).data.metrics
     assert metrics["chunks_reused"] == n_partial
     assert 0 < metrics["chunks_reused"] < metrics["chunks_total"]
-    want = _scores(uninterrupted, train_id)
-    got = _scores(resumed, train_id)
-    assert want.keys() == got.keys()
-    for name in want:
-        assert torch.equal(got[name], want[name]), name
+    resumed_chunks = _chunks(resumed)
+    for name, tensors in killed_chunks.items():  # carried over, not recomputed
+        assert all(torch.equal(resumed_chunks[name][k], v) for k, v in tensors.items()), name
+    _assert_same_scores(_scores(resumed, train_id), _scores(uninterrupted, train_id))
 
     # The interrupted run itself also finishes when re-attached (MLFLOW_RUN_ID), reusing its chunks.
     monkeypatch.setenv("MLFLOW_RUN_ID", killed)  # as `mlflow run --run-id` does
     assert _influence("--train-run-id", train_id, *CHUNKED) == killed
     assert MlflowClient().get_run(killed).info.status == "FINISHED"
-    for name, tensor in _scores(killed, train_id).items():
-        assert torch.equal(tensor, want[name]), name
+    _assert_same_scores(_scores(killed, train_id), _scores(uninterrupted, train_id))
+
+
+def _chunks(run_id: str) -> dict[str, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    folder = tracking.download(run_id, "influence/chunks")
+    return {str(p.relative_to(folder)): load_file(str(p)) for p in folder.rglob("*.safetensors")}
+
+
+def _assert_same_scores(got: dict, want: dict) -> None:
+    """Equal up to float summation order: the killed chunks came from another process,
+    and BLAS (MKL) promises bitwise-equal sums across processes only under MKL_CBWR, so
+    one CI run saw a last-bit difference there. The carried-over chunks themselves are
+    checked bitwise above."""
+    assert want.keys() == got.keys()
+    for name in want:
+        scale = float(want[name].abs().max())
+        difference = float((got[name] - want[name]).abs().max())
+        assert difference <= 1e-5 * scale, f"{name}: differs by {difference:.3g} of {scale:.3g}"
 
 
 def test_resume_refuses_chunks_from_other_parameters(main_runs):
