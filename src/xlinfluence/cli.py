@@ -21,6 +21,7 @@ import yaml
 from xlinfluence import tracking
 from xlinfluence.config import STEP_CONFIGS, StepConfig, check_of
 from xlinfluence.errors import ConfigError, XlinfluenceError
+from xlinfluence.server import commands as server_commands
 
 LAUNCHED_ENV = "XLINFLUENCE_LAUNCHED"
 
@@ -99,10 +100,16 @@ def _make_command(config_cls: type[StepConfig]) -> click.Command:
     ]
 
     def callback(**values):
+        from mlflow.exceptions import MlflowException
+
         try:
             result = execute(config_cls.from_params(values))
         except XlinfluenceError as err:
             raise click.ClickException(" ".join(str(err).split())) from err
+        except MlflowException as err:  # a refusal the step did not explain itself
+            if (refused := tracking.refused(err)) is None:
+                raise
+            raise click.ClickException(" ".join(str(refused).split())) from err
         if result and not os.environ.get(LAUNCHED_ENV):  # the launcher prints it once
             click.echo(json.dumps(result) if isinstance(result, dict) else result)
 
@@ -125,58 +132,7 @@ for _config_cls in STEP_CONFIGS.values():
     cli.add_command(_make_command(_config_cls))
 
 
-_SERVER_DIR = click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("xlinfluence-server"),
-    show_default=True,
-    help="Folder holding the database cluster, artifacts, logs and server.json.",
-)
-
-
-@cli.group()
-def server() -> None:
-    """A team tracking server here: PostgreSQL backend store, artifacts served by MLflow."""
-
-
-@server.command("start")
-@_SERVER_DIR
-@click.option("--port", type=int, default=None, help="Tracking server port (default: a free one).")
-def server_start(directory: Path, port: int | None) -> None:
-    """Start PostgreSQL and `mlflow server --serve-artifacts`; print the tracking URI."""
-    from xlinfluence.server import TeamServer
-
-    try:
-        state = TeamServer(directory).start(port)
-    except XlinfluenceError as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(f"export MLFLOW_TRACKING_URI={state.uri}")
-
-
-@server.command("stop")
-@_SERVER_DIR
-def server_stop(directory: Path) -> None:
-    """Stop the tracking server and the database (their files stay in --dir)."""
-    from xlinfluence.server import TeamServer
-
-    try:
-        TeamServer(directory).stop()
-    except XlinfluenceError as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(f"stopped the server in {directory}")
-
-
-@server.command("status")
-@_SERVER_DIR
-def server_status(directory: Path) -> None:
-    """Print the tracking URI if the server answers, else exit with 1."""
-    from xlinfluence.server import TeamServer
-
-    state = TeamServer(directory).status()
-    if state is None:
-        raise click.ClickException(f"no server from {directory} is answering.")
-    click.echo(state.uri)
+cli.add_command(server_commands.server)
 
 
 @cli.command("ui")

@@ -62,6 +62,50 @@ class TrackingError(XlinfluenceError):
     """The tracking server (or store) could not be reached while a step was logging."""
 
 
+class AccessError(XlinfluenceError):
+    """A tracking server with accounts (`xlinfluence server start --auth`) refused the
+    login, or the permission for what the step asked."""
+
+
+def refused(err: MlflowException) -> AccessError | None:
+    """The one-line explanation of a refused login or permission; None for other errors."""
+    uri, user = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if err.error_code == "UNAUTHENTICATED":
+        if not user:
+            return AccessError(
+                f"the tracking server {uri} takes logins only: set MLFLOW_TRACKING_USERNAME "
+                "and MLFLOW_TRACKING_PASSWORD to your account (the server's admin creates it "
+                "with `xlinfluence server user create`)."
+            )
+        return AccessError(
+            f"the tracking server {uri} refused the login of {user!r}: wrong "
+            "MLFLOW_TRACKING_PASSWORD, or no such account (the admin sets passwords with "
+            "`xlinfluence server user password`)."
+        )
+    if err.error_code == "PERMISSION_DENIED":
+        endpoint = re.search(r"endpoint (\S+)", str(err))
+        return AccessError(
+            f"user {user!r} may not do this on {uri} "
+            f"({endpoint.group(1) if endpoint else err.error_code}; a run or experiment that "
+            "does not exist is refused the same way): name an experiment of your own with "
+            "MLFLOW_EXPERIMENT_NAME=<study>, or ask the experiment's owner or the admin for "
+            "access (`xlinfluence server user grant`)."
+        )
+    return None
+
+
+def check_access() -> None:
+    """Fail at once, in one line, where a tracking server refuses this login."""
+    if not setup().startswith("http"):
+        return
+    try:
+        MlflowClient().search_experiments(max_results=1)
+    except MlflowException as err:
+        if error := refused(err):
+            raise error from err
+        raise
+
+
 # What an unreachable server raises from inside MLflow's client, after its retries
 # (MLflow wraps most of them in MlflowException: "API request to ... failed").
 _UNREACHABLE = (requests.exceptions.RequestException, MlflowException)
@@ -158,6 +202,8 @@ def step_run(
         with _open_run(config, system_metrics) as step:
             yield step
     except _UNREACHABLE as err:
+        if isinstance(err, MlflowException) and (error := refused(err)):
+            raise error from err
         said = " ".join(str(err).split())[:300]
         raise TrackingError(
             f"the tracking store {mlflow.get_tracking_uri()} failed ({type(err).__name__}: "
@@ -205,7 +251,7 @@ def run_step(run_id: str) -> str:
     try:
         tags = MlflowClient().get_run(run_id).data.tags
     except MlflowException as err:
-        raise RunLookupError(
+        raise refused(err) or RunLookupError(
             f"run {run_id!r} does not exist in the tracking store {mlflow.get_tracking_uri()}; "
             "check the ID (MLflow UI or `mlflow runs list`) and MLFLOW_TRACKING_URI."
         ) from err
@@ -224,7 +270,7 @@ def fetch_run(run_id: str, *, step: str, finished: bool = True) -> Run:
     try:
         run = MlflowClient().get_run(run_id)
     except MlflowException as err:
-        raise RunLookupError(
+        raise refused(err) or RunLookupError(
             f"run {run_id!r} does not exist in the tracking store {mlflow.get_tracking_uri()}; "
             f"check the ID (MLflow UI or `mlflow runs list`) and MLFLOW_TRACKING_URI."
         ) from err
@@ -274,7 +320,9 @@ def _status(run_id: str) -> str:
     try:
         return MlflowClient().get_run(run_id).info.status
     except MlflowException as err:
-        raise RunLookupError(f"run {run_id} cannot be read ({err}); check the run ID.") from err
+        raise refused(err) or RunLookupError(
+            f"run {run_id} cannot be read ({err}); check the run ID."
+        ) from err
 
 
 def _fetch(run_id: str, artifact_path: str, dst: Path) -> Path:
@@ -287,6 +335,8 @@ def _fetch(run_id: str, artifact_path: str, dst: Path) -> Path:
         )
     except (MlflowException, OSError) as err:
         shutil.rmtree(dst, ignore_errors=True)
+        if isinstance(err, MlflowException) and (error := refused(err)):
+            raise error from err
         raise RunLookupError(
             f"run {run_id} has no artifact {artifact_path!r} ({err}); the run is incomplete "
             "or from an older version: re-run it."

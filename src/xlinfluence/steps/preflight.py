@@ -19,7 +19,9 @@ from xlinfluence.errors import RunLookupError
 
 
 def check(config: StepConfig) -> None:
-    """Raise a ConfigError naming the first parameter the world does not agree with."""
+    """Raise a ConfigError naming the first parameter the world does not agree with (an
+    AccessError first, where the tracking server refuses this login)."""
+    tracking.check_access()
     for f in dataclasses.fields(config):
         value, rule = getattr(config, f.name), check_of(f)
         if isinstance(rule, PathRef) and value:
