@@ -86,7 +86,7 @@ def status(directory: Path) -> None:
     state = TeamServer(directory).status()
     if state is None:
         raise click.ClickException(f"no server from {directory} is answering.")
-    click.echo(state.uri + ("  (accounts: --auth)" if state.auth else ""))
+    click.echo(state.uri)
 
 
 @server.group("user")
