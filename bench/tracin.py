@@ -76,6 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     scale.add_argument("--batch-size", type=int, default=32, help="batch size of every method")
     scale.add_argument(
+        "--influence-batch-size",
+        type=int,
+        default=None,
+        help="xlinfluence's (and the floor's) train and test batches, as the influence step's "
+        "batch_size (default: --batch-size); larger batches make the pairwise products "
+        "bigger matrix products",
+    )
+    scale.add_argument(
         "--captum-n-train",
         type=int,
         default=None,
@@ -272,14 +280,15 @@ def worker(args: argparse.Namespace, name: str) -> dict:
     device = torch.device(args.device)
     train, test = datasets(args)
     model = build_model(args).to(device)
+    influence_batch = args.influence_batch_size or args.batch_size
     ctx = Context(
         args=args,
         model=model,
         checkpoints=read_checkpoints(args.workdir),
         train=train,
         test=test,
-        train_batches=pad_batches(train, args.batch_size, bucket=True),
-        test_batches=pad_batches(test, args.batch_size, bucket=True),
+        train_batches=pad_batches(train, influence_batch, bucket=True),
+        test_batches=pad_batches(test, influence_batch, bucket=True),
         groups=param_groups(model),
         clock=Clock(device),
     )
@@ -489,7 +498,9 @@ def format_table(rows: list[dict], args: argparse.Namespace) -> str:
             f", hidden {args.hidden}, {args.layers} layers"
         )
     setting = (
-        f"{data}, batch {args.batch_size}, {args.checkpoints} checkpoints, {args.device} "
+        f"{data}, batch {args.batch_size} "
+        f"(influence {args.influence_batch_size or args.batch_size})"
+        f", {args.checkpoints} checkpoints, {args.device} "
         f"{args.precision}, {args.threads} thread(s), fastest of {args.repeat}."
     )
     return "\n".join([*aligned(HEAD, [_cells(r) for r in rows if r["table"]]), setting, LEGEND])

@@ -58,18 +58,20 @@ def _cached_bytes(cache: dict) -> int:
     return 0
 
 
-@pytest.mark.parametrize("test_repeat,train_repeat", [(1, 1), (1, 4), (4, 4)])
+@pytest.mark.parametrize("test_repeat,train_repeat", [(1, 1), (1, 4), (4, 4), ("mixed", 4)])
 def test_length_aware_bound_holds_for_the_cache_the_engine_keeps(test_repeat, train_repeat):
     """After every train batch has been scored (so lazily formed test gradients exist), the
-    test cache holds at most test_cache_bytes(longest test, longest train) per example."""
+    test cache holds at most test_cache_bytes(longest test, longest train) per example, and
+    at most the sum of each example's own bound (what auto_test_chunk plans with)."""
     from tracin_fixtures import batches, make_examples
 
     from xlinfluence.tracin.engine import CheckpointScorer
 
     model = tiny_model()
-    lengthen = lambda es, k: [dict(e, input_ids=e["input_ids"] * k) for e in es]  # noqa: E731
-    test = lengthen(make_examples(6, seed=1), test_repeat)
-    train = lengthen(make_examples(8, seed=2), train_repeat)
+    test = make_examples(6, seed=1)
+    repeats = [1, 4, 1, 2, 4, 1] if test_repeat == "mixed" else [test_repeat] * len(test)
+    test = [dict(e, input_ids=e["input_ids"] * k) for e, k in zip(test, repeats, strict=True)]
+    train = [dict(e, input_ids=e["input_ids"] * train_repeat) for e in make_examples(8, seed=2)]
     with CheckpointScorer(model) as scorer:
         cached = scorer.test_cache(batches(test, 3))
         for batch in batches(train, 4, bucket=True):
@@ -79,6 +81,31 @@ def test_length_aware_bound_holds_for_the_cache_the_engine_keeps(test_repeat, tr
         model, test_length=longest(test), train_length=longest(train), n_test=len(test)
     )
     assert _cached_bytes(cached.cache) <= len(test) * bound
+    own = sum(
+        memory.example_cache_bytes(
+            model, None, len(e["input_ids"]), longest=longest(test), train_length=longest(train)
+        )
+        for e in test
+    )
+    assert _cached_bytes(cached.cache) <= own
+
+
+def test_chunks_sized_by_each_length_fit_and_are_the_largest_that_do(monkeypatch):
+    model = tiny_model()
+    monkeypatch.setattr(memory, "HOST_CACHE_MAX", 40 * memory.test_cache_bytes(model))
+    lengths = [6] * 50 + [90] * 10 + [6] * 65  # the long ones together, as manifests do
+    cpu = torch.device("cpu")
+    chunk = memory.auto_test_chunk(model, None, cpu, 125, test_lengths=lengths, train_length=90)
+    blind = memory.auto_test_chunk(model, None, cpu, 125, test_lengths=[90] * 125, train_length=90)
+    assert chunk > blind
+    size = lambda n: memory.example_cache_bytes(model, None, n, longest=90, train_length=90)  # noqa: E731
+    fits = (
+        lambda c: all(  # noqa: E731
+            sum(size(n) for n in lengths[s : s + c]) <= memory.cache_budget(cpu)
+            for s in range(0, 125, c)
+        )
+    )
+    assert fits(chunk) and not fits(chunk + 1)
 
 
 def test_the_cpu_cache_is_capped(monkeypatch):

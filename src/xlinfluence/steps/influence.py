@@ -117,19 +117,17 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
 
 
 def _auto_test_chunk(config, name: str, accelerator, train, test, max_length: int) -> int:
-    """test_chunk_size=0: as many test examples as fit the device (tracin.memory), sized
-    by the longest test and train examples in tokens."""
+    """test_chunk_size=0: as many test examples as fit the device (tracin.memory), each
+    sized by its own length in tokens and the longest train example's."""
     with accelerator.local_main_process_first():
         directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
     model = modeling.skeleton(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    longest = {
-        side: max(TokenizedExamples(frame, tokenizer, max_length).lengths(), default=1)
-        for side, frame in (("train", train), ("test", test))
-    }
+    test_lengths = TokenizedExamples(test, tokenizer, max_length).lengths()
+    train_lengths = TokenizedExamples(train, tokenizer, max_length).lengths()
     return auto_test_chunk(
         model, parameter_filter(config.params, model), accelerator.device, len(test),
-        test_length=longest["test"], train_length=longest["train"],
+        test_lengths=list(test_lengths), train_length=max(train_lengths, default=1),
     )  # fmt: skip
 
 

@@ -13,12 +13,16 @@ the same machine plans the same chunks.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from xlinfluence.tracin.hooks import ParamFilter, select_modules
+from xlinfluence.tracin.layers import GROUP_RATIO
 
 #: Share of the device's memory the test-side cache may take.
 CACHE_SHARE = 0.3
@@ -43,6 +47,16 @@ def _linear_elements(d_in: int, d_out: int, test_length: int | None, train_lengt
     return factored + full
 
 
+def _linear_elements_upto(d_in: int, d_out: int, length: int, train_length: int | None):
+    """The most a test example padded to at most `length` tokens can cost: kept factored
+    just below the threshold can exceed formed at or above it."""
+    below = min(length, math.ceil(d_in * d_out / (d_in + d_out)) - 1)
+    return max(
+        _linear_elements(d_in, d_out, length, train_length),
+        _linear_elements(d_in, d_out, max(below, 1), train_length),
+    )
+
+
 def test_cache_bytes(
     model: nn.Module,
     param_filter: ParamFilter | None = None,
@@ -50,12 +64,15 @@ def test_cache_bytes(
     test_length: int | None = None,
     train_length: int | None = None,
     n_test: int | None = None,
+    up_to: bool = False,
 ) -> int:
     """Bytes per cached test example: fp32 per-example gradients of every tracked Linear
     weight, plus bias and LayerNorm rows. Given the longest test and train examples in
     tokens, an upper bound on what the cache keeps: the Linear layers as they are kept
     (factored, formed, or both) and the embedding tables' rows, one per id the chunk of
-    `n_test` examples can hold."""
+    `n_test` examples can hold. up_to: for any test length up to test_length (an example
+    padded within its length group)."""
+    linear = _linear_elements_upto if up_to and test_length is not None else _linear_elements
     elements = 0
     for tracked in select_modules(model, param_filter):
         module = tracked.module
@@ -63,7 +80,7 @@ def test_cache_bytes(
             ids = test_length * (n_test or module.num_embeddings)
             elements += tracked.weight * min(module.num_embeddings, ids) * module.embedding_dim
         elif isinstance(module, nn.Linear):
-            elements += tracked.weight * _linear_elements(
+            elements += tracked.weight * linear(
                 module.in_features, module.out_features, test_length, train_length
             )
             elements += tracked.bias * module.out_features
@@ -87,26 +104,54 @@ def cache_budget(device: torch.device) -> int:
     return min(budget, HOST_CACHE_MAX) if device.type == "cpu" else budget
 
 
+def example_cache_bytes(
+    model: nn.Module,
+    param_filter: ParamFilter | None,
+    length: int,
+    *,
+    longest: int,
+    train_length: int | None,
+) -> int:
+    """At most what the cache keeps for one test example of `length` tokens in a chunk
+    whose longest has `longest`: its length group pads it to at most GROUP_RATIO times."""
+    padded = max(1, min(longest, math.ceil(GROUP_RATIO * length)))
+    return test_cache_bytes(
+        model, param_filter, test_length=padded, train_length=train_length, n_test=1, up_to=True
+    )
+
+
 def auto_test_chunk(
     model: nn.Module,
     param_filter: ParamFilter | None,
     device: torch.device,
     n_test: int,
     *,
-    test_length: int | None = None,
+    test_lengths: Sequence[int] | None = None,
     train_length: int | None = None,
 ) -> int:
-    """Test examples per chunk so the cache stays within the device's cache budget.
+    """Test examples per chunk so that every chunk's cache stays within the budget.
 
-    The embedding rows per example grow with the chunk (more examples, more distinct ids),
-    so the chunk shrinks until it fits its own estimate (a few rounds)."""
-    budget, chunk = cache_budget(device), n_test
-    while True:
-        per_example = test_cache_bytes(
-            model, param_filter, test_length=test_length, train_length=train_length,
-            n_test=chunk if test_length is not None else None,
-        )  # fmt: skip
-        fit = budget // max(per_example, 1)
-        if fit >= chunk or chunk == 1:
+    With the test examples' token lengths (in manifest order, as chunks cut them) each
+    example is bounded by its own length, padded as its length group may pad it (up to
+    GROUP_RATIO times, never past the longest), so a chunk of short sentences is not sized
+    as if each were the longest; without them, by the length-blind per-example size."""
+    budget = cache_budget(device)
+    if not test_lengths:
+        per_example = test_cache_bytes(model, param_filter)
+        return max(1, min(n_test, budget // max(per_example, 1)))
+    longest = max(test_lengths)
+
+    example_bytes = functools.cache(
+        lambda length: example_cache_bytes(
+            model, param_filter, length, longest=longest, train_length=train_length
+        )
+    )
+
+    prefix = [0]
+    for length in test_lengths:
+        prefix.append(prefix[-1] + example_bytes(length))
+    n = len(test_lengths)
+    for chunk in range(min(n_test, n), 1, -1):
+        if all(prefix[min(s + chunk, n)] - prefix[s] <= budget for s in range(0, n, chunk)):
             return chunk
-        chunk = max(1, fit)
+    return 1
