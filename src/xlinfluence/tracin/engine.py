@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from xlinfluence.errors import ConfigError, DataError
 from xlinfluence.tracin.hooks import ActivationCapture, ParamFilter, select_modules
-from xlinfluence.tracin.layers import LINEAR_MODES, make_kernel
+from xlinfluence.tracin.layers import LINEAR_MODES, Workspace, make_kernel
 
 Batch = dict[str, torch.Tensor]
 
@@ -116,7 +116,8 @@ class CheckpointScorer:
         model.eval()  # dropout on gave 26% error
         self.model = model
         self.dtype = accumulation_dtype(model)
-        self.kernels = [make_kernel(t, self.dtype, linear_mode) for t in tracked]
+        workspace = Workspace()  # one scratch buffer for every Linear kernel's train grads
+        self.kernels = [make_kernel(t, self.dtype, linear_mode, workspace) for t in tracked]
         self.device = next(model.parameters()).device
         self.compute_dtype = compute_dtype
         self._stack = contextlib.ExitStack()

@@ -106,6 +106,27 @@ def _first(x: torch.Tensor, t: int) -> torch.Tensor:
 GROUP_RATIO = 1.5
 
 
+class Workspace:
+    """One scratch buffer the Linear kernels share for a train batch's per-example
+    gradients: each kernel is done with them before the next one starts. Tensors this
+    large go back to the OS when freed, so a fresh one per batch and layer re-faults its
+    pages every time; in a VM that first touch cost about as much as the products."""
+
+    def __init__(self) -> None:
+        self._buffer: torch.Tensor | None = None
+
+    def take(self, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        buffer = self._buffer
+        if (
+            buffer is None
+            or buffer.numel() < numel
+            or buffer.dtype != dtype
+            or (buffer.device != device)
+        ):
+            buffer = self._buffer = torch.empty(numel, dtype=dtype, device=device)
+        return buffer[:numel]
+
+
 class LinearKernel(LayerKernel):
     """nn.Linear: grad W = sum_t g_t a_t^T per example, grad b = sum_t g_t.
 
@@ -124,11 +145,18 @@ class LinearKernel(LayerKernel):
     and form them only if some train batch needs them.
     """
 
-    def __init__(self, tracked: TrackedModule, dtype: torch.dtype, mode: str = "auto"):
+    def __init__(
+        self,
+        tracked: TrackedModule,
+        dtype: torch.dtype,
+        mode: str = "auto",
+        workspace: Workspace | None = None,
+    ):
         super().__init__(tracked, dtype)
         if mode not in LINEAR_MODES:
             raise ConfigError(f"linear_mode must be one of {LINEAR_MODES}, got {mode!r}")
         self.mode = mode
+        self.workspace = workspace or Workspace()
         d_in, d_out = self.module.in_features, self.module.out_features
         self.d_in, self.d_out = d_in, d_out
         self.threshold = d_in * d_out / (d_in + d_out)
@@ -187,16 +215,33 @@ class LinearKernel(LayerKernel):
                 long.append(group)
             else:
                 groups.append(group)
-        if long:  # ghost never wins here: one group, test grads formed once
-            groups.append({
-                "index": torch.cat([grp["index"] for grp in long]),
-                "w": torch.cat([self._per_example(grp["a"], grp["g"]) for grp in long]),
-            })  # fmt: skip
+        if long:  # ghost never wins here: one group, test grads formed once, in place
+            index = torch.cat([grp["index"] for grp in long])
+            w = torch.empty(len(index), self.d_out * self.d_in, dtype=self.dtype, device=device)
+            row = 0
+            for grp in long:
+                n = len(grp["index"])
+                self._per_example(grp["a"], grp["g"], out=w[row : row + n])
+                row += n
+            groups.append({"index": index, "w": w})
         return groups
 
+    def _train_grads(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """A train batch's per-example gradients, in the shared workspace (valid until the
+        next kernel forms its own)."""
+        numel = a.shape[0] * self.d_out * self.d_in
+        return self._per_example(a, g, out=self.workspace.take(numel, a.dtype, a.device))
+
     @staticmethod
-    def _per_example(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(g.transpose(1, 2), a).flatten(1)  # (B, d_out * d_in)
+    def _per_example(
+        a: torch.Tensor, g: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, d_out * d_in) per-example weight gradients, written into `out` if given."""
+        if out is None:
+            return torch.bmm(g.transpose(1, 2), a).flatten(1)
+        grads = out.view(a.shape[0], g.shape[2], a.shape[2])
+        torch.bmm(g.transpose(1, 2), a, out=grads)
+        return grads.flatten(1)
 
     def _weight_scores(self, a, g, cache, w: torch.Tensor | None):
         """(B, M) weight part, and the train grads w (B, d_out d_in) if they were formed."""
@@ -213,7 +258,7 @@ class LinearKernel(LayerKernel):
                 if "w" not in group:
                     group["w"] = self._per_example(group["a"], group["g"])  # (M_g, d_out d_in)
                 if w is None:
-                    w = self._per_example(a, g)
+                    w = self._train_grads(a, g)
                 part = w @ group["w"].T  # (B, M_g)
             out.index_copy_(1, group["index"], part)
         return out, w
@@ -255,7 +300,7 @@ class LinearKernel(LayerKernel):
             gg = torch.bmm(g, g.transpose(1, 2))
             return (aa * gg).sum((1, 2))
         if w is None:
-            w = self._per_example(a, g)
+            w = self._train_grads(a, g)
         return (w * w).sum(1)
 
 
@@ -346,11 +391,17 @@ class LayerNormKernel(LayerKernel):
         return sum((v * v).sum(1) for v in self._per_example(x, g).values())
 
 
-def make_kernel(tracked: TrackedModule, dtype: torch.dtype, linear_mode: str) -> LayerKernel:
-    """The kernel for a tracked module (select_modules has already checked the type)."""
+def make_kernel(
+    tracked: TrackedModule,
+    dtype: torch.dtype,
+    linear_mode: str,
+    workspace: Workspace | None = None,
+) -> LayerKernel:
+    """The kernel for a tracked module (select_modules has already checked the type);
+    Linear kernels share `workspace` for their train-side per-example gradients."""
     module = tracked.module
     if isinstance(module, nn.Linear):
-        return LinearKernel(tracked, dtype, linear_mode)
+        return LinearKernel(tracked, dtype, linear_mode, workspace)
     if isinstance(module, nn.Embedding):
         return EmbeddingKernel(tracked, dtype)
     if isinstance(module, nn.LayerNorm):
