@@ -100,13 +100,11 @@ def _make_command(config_cls: type[StepConfig]) -> click.Command:
     ]
 
     def callback(**values):
-        from mlflow.exceptions import MlflowException
-
         try:
             result = execute(config_cls.from_params(values))
         except XlinfluenceError as err:
             raise click.ClickException(" ".join(str(err).split())) from err
-        except MlflowException as err:  # a refusal the step did not explain itself
+        except Exception as err:  # a tracking server's refusal the step did not explain
             if (refused := tracking.refused(err)) is None:
                 raise
             raise click.ClickException(" ".join(str(refused).split())) from err

@@ -67,8 +67,10 @@ class AccessError(XlinfluenceError):
     login, or the permission for what the step asked."""
 
 
-def refused(err: MlflowException) -> AccessError | None:
+def refused(err: Exception) -> AccessError | None:
     """The one-line explanation of a refused login or permission; None for other errors."""
+    if not isinstance(err, MlflowException):
+        return None
     uri, user = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_USERNAME")
     if err.error_code == "UNAUTHENTICATED":
         if not user:

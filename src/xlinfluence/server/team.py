@@ -20,9 +20,8 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
-
-import mlflow
 
 from xlinfluence.errors import ConfigError
 from xlinfluence.server.accounts import (
@@ -169,7 +168,7 @@ class TeamServer:
             self.cluster.dump(state.postgres_port, database, dest / f"{database}.dump")
         shutil.copytree(self.artifacts, dest / "artifacts", dirs_exist_ok=True)
         manifest = {
-            "databases": databases, "auth": state.auth, "mlflow": mlflow.__version__,
+            "databases": databases, "auth": state.auth, "mlflow": version("mlflow"),
             "server": str(self.root), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }  # fmt: skip
         (dest / BACKUP_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
