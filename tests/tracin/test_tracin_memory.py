@@ -98,13 +98,13 @@ def test_chunks_sized_by_each_length_fit_and_are_the_largest_that_do(monkeypatch
     chunk = memory.auto_test_chunk(model, None, cpu, 125, test_lengths=lengths, train_length=90)
     blind = memory.auto_test_chunk(model, None, cpu, 125, test_lengths=[90] * 125, train_length=90)
     assert chunk > blind
-    size = lambda n: memory.example_cache_bytes(model, None, n, longest=90, train_length=90)  # noqa: E731
-    fits = (
-        lambda c: all(  # noqa: E731
-            sum(size(n) for n in lengths[s : s + c]) <= memory.cache_budget(cpu)
-            for s in range(0, 125, c)
-        )
-    )
+    def size(n: int) -> int:
+        return memory.example_cache_bytes(model, None, n, longest=90, train_length=90)
+
+    def fits(c: int) -> bool:
+        budget = memory.cache_budget(cpu)
+        return all(sum(size(n) for n in lengths[s : s + c]) <= budget for s in range(0, 125, c))
+
     assert fits(chunk) and not fits(chunk + 1)
 
 
