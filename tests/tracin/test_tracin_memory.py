@@ -98,6 +98,7 @@ def test_chunks_sized_by_each_length_fit_and_are_the_largest_that_do(monkeypatch
     chunk = memory.auto_test_chunk(model, None, cpu, 125, test_lengths=lengths, train_length=90)
     blind = memory.auto_test_chunk(model, None, cpu, 125, test_lengths=[90] * 125, train_length=90)
     assert chunk > blind
+
     def size(n: int) -> int:
         return memory.example_cache_bytes(model, None, n, longest=90, train_length=90)
 
