@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.cli import cli
+from xlinfluence.server import ServerError, postgres_bin
 
 SETTING = [
     "--model", "tiny", "--learning-rate", "1e-3",
@@ -79,3 +81,17 @@ def shared_data(*parts: str) -> Path:
             "project checkout (CI has it; a user's clone does not)"
         )
     return path
+
+
+def require_team_server(*modules: str) -> None:
+    """Skip, saying what is missing, unless PostgreSQL's server programs and the Python
+    modules a team-server test needs are here (CI installs them: `pip install -e '.[team]'`)."""
+    try:
+        postgres_bin()
+        for module in ("psycopg2", *modules):
+            importlib.import_module(module)
+    except (ServerError, ImportError) as err:
+        pytest.skip(
+            f"no PostgreSQL server programs or {', '.join(('psycopg2', *modules))} "
+            f"here ({err}); CI installs them"
+        )

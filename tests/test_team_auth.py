@@ -23,10 +23,10 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts
 from xlinfluence.errors import ConfigError
-from xlinfluence.server import Admin, ServerError, TeamServer, postgres_bin
+from xlinfluence.server import Admin, TeamServer
 from xlinfluence.server.accounts import ADMIN_PASSWORD_ENV, read_secret
 
-from .conftest import SETTING
+from .conftest import SETTING, require_team_server
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
@@ -70,12 +70,7 @@ def _one_line_error(result: subprocess.CompletedProcess) -> str:
 def team(tmp_path_factory):
     """A running --auth server, its folder, and accounts for alice and bob (made with the
     `server user create` subcommand, the admin's password from the environment)."""
-    try:
-        postgres_bin()
-        import flask_wtf  # noqa: F401
-        import psycopg2  # noqa: F401
-    except (ServerError, ImportError) as err:
-        pytest.skip(f"no PostgreSQL programs, psycopg2 or Flask-WTF here ({err}); CI has them")
+    require_team_server("flask_wtf")
     root = Path(tempfile.mkdtemp(prefix="xlinfluence-auth-", dir="/tmp"))
     root.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
     server = TeamServer(root / "server", Admin("admin", ADMIN_PASSWORD))

@@ -23,10 +23,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, tracking
-from xlinfluence.server import ServerError, TeamServer, postgres_bin
+from xlinfluence.server import TeamServer
 
 from .browser import SCREENSHOTS, browser, show_runs_and_report
-from .conftest import SETTING
+from .conftest import SETTING, require_team_server
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +35,7 @@ CHUNKED = ["--batch-size", "1", "--train-chunk-size", "3", "--test-chunk-size", 
 
 @pytest.fixture(scope="module")
 def server():
-    try:
-        postgres_bin()
-        import psycopg2  # noqa: F401
-    except (ServerError, ImportError) as err:
-        pytest.skip(f"no PostgreSQL server programs or psycopg2 here ({err}); CI installs them")
+    require_team_server()
     root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
     root.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
     team = TeamServer(root)
