@@ -86,12 +86,12 @@ def shared_data(*parts: str) -> Path:
 def require_team_server(*modules: str) -> None:
     """Skip, saying what is missing, unless PostgreSQL's server programs and the Python
     modules a team-server test needs are here (CI installs them: `pip install -e '.[team]'`)."""
+    needed = ("psycopg2", *modules)
     try:
         postgres_bin()
-        for module in ("psycopg2", *modules):
+        for module in needed:
             importlib.import_module(module)
     except (ServerError, ImportError) as err:
         pytest.skip(
-            f"no PostgreSQL server programs or {', '.join(('psycopg2', *modules))} "
-            f"here ({err}); CI installs them"
+            f"no PostgreSQL server programs or {', '.join(needed)} here ({err}); CI installs them"
         )
