@@ -92,8 +92,13 @@ def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
     accuracy = matrix(effects, "delta_accuracy", "test_language", "train_language")
     agree = agree.copy()
     agree["Spearman [95% CI]"] = interval(agree, "spearman", "ci_low", "ci_high")
-    reference = shares[shares["method"] == "dot-all"]
-    share_matrix = matrix(reference, "share", "test_language", "train_language")
+    share_matrices = []
+    for method in ("dot-all", "cosine"):  # the paper's attribution and the tool's default
+        of_method = shares[shares["method"] == method]
+        if len(of_method):
+            share_matrices += [f"{method} top-k share (rows L, columns X):",
+                               markdown(matrix(of_method, "share", "test_language",
+                                               "train_language"))]  # fmt: skip
     settings = attributions.settings_of(run_id)
     seeds = sorted({n.split(":seed-")[1] for n in settings if ":seed-" in n})
     return "\n\n".join([
@@ -105,7 +110,7 @@ def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
         markdown(own[["test_language", "own minus others [95% CI]", "p", "p_holm"]]),
         "Agreement of each attribution with the off-diagonal cells:",
         markdown(agree[["method", "prediction", "Spearman [95% CI]", "n_cells"]]),
-        "dot-all top-k share (rows L, columns X):", markdown(share_matrix),
+        *share_matrices,
     ])  # fmt: skip
 
 
@@ -277,10 +282,7 @@ def methods(runs: tuple[str, ...], top_k: int, figure: str) -> None:
 def retraining(run_ids: tuple[str, ...], added: tuple[str, ...], reference: str) -> None:
     for run_id in run_ids:
         experiment = tracking.run_params(tracking.fetch_run(run_id, step="main"))["experiment"]
-        report = {"lds": lds_report, "leave-language-out": leave_language_out_report}.get(
-            experiment
-        )
-        if report is None:
+        if experiment not in ("lds", "leave-language-out"):
             raise click.UsageError(
                 f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
             )
@@ -288,7 +290,7 @@ def retraining(run_ids: tuple[str, ...], added: tuple[str, ...], reference: str)
         if experiment == "lds":
             text = lds_report(run_id, methods, reference)
         else:
-            text = report(run_id, methods)
+            text = leave_language_out_report(run_id, methods)
         click.echo(text + "\n\n" + cost(run_id) + "\n")
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
-from xlinfluence.config import MainConfig
+from xlinfluence.config import MainConfig, TrainConfig
 from xlinfluence.steps import attributions, lds
 
 from .conftest import SETTING, run_cli, run_step
@@ -219,3 +223,25 @@ def test_ground_truth_experiments_refuse_unknown_methods_before_any_run(main_run
     assert code != 0
     assert "['tracin'] are not attribution methods" in output.strip().splitlines()[-1]
     assert len(MlflowClient().search_runs(["0"])) == before
+
+
+def test_retrainings_run_in_an_experiment_named_by_the_environment(tracking_env, monkeypatch):
+    """MLFLOW_EXPERIMENT_NAME, how docs/team.md names a study, must not reach the fan-out's
+    asynchronous `mlflow run` children: beside the experiment ID MLflow gives them, that
+    command refuses it, and every retraining of such a study failed."""
+    from xlinfluence.steps import retrain
+    from xlinfluence.steps.main import find_project
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "named-study")
+    config = dataclasses.replace(
+        TrainConfig(model="tiny", languages="en,de", train_per_language="8",
+                    test_per_language=2, epochs=1, batch_size=8, learning_rate=1e-3),
+        save_checkpoints=False,
+    )  # fmt: skip
+    with mlflow.start_run() as parent:
+        runs = retrain.run_all({"one": config}, find_project(), workers=1)
+    child = MlflowClient().get_run(runs["one"])
+    assert child.info.status == "FINISHED"
+    assert child.info.experiment_id == parent.info.experiment_id
+    assert MlflowClient().get_experiment(child.info.experiment_id).name == "named-study"
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "named-study"  # restored for the caller

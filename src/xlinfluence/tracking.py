@@ -22,7 +22,10 @@ import pandas as pd
 import requests
 from matplotlib.figure import Figure
 from mlflow.entities import Run
-from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+from mlflow.environment_variables import (
+    MLFLOW_EXPERIMENT_NAME,
+    MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL,
+)
 from mlflow.exceptions import ExecutionException, MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -414,16 +417,17 @@ def submit(
     """The step's entry point as an MLflow project run in this environment (the one way
     every step and retraining is launched); returns MLflow's SubmittedRun."""
     try:
-        return mlflow.projects.run(
-            uri=str(project),
-            entry_point=config.step,
-            parameters=config.to_params(),
-            experiment_id=experiment_id,
-            env_manager="local",
-            backend=backend,
-            backend_config=backend_config,
-            synchronous=synchronous,
-        )
+        with _experiment_by_id_only():
+            return mlflow.projects.run(
+                uri=str(project),
+                entry_point=config.step,
+                parameters=config.to_params(),
+                experiment_id=experiment_id,
+                env_manager="local",
+                backend=backend,
+                backend_config=backend_config,
+                synchronous=synchronous,
+            )
     except ExecutionException as err:
         if synchronous:
             raise XlinfluenceError(
@@ -434,6 +438,21 @@ def submit(
             f"could not submit a '{config.step}' run to the '{backend}' backend ({err}); "
             "check backend_config (docs/cluster.md)."
         ) from err
+
+
+@contextmanager
+def _experiment_by_id_only():
+    """Hide MLFLOW_EXPERIMENT_NAME while MLflow launches a run. Its local backend starts
+    an asynchronous run as `mlflow run` with MLFLOW_EXPERIMENT_ID set, and that command
+    refuses an inherited name beside it ("Specify only one of 'experiment-name' or
+    'experiment-id'"), which failed every retraining of a study named that way. The
+    experiment is passed by ID, so the child needs no name."""
+    name = os.environ.pop(MLFLOW_EXPERIMENT_NAME.name, None)
+    try:
+        yield
+    finally:
+        if name is not None:
+            os.environ[MLFLOW_EXPERIMENT_NAME.name] = name
 
 
 def run_params(run: Run) -> dict[str, str]:
