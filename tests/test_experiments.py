@@ -245,3 +245,32 @@ def test_retrainings_run_in_an_experiment_named_by_the_environment(tracking_env,
     assert child.info.experiment_id == parent.info.experiment_id
     assert MlflowClient().get_experiment(child.info.experiment_id).name == "named-study"
     assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "named-study"  # restored for the caller
+
+
+def test_a_retraining_that_dies_before_its_entry_point_ends_failed_in_the_store(
+    tracking_env, monkeypatch
+):
+    """MLflow creates the run before it launches `mlflow run`; if that process dies before
+    the entry point starts, nothing ends the run, and the UI would show it running for good."""
+    from xlinfluence.errors import XlinfluenceError
+    from xlinfluence.steps import retrain
+    from xlinfluence.steps.main import find_project
+
+    class DiedAtLaunch:  # MLflow's LocalSubmittedRun of a process that exited 2
+        def __init__(self, run_id: str):
+            self.run_id = run_id
+
+        def get_status(self) -> str:
+            return "FAILED"
+
+    launched = []
+
+    def submit(config, project, experiment_id, **kwargs):
+        launched.append(MlflowClient().create_run(experiment_id).info.run_id)
+        return DiedAtLaunch(launched[-1])
+
+    monkeypatch.setattr(tracking, "submit", submit)
+    config = TrainConfig(model="tiny", languages="en,de", train_per_language="8")
+    with mlflow.start_run(), pytest.raises(XlinfluenceError, match="1 retraining"):
+        retrain.run_all({"one": config}, find_project(), workers=1)
+    assert MlflowClient().get_run(launched[0]).info.status == "FAILED"

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
 from xlinfluence import tracking
@@ -121,9 +122,11 @@ def run_all(
                 continue
             for name in finished:
                 submitted = running.pop(name)
-                if submitted.get_status() == "FINISHED":
+                status = submitted.get_status()
+                if status == "FINISHED":
                     done[name] = submitted.run_id
                 else:
+                    _end_in_store(submitted.run_id, status)
                     failed.append(f"{name} (run {submitted.run_id})")
                 bar.update(1)
     if failed:
@@ -145,6 +148,16 @@ def _cancel_on_error(running: dict[str, object]):
         for submitted in running.values():
             submitted.cancel()
         raise
+
+
+def _end_in_store(run_id: str, status: str) -> None:
+    """A retraining whose process died before its entry point started (`mlflow run`
+    refusing its arguments, a missing environment) leaves the run MLflow created for it
+    RUNNING in the store for good; end it as its process ended, so the UI does not show a
+    study's dead retrainings as running."""
+    client = MlflowClient()
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)
 
 
 def _ended(submitted) -> bool:
