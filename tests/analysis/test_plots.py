@@ -68,6 +68,32 @@ def test_translation_share_bars(table, train, tmp_path):
     fig.savefig(tmp_path / "bars.png", dpi=80)
 
 
+def test_translation_share_labels_stay_clear_of_the_control_mark():
+    """A share label sat on the control's mark where the two are close (SIB-200: 85%
+    against a 76% control); it now moves under the mark, or stays at the top if clear."""
+    import pandas as pd
+
+    from xlinfluence.analysis.bootstrap import high_column, low_column
+    from xlinfluence.analysis.translation import CONTROL_SHARE, N_EXAMPLES, TRANSLATION_SHARE
+
+    control = np.array([0.76, 0.30])
+    rows = pd.DataFrame({
+        "checkpoint": "total", "test_language": ["en", "de"],
+        TRANSLATION_SHARE: [0.85, 0.85], CONTROL_SHARE: control,
+        low_column(CONTROL_SHARE): control - 0.03, high_column(CONTROL_SHARE): control + 0.03,
+        N_EXAMPLES: [100, 100],
+    })  # fmt: skip
+    labels = [t for t in translation_share_bars(rows).axes[0].texts if "%" in t.get_text()]
+    tops = [t.get_position()[1] for t in labels]
+    close, clear = tops
+    assert close <= 0.73 - 0.01 and close - 0.09 > 0.0  # under the mark, inside the bar
+    assert clear == pytest.approx(0.83)  # the usual place, under the bar's top
+    for top, (low, high) in zip(
+        tops, zip(control - 0.03, control + 0.03, strict=True), strict=True
+    ):
+        assert top < low or top - 0.09 > high  # the label's span misses the mark's
+
+
 @pytest.fixture
 def shares_with_ci(table, shares):
     return share_intervals(shares, example_shares(table, TRAIN_LANGS), n_resamples=200)

@@ -160,6 +160,7 @@ def translation_share_bars(
         alpha=0.6,
         label="complementary",
     )
+    spans = [None] * len(values)  # each bar's control mark, low to high
     if CONTROL_SHARE in rows:
         control = rows[CONTROL_SHARE].to_numpy(dtype=float)
         low, high = low_column(CONTROL_SHARE), high_column(CONTROL_SHARE)
@@ -174,11 +175,15 @@ def translation_share_bars(
             x, control, yerr=yerr, fmt="_", color="black", markersize=22, capsize=3,
             label="within-label shuffled control",
         )  # fmt: skip
-    for bar, v, n in zip(bars, values, rows[N_EXAMPLES], strict=True):
-        # at the top of the bar, clear of the control's mark further down
+        below, above = (
+            (control, control) if yerr is None else (control - yerr[0], control + yerr[1])
+        )
+        spans = list(zip(below, above, strict=True))
+    for bar, v, n, span in zip(bars, values, rows[N_EXAMPLES], spans, strict=True):
         label = "n/a" if np.isnan(v) else f"{_percent(v)}\nn={n}"
-        inside = not np.isnan(v) and v >= 0.2
-        y = 0.5 if np.isnan(v) else (v - 0.02 if inside else v + 0.02)
+        y = 0.5 if np.isnan(v) else _label_top(v, span)
+        inside = not np.isnan(v) and y - _LABEL_HEIGHT >= 0.01
+        y = y if inside or np.isnan(v) else v + 0.02
         ax.text(
             bar.get_x() + bar.get_width() / 2, y, label, ha="center",
             va="top" if inside else "bottom", fontsize=8, color="white" if inside else "black",
@@ -191,6 +196,21 @@ def translation_share_bars(
     ax.set_title(title or f"Translations of own-language proponents ({checkpoint})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
+
+
+#: Height of a two-line 8-pt label on the 0-1 axis of a 4-inch-high figure.
+_LABEL_HEIGHT = 0.09
+
+
+def _label_top(share: float, span: tuple[float, float] | None) -> float:
+    """Where a bar's label starts (its top): just under the bar's top, or, where the
+    control's mark lies there, under the mark, so neither hides the other."""
+    top = share - 0.02
+    if span is not None and not np.isnan(span[0]):
+        low, high = span
+        if low - 0.01 < top and high + 0.01 > top - _LABEL_HEIGHT:
+            top = low - 0.02
+    return top
 
 
 def share_bars(
