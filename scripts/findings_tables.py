@@ -282,15 +282,15 @@ def methods(runs: tuple[str, ...], top_k: int, figure: str) -> None:
 def retraining(run_ids: tuple[str, ...], added: tuple[str, ...], reference: str) -> None:
     for run_id in run_ids:
         experiment = tracking.run_params(tracking.fetch_run(run_id, step="main"))["experiment"]
-        if experiment not in ("lds", "leave-language-out"):
-            raise click.UsageError(
-                f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
-            )
         methods = _pairs(added, "--method")
         if experiment == "lds":
             text = lds_report(run_id, methods, reference)
-        else:
+        elif experiment == "leave-language-out":
             text = leave_language_out_report(run_id, methods)
+        else:
+            raise click.UsageError(
+                f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
+            )
         click.echo(text + "\n\n" + cost(run_id) + "\n")
 
 

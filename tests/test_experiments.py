@@ -13,7 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.config import MainConfig, TrainConfig
-from xlinfluence.steps import attributions, lds
+from xlinfluence.errors import XlinfluenceError
+from xlinfluence.steps import attributions, lds, retrain
+from xlinfluence.steps.main import find_project
 
 from .conftest import SETTING, run_cli, run_step
 
@@ -229,9 +231,6 @@ def test_retrainings_run_in_an_experiment_named_by_the_environment(tracking_env,
     """MLFLOW_EXPERIMENT_NAME, how docs/team.md names a study, must not reach the fan-out's
     asynchronous `mlflow run` children: beside the experiment ID MLflow gives them, that
     command refuses it, and every retraining of such a study failed."""
-    from xlinfluence.steps import retrain
-    from xlinfluence.steps.main import find_project
-
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "named-study")
     config = dataclasses.replace(
         TrainConfig(model="tiny", languages="en,de", train_per_language="8",
@@ -252,9 +251,6 @@ def test_a_retraining_that_dies_before_its_entry_point_ends_failed_in_the_store(
 ):
     """MLflow creates the run before it launches `mlflow run`; if that process dies before
     the entry point starts, nothing ends the run, and the UI would show it running for good."""
-    from xlinfluence.errors import XlinfluenceError
-    from xlinfluence.steps import retrain
-    from xlinfluence.steps.main import find_project
 
     class DiedAtLaunch:  # MLflow's LocalSubmittedRun of a process that exited 2
         def __init__(self, run_id: str):

@@ -180,10 +180,12 @@ def translation_share_bars(
         )
         spans = list(zip(below, above, strict=True))
     for bar, v, n, span in zip(bars, values, rows[N_EXAMPLES], spans, strict=True):
-        label = "n/a" if np.isnan(v) else f"{_percent(v)}\nn={n}"
-        y = 0.5 if np.isnan(v) else _label_top(v, span)
-        inside = not np.isnan(v) and y - _LABEL_HEIGHT >= 0.01
-        y = y if inside or np.isnan(v) else v + 0.02
+        if np.isnan(v):
+            label, y, inside = "n/a", 0.5, False
+        else:
+            label, top = f"{_percent(v)}\nn={n}", _label_top(v, span)
+            inside = top - _LABEL_HEIGHT >= 0.01  # else above the bar, in black
+            y = top if inside else v + 0.02
         ax.text(
             bar.get_x() + bar.get_width() / 2, y, label, ha="center",
             va="top" if inside else "bottom", fontsize=8, color="white" if inside else "black",

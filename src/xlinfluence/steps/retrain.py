@@ -27,6 +27,7 @@ from xlinfluence.errors import XlinfluenceError
 
 log = logging.getLogger(__name__)
 MEMORY_PER_WORKER_GIB = 6  # one e5-small retraining at batch 16 stays under this
+_ENDED = ("FINISHED", "FAILED", "KILLED")  # MLflow RunStatus names of a run that ended
 
 
 def default_workers(cores: int | None = None, memory_gib: float | None = None) -> int:
@@ -116,13 +117,13 @@ def run_all(
                     configs[name], project, experiment_id, synchronous=False,
                     backend=backend, backend_config=config_file,
                 )  # fmt: skip
-            finished = [n for n, r in running.items() if _ended(r)]
+            statuses = {name: submitted.get_status() for name, submitted in running.items()}
+            finished = {n: status for n, status in statuses.items() if status in _ENDED}
             if not finished:
                 time.sleep(1.0)
                 continue
-            for name in finished:
+            for name, status in finished.items():
                 submitted = running.pop(name)
-                status = submitted.get_status()
                 if status == "FINISHED":
                     done[name] = submitted.run_id
                 else:
@@ -158,10 +159,6 @@ def _end_in_store(run_id: str, status: str) -> None:
     client = MlflowClient()
     if client.get_run(run_id).info.status == "RUNNING":
         client.set_terminated(run_id, status)
-
-
-def _ended(submitted) -> bool:
-    return submitted.get_status() in ("FINISHED", "FAILED", "KILLED")
 
 
 def _backend_config(path: str) -> dict | None:
