@@ -56,7 +56,7 @@ def formation(args: argparse.Namespace) -> None:
         for batch in pad_batches(train, args.batch_size, bucket=True):
             spent.clear()
             started = time.perf_counter()
-            scorer.train_block(batch, cache)
+            scorer.train_block([batch], cache)
             print(f"train batch {tuple(batch['input_ids'].shape)}: "
                   f"{time.perf_counter() - started:.2f} s, forming {sum(spent):.2f} s")  # fmt: skip
 

@@ -44,6 +44,8 @@ from tracin_setup import (
     read_checkpoints,
 )
 
+from xlinfluence.tracin import engine
+
 TARGETS = {  # the project's speed goals, checked and printed
     "captum_all": 20.0,  # xlinfluence at least 20x faster than Captum over all parameters
     "captum_samplewise": 2.0,  # at least 2x faster than Captum's sample-wise Linear-only mode
@@ -82,6 +84,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="xlinfluence's (and the floor's) train and test batches, as the influence step's "
         "batch_size (default: --batch-size); larger batches make the pairwise products "
         "bigger matrix products",
+    )
+    scale.add_argument(
+        "--test-chunk-size",
+        type=int,
+        default=None,
+        help="xlinfluence's test chunk (default: the whole test set at once); 0 sizes it as "
+        "the influence step's default does (tracin.memory.auto_test_chunk: 30%% of the "
+        "device's memory, at most 3 GiB on the CPU), to show what that cap costs",
+    )
+    scale.add_argument(
+        "--contraction-rows",
+        type=int,
+        default=engine.CONTRACTION_ROWS,
+        help="train rows xlinfluence contracts with the test side at once "
+        f"(default: the engine's, {engine.CONTRACTION_ROWS}); its forward batches stay "
+        "--influence-batch-size",
     )
     scale.add_argument(
         "--captum-n-train",
@@ -499,7 +517,10 @@ def format_table(rows: list[dict], args: argparse.Namespace) -> str:
         )
     setting = (
         f"{data}, batch {args.batch_size} "
-        f"(influence {args.influence_batch_size or args.batch_size})"
+        f"(influence {args.influence_batch_size or args.batch_size}, contracted "
+        f"{args.contraction_rows} rows at a time"
+        + ("" if args.test_chunk_size is None else f", test chunk {args.test_chunk_size or 'auto'}")
+        + ")"
         f", {args.checkpoints} checkpoints, {args.device} "
         f"{args.precision}, {args.threads} thread(s), fastest of {args.repeat}."
     )

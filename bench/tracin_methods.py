@@ -30,6 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from xlinfluence.analysis.topk import StreamingTopK
 from xlinfluence.tracin import engine, reference_scores
+from xlinfluence.tracin.memory import auto_test_chunk
 from xlinfluence.tracin.selection import parameter_filter
 
 
@@ -131,9 +132,26 @@ class Context:
         return len(self.test)
 
 
+def test_chunk(ctx: Context, keep) -> int | None:
+    """--test-chunk-size; 0: as the influence step sizes it from the test examples' lengths
+    in the order the chunks cut them, and the longest train example."""
+    if ctx.args.test_chunk_size != 0:
+        return ctx.args.test_chunk_size
+    order = torch.cat([batch["index"] for batch in ctx.test_batches]).tolist()
+    chunk = auto_test_chunk(
+        ctx.model, keep, next(ctx.model.parameters()).device, ctx.n_test,
+        test_lengths=[len(ctx.test[i]["input_ids"]) for i in order],
+        train_length=max(len(e["input_ids"]) for e in ctx.train),
+    )  # fmt: skip
+    print(f"[tracin bench] automatic test chunk: {chunk} of {ctx.n_test} test examples")
+    return chunk
+
+
 def run_xlinfluence(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
     """sum_c lr_c * checkpoint_scores(theta_c), over the method's parameter group."""
     scores = torch.zeros(ctx.n_test, ctx.n_train, dtype=torch.float64)
+    keep = group_filter(ctx.groups, method.group)
+    chunk = test_chunk(ctx, keep)
     with ctx.clock:
         for path, _ in ctx.checkpoints:
             lr = load_checkpoint(ctx.model, path)
@@ -144,7 +162,9 @@ def run_xlinfluence(ctx: Context, method: Method) -> tuple[torch.Tensor, list[in
                     ctx.test_batches,
                     n_train=ctx.n_train,
                     n_test=ctx.n_test,
-                    param_filter=group_filter(ctx.groups, method.group),
+                    param_filter=keep,
+                    test_chunk_size=chunk,
+                    contraction_rows=ctx.args.contraction_rows,
                 )
             scores += lr * block.double()
     return scores, list(range(ctx.n_train))
@@ -393,12 +413,13 @@ def run_memory(ctx: Context, method: Method) -> tuple[None, list[int]]:
         test = scorer.test_cache(ctx.test_batches)
         topk = StreamingTopK(ctx.n_test, ctx.args.top_k)
         scores = torch.zeros(ctx.n_test, ctx.n_train) if full else None
-        for batch in ctx.train_batches:
-            block = scorer.train_block(batch, test)[0].T.float().cpu()  # (M, B)
+        for batches in engine.row_blocks(ctx.train_batches, ctx.args.contraction_rows):
+            block = scorer.train_block(batches, test)[0].T.float().cpu()  # (M, B)
+            index = torch.cat([batch["index"] for batch in batches])
             if full:
-                scores[test.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block
+                scores[test.index.unsqueeze(1), index.unsqueeze(0)] = block
             else:
-                topk.update(block, test.index, batch["index"])
+                topk.update(block, test.index, index)
         if full:
             topk.update(scores, test.index, torch.arange(ctx.n_train))
         topk.result()

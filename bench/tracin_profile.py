@@ -59,11 +59,12 @@ class Regions:
         return wrapper
 
 
-def _linear_key(kernel, x, g, cache, *_, **__) -> str:
-    t = x.reshape(x.shape[0], -1, kernel.d_in).shape[1]
+def _linear_key(kernel, batches, cache, *_, **__) -> str:
+    lengths = [x.reshape(x.shape[0], -1, kernel.d_in).shape[1] for x, _ in batches]
     ghost = [
         "w" not in group and kernel.use_ghost(t, group["a"].shape[1])
         for group in cache.get("groups", [])
+        for t in lengths
     ]
     if ghost and all(ghost):
         return f"Linear ghost {kernel.d_in}->{kernel.d_out}"
@@ -105,8 +106,8 @@ def _patches(regions: Regions) -> list:
         ),
         mock.patch.object(
             layers.LinearKernel,
-            "train_scores_and_self",
-            wrap(layers.LinearKernel.train_scores_and_self, _linear_key),
+            "train_scores",
+            wrap(layers.LinearKernel.train_scores, _linear_key),
         ),
         mock.patch.object(
             layers.LinearKernel,
@@ -120,16 +121,16 @@ def _patches(regions: Regions) -> list:
         ),
         mock.patch.object(
             layers.EmbeddingKernel,
-            "train_scores",
+            "_contract",
             wrap(
-                layers.EmbeddingKernel.train_scores,
+                layers.EmbeddingKernel._contract,
                 lambda k, *a: f"Embedding {k.name.rpartition('.')[2]} (sparse id match)",
             ),
         ),
         mock.patch.object(
             layers.LayerNormKernel,
-            "train_scores",
-            wrap(layers.LayerNormKernel.train_scores, const("LayerNorm")),
+            "_batch_scores",
+            wrap(layers.LayerNormKernel._batch_scores, const("LayerNorm")),
         ),
     ]
 

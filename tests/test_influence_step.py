@@ -223,7 +223,7 @@ def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
     with EKFACScorer(model, None, train_loader) as scorer:
         cache = scorer.test_cache(list(test_loader))
         for batch in train_loader:
-            block, _ = scorer.train_block(batch, cache)
+            block, _ = scorer.train_block([batch], cache)
             want[cache.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block.T.float()
     assert (got["epoch-2"] - want).abs().max() / want.abs().max() < 1e-4
     lr = next(c["learning_rate"] for c in index if c["name"] == "epoch-2")

@@ -12,7 +12,7 @@ from tracin_fixtures import N_TEST, N_TRAIN, batches, make_examples, rel_err, ti
 
 from xlinfluence.errors import ConfigError, DataError
 from xlinfluence.tracin import checkpoint_scores, reference_scores
-from xlinfluence.tracin.engine import CheckpointScorer, summed_loss
+from xlinfluence.tracin.engine import CheckpointScorer, row_blocks, summed_loss
 from xlinfluence.tracin.layers import LinearKernel
 
 TOL = 1e-5  # fp32 engine vs float64 reference, max|a-b| / max|b|
@@ -110,6 +110,37 @@ def test_cosine_matches_the_reference_divided_by_its_gradient_norms(
         )  # fmt: skip
         assert rel_err(scores, expected) <= TOL
         assert scores.abs().max() <= 1 + 1e-5
+
+
+@pytest.mark.parametrize("mode", ["per_example", "ghost", "auto"])
+@pytest.mark.parametrize("rows", [1, 9, 24])
+def test_contraction_blocks_give_the_reference_scores(
+    model, train_batches, test_batches, reference, mode, rows
+):
+    """One batch per block, blocks of two batches of different lengths, the whole train set
+    in one block: each against the float64 reference, dot and cosine."""
+    assert len({b["input_ids"].shape[1] for b in train_batches}) > 1  # blocks mix lengths
+    scores = checkpoint_scores(
+        model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
+        linear_mode=mode, contraction_rows=rows,
+    )  # fmt: skip
+    assert rel_err(scores, reference("all")) <= TOL
+    cosine = checkpoint_scores(
+        model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
+        linear_mode=mode, contraction_rows=rows, cosine=True,
+    )  # fmt: skip
+    whole = checkpoint_scores(
+        model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
+        linear_mode=mode, contraction_rows=1, cosine=True,
+    )  # fmt: skip
+    assert rel_err(cosine, whole) <= 1e-6
+
+
+def test_row_blocks_group_whole_batches_in_order(train_batches):
+    blocks = list(row_blocks(train_batches, rows=9))
+    assert [len(block) for block in blocks] == [2, 2, 1]
+    assert [b for block in blocks for b in block] == list(train_batches)
+    assert [len(block) for block in row_blocks(train_batches, rows=1)] == [1] * 5
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7])

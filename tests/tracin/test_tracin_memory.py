@@ -75,7 +75,7 @@ def test_length_aware_bound_holds_for_the_cache_the_engine_keeps(test_repeat, tr
     with CheckpointScorer(model) as scorer:
         cached = scorer.test_cache(batches(test, 3))
         for batch in batches(train, 4, bucket=True):
-            scorer.train_block(batch, cached)
+            scorer.train_block([batch], cached)
     longest = lambda es: max(len(e["input_ids"]) for e in es)  # noqa: E731
     bound = memory.test_cache_bytes(
         model, test_length=longest(test), train_length=longest(train), n_test=len(test)

@@ -9,7 +9,7 @@ import torch
 from tracin_fixtures import N_TEST, N_TRAIN, rel_err
 
 from xlinfluence.tracin import reference_scores
-from xlinfluence.tracin.engine import CheckpointScorer
+from xlinfluence.tracin.engine import CheckpointScorer, row_blocks
 
 TOL = 1e-5
 
@@ -31,9 +31,9 @@ def test_self_influence_matches_reference_diagonal(
     own = torch.zeros(N_TRAIN, dtype=torch.float64)
     with CheckpointScorer(model, linear_mode=linear_mode) as scorer:
         test = scorer.test_cache(test_batches)
-        for batch in train_batches:
-            _, self_scores = scorer.train_block(batch, test, with_self=True)
-            own[batch["index"]] = self_scores.double()
+        for block in row_blocks(train_batches, rows=9):  # blocks of 2 batches
+            _, self_scores = scorer.train_block(block, test, with_self=True)
+            own[torch.cat([batch["index"] for batch in block])] = self_scores.double()
     assert rel_err(own, reference_self) < TOL
     assert (own > 0).all()
 
@@ -51,7 +51,7 @@ def test_test_side_self_influence_and_blocks(model, train_batches, test_batches)
     with CheckpointScorer(model) as scorer:
         test = scorer.test_cache(test_batches, with_self=True)
         for batch in train_batches:
-            block, self_scores = scorer.train_block(batch, test)
+            block, self_scores = scorer.train_block([batch], test)
             assert self_scores is None
             scores[test.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block.T.double()
     own = torch.zeros(N_TEST, dtype=torch.float64)

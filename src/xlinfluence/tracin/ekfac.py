@@ -261,9 +261,15 @@ class EKFACScorer:
         return TestCache(cache, index, None if own is None else own.cpu())
 
     def train_block(
-        self, batch: Batch, test: TestCache, *, with_self: bool = False
+        self, batches: list[Batch], test: TestCache, *, with_self: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, M) influence of the batch on the cached test examples (and its self-influence)."""
+        """(B, M) influence of a block of batches on the cached test examples (and its
+        self-influence), rows in batch order."""
+        parts = [self._batch_block(batch, test, with_self) for batch in batches]
+        own = torch.cat([o for _, o in parts]) if with_self else None
+        return torch.cat([b for b, _ in parts]), own
+
+    def _batch_block(self, batch: Batch, test: TestCache, with_self: bool):
         grads = self._per_example(batch)
         block = sum(torch.einsum("boi,moi->bm", g, test.cache[n]) for n, g in grads.items())
         own = None
@@ -291,6 +297,6 @@ def influence_scores(
     with scorer:
         test = scorer.test_cache(list(test_batches))
         for batch in train_batches:
-            block, _ = scorer.train_block(batch, test)
+            block, _ = scorer.train_block([batch], test)
             scores[test.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block.T.cpu()
     return scores

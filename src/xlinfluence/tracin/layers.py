@@ -5,9 +5,10 @@ from what a forward hook sees (the input `x`) and the gradient of the summed los
 respect to the module's output (`g`), without materialising an examples x parameters
 matrix. Each kernel works in three steps:
 
-    test_piece(x', g')          compact test-side quantities of one test batch
-    build_cache(pieces)         concatenated over a test chunk of M examples
-    train_scores(x, g, cache)   (B, M) contribution of this module for a train batch
+    test_piece(x', g')             compact test-side quantities of one test batch
+    build_cache(pieces)            concatenated over a test chunk of M examples
+    train_scores(batches, cache)   (B, M) contribution of this module for a block of train
+                                   batches, [(x, g), ...], rows in batch order
 
 Padded positions need no mask: with the attention mask they get exactly zero gradient.
 """
@@ -74,20 +75,25 @@ class LayerKernel:
     def build_cache(self, pieces: list[Cache]) -> Cache:
         raise NotImplementedError
 
-    def train_scores(self, x: torch.Tensor, g: torch.Tensor, cache: Cache) -> torch.Tensor:
+    def train_scores(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor]], cache: Cache, with_self: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, M) scores of a block of train batches' captures against the cache, rows in
+        batch order, and (B,) ||grad||^2 of this module's parameters if with_self. Batch by
+        batch here; the Linear kernel contracts the block at once."""
+        parts = [self._batch_scores(x, g, cache, with_self) for x, g in batches]
+        own = torch.cat([o for _, o in parts]) if with_self else None
+        return torch.cat([b for b, _ in parts]), own
+
+    def _batch_scores(
+        self, x: torch.Tensor, g: torch.Tensor, cache: Cache, with_self: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
     def self_scores(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """(B,) ||grad||^2 of this module's parameters per example: the batch against itself."""
         own = self.build_cache([self.test_piece(x, g)])
-        return self.train_scores(x, g, own).diagonal()
-
-    def train_scores_and_self(
-        self, x: torch.Tensor, g: torch.Tensor, cache: Cache
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """train_scores and self_scores together; kernels that form per-example gradients
-        override it to form them once (cosine TracIn needs both for every train batch)."""
-        return self.train_scores(x, g, cache), self.self_scores(x, g)
+        return self._batch_scores(x, g, own, False)[0].diagonal()
 
 
 def _live_lengths(g: torch.Tensor) -> torch.Tensor:
@@ -226,11 +232,18 @@ class LinearKernel(LayerKernel):
             groups.append({"index": index, "w": w})
         return groups
 
-    def _train_grads(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """A train batch's per-example gradients, in the shared workspace (valid until the
-        next kernel forms its own)."""
-        numel = a.shape[0] * self.d_out * self.d_in
-        return self._per_example(a, g, out=self.workspace.take(numel, a.dtype, a.device))
+    def _train_grads(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """A block's per-example gradients (B, d_out d_in), in the shared workspace (valid
+        until the next kernel forms its own)."""
+        rows = sum(a.shape[0] for a, _ in batches)
+        a0 = batches[0][0]
+        w = self.workspace.take(rows * self.d_out * self.d_in, a0.dtype, a0.device)
+        w = w.view(rows, self.d_out * self.d_in)
+        start = 0
+        for a, g in batches:
+            self._per_example(a, g, out=w[start : start + a.shape[0]])
+            start += a.shape[0]
+        return w
 
     @staticmethod
     def _per_example(
@@ -243,43 +256,63 @@ class LinearKernel(LayerKernel):
         torch.bmm(g.transpose(1, 2), a, out=grads)
         return grads.flatten(1)
 
-    def _weight_scores(self, a, g, cache, w: torch.Tensor | None):
-        """(B, M) weight part, and the train grads w (B, d_out d_in) if they were formed."""
-        B, T, _ = a.shape
-        out = torch.zeros(B, cache["m"], dtype=self.dtype, device=a.device)
+    @staticmethod
+    def _ghost(a: torch.Tensor, g: torch.Tensor, group: Cache) -> torch.Tensor:
+        """(B, M_g) from the factors alone: sum_{t,s} (a_t . a'_s)(g_t . g'_s)."""
+        a_t, g_t = group["a"], group["g"]  # (M_g, T', d_in), (M_g, T', d_out)
+        (B, T, _), (M, Tt, _) = a.shape, a_t.shape
+        aa = a.reshape(B * T, -1) @ a_t.reshape(M * Tt, -1).T  # (B T, M T')
+        gg = g.reshape(B * T, -1) @ g_t.reshape(M * Tt, -1).T  # (B T, M T')
+        return (aa * gg).view(B, T, M, Tt).sum((1, 3))
+
+    def _weight_scores(self, batches, cache) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, M) weight part of a block, and its train grads w (B, d_out d_in) if formed.
+
+        The per-example path forms the whole block's gradients, then contracts them with
+        each group's test gradients in one product: with B rows against M cached test rows
+        of d_out d_in, the product reads the test gradients once per block, so a block of
+        several forward batches runs the product near the core's matmul speed."""
+        rows = [a.shape[0] for a, _ in batches]
+        out = torch.zeros(sum(rows), cache["m"], dtype=self.dtype, device=batches[0][0].device)
+        w = None
         for group in cache["groups"]:
-            if "w" not in group and self.use_ghost(T, group["a"].shape[1]):
-                a_t, g_t = group["a"], group["g"]  # (M_g, T', d_in), (M_g, T', d_out)
-                M, Tt, _ = a_t.shape
-                aa = a.reshape(B * T, -1) @ a_t.reshape(M * Tt, -1).T  # (B T, M T')
-                gg = g.reshape(B * T, -1) @ g_t.reshape(M * Tt, -1).T  # (B T, M T')
-                part = (aa * gg).view(B, T, M, Tt).sum((1, 3))  # (B, M_g)
-            else:
+            ghost = [
+                "w" not in group and self.use_ghost(a.shape[1], group["a"].shape[1])
+                for a, _ in batches
+            ]
+            if not all(ghost):
                 if "w" not in group:
                     group["w"] = self._per_example(group["a"], group["g"])  # (M_g, d_out d_in)
                 if w is None:
-                    w = self._train_grads(a, g)
+                    w = self._train_grads(batches)
+            if not any(ghost):
                 part = w @ group["w"].T  # (B, M_g)
+            else:
+                parts, start = [], 0
+                for (a, g), n, by_ghost in zip(batches, rows, ghost, strict=True):
+                    piece = w[start : start + n] if not by_ghost else None
+                    parts.append(self._ghost(a, g, group) if by_ghost else piece @ group["w"].T)
+                    start += n
+                part = torch.cat(parts)
             out.index_copy_(1, group["index"], part)
         return out, w
 
-    def train_scores(self, x, g, cache):
-        return self.train_scores_and_self(x, g, cache, with_self=False)[0]
-
-    def train_scores_and_self(self, x, g, cache, with_self: bool = True):
-        a, g = self._tokens(x, g)
-        block = 0
-        own = 0
+    def train_scores(self, batches, cache, with_self):
+        batches = [self._tokens(x, g) for x, g in batches]
+        block, own = 0, 0
         if self.bias:
-            gb = g.sum(1)  # (B, d_out)
+            gb = torch.cat([g.sum(1) for _, g in batches])  # (B, d_out)
             block = gb @ cache["gb"].T  # (B, M)
             own = (gb * gb).sum(1) if with_self else 0
         if self.weight:
-            part, w = self._weight_scores(a, g, cache, None)
+            part, w = self._weight_scores(batches, cache)
             block = block + part
             if with_self:
-                own = own + self._weight_self(a, g, w)
-        return block, own
+                own = own + self._weight_self(batches, w)
+        return block, own if with_self else None
+
+    def _batch_scores(self, x, g, cache, with_self):
+        return self.train_scores([(x, g)], cache, with_self)
 
     def self_scores(self, x, g):
         a, g = self._tokens(x, g)
@@ -288,19 +321,21 @@ class LinearKernel(LayerKernel):
             gb = g.sum(1)
             own = (gb * gb).sum(1)
         if self.weight:
-            own = own + self._weight_self(a, g, None)
+            own = own + self._weight_self([(a, g)], None)
         return own
 
-    def _weight_self(self, a, g, w: torch.Tensor | None) -> torch.Tensor:
+    def _weight_self(self, batches, w: torch.Tensor | None) -> torch.Tensor:
         """(B,) ||grad W||^2 per example: from w if formed, else the ghost identity of each
         example with itself (B T^2 (d_in + d_out)) when that is cheaper than forming w."""
-        T = a.shape[1]
-        if w is None and self.use_ghost(T, T):
-            aa = torch.bmm(a, a.transpose(1, 2))  # (B, T, T)
-            gg = torch.bmm(g, g.transpose(1, 2))
-            return (aa * gg).sum((1, 2))
+        if w is None and all(self.use_ghost(a.shape[1], a.shape[1]) for a, _ in batches):
+            own = []
+            for a, g in batches:
+                aa = torch.bmm(a, a.transpose(1, 2))  # (B, T, T)
+                gg = torch.bmm(g, g.transpose(1, 2))
+                own.append((aa * gg).sum((1, 2)))
+            return torch.cat(own)
         if w is None:
-            w = self._train_grads(a, g)
+            w = self._train_grads(batches)
         return (w * w).sum(1)
 
 
@@ -336,7 +371,11 @@ class EmbeddingKernel(LayerKernel):
         table.index_add_(0, rows * len(uniq) + col, g[valid])
         return {"uniq": uniq, "table": table.view(M, len(uniq), d)}  # (U,), (M, U, d)
 
-    def train_scores(self, x, g, cache):
+    def _batch_scores(self, x, g, cache, with_self):
+        own = self.self_scores(x, g) if with_self else None
+        return self._contract(x, g, cache), own
+
+    def _contract(self, x, g, cache):
         ids = x.reshape(x.shape[0], -1).contiguous()  # (B, T); expanded ids are strided
         g = _tokens(g, self.module.embedding_dim).to(self.dtype)  # (B, T, d)
         uniq, table = cache["uniq"], cache["table"]
@@ -379,13 +418,10 @@ class LayerNormKernel(LayerKernel):
     def build_cache(self, pieces):
         return {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
 
-    def train_scores(self, x, g, cache):
-        return self.train_scores_and_self(x, g, cache)[0]
-
-    def train_scores_and_self(self, x, g, cache):
+    def _batch_scores(self, x, g, cache, with_self):
         train = self._per_example(x, g)
         block = sum(train[k] @ cache[k].T for k in train)  # (B, M)
-        return block, sum((v * v).sum(1) for v in train.values())
+        return block, sum((v * v).sum(1) for v in train.values()) if with_self else None
 
     def self_scores(self, x, g):
         return sum((v * v).sum(1) for v in self._per_example(x, g).values())

@@ -47,8 +47,8 @@ class RepresentationScorer:
         return TestCache({"h": h}, index, torch.ones(len(index)) if with_self else None)
 
     def train_block(
-        self, batch: Batch, test: TestCache, *, with_self: bool = False
+        self, batches: list[Batch], test: TestCache, *, with_self: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self._embed(batch)  # (B, d)
+        h = torch.cat([self._embed(batch) for batch in batches])  # (B, d)
         scores = h @ test.cache["h"].T  # (B, M)
         return scores, torch.ones(len(h), device=h.device) if with_self else None
