@@ -354,6 +354,13 @@ class InfluenceConfig(StepConfig):
         "training examples per committed chunk: the unit of progress and of resume",
         checks.AtLeast(1),
     )
+    contraction_rows: int = _param(
+        128,
+        "training examples whose per-layer gradients are multiplied with the test side at "
+        "once (whole batches; at most batch_size per block when smaller): more is faster on "
+        "sentence-length data and holds that many examples' activations and gradients",
+        checks.AtLeast(1),
+    )
     method: str = _param(
         "cosine",
         "cosine (TracIn with each gradient normalised to unit length per checkpoint: the "
@@ -522,6 +529,7 @@ class MainConfig(StepConfig):
     )
     test_chunk_size: int = _same(_I, "test_chunk_size")
     train_chunk_size: int = _same(_I, "train_chunk_size")
+    contraction_rows: int = _same(_I, "contraction_rows")
     method: str = _same(_I, "method")
     store_scores: bool = _same(_I, "store_scores")
     self_influence: bool = _same(_I, "self_influence")

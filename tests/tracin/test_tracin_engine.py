@@ -13,6 +13,7 @@ from tracin_fixtures import N_TEST, N_TRAIN, batches, make_examples, rel_err, ti
 from xlinfluence.errors import ConfigError, DataError
 from xlinfluence.tracin import checkpoint_scores, reference_scores
 from xlinfluence.tracin.engine import CheckpointScorer, row_blocks, summed_loss
+from xlinfluence.tracin.hooks import TrackedModule
 from xlinfluence.tracin.layers import LinearKernel
 
 TOL = 1e-5  # fp32 engine vs float64 reference, max|a-b| / max|b|
@@ -113,34 +114,66 @@ def test_cosine_matches_the_reference_divided_by_its_gradient_norms(
 
 
 @pytest.mark.parametrize("mode", ["per_example", "ghost", "auto"])
-@pytest.mark.parametrize("rows", [1, 9, 24])
+@pytest.mark.parametrize("rows", [1, 10, 24])
 def test_contraction_blocks_give_the_reference_scores(
     model, train_batches, test_batches, reference, mode, rows
 ):
     """One batch per block, blocks of two batches of different lengths, the whole train set
-    in one block: each against the float64 reference, dot and cosine."""
+    in one block: each against the float64 reference."""
     assert len({b["input_ids"].shape[1] for b in train_batches}) > 1  # blocks mix lengths
     scores = checkpoint_scores(
         model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
         linear_mode=mode, contraction_rows=rows,
     )  # fmt: skip
     assert rel_err(scores, reference("all")) <= TOL
-    cosine = checkpoint_scores(
-        model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
-        linear_mode=mode, contraction_rows=rows, cosine=True,
-    )  # fmt: skip
-    whole = checkpoint_scores(
-        model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
-        linear_mode=mode, contraction_rows=1, cosine=True,
-    )  # fmt: skip
-    assert rel_err(cosine, whole) <= 1e-6
 
 
 def test_row_blocks_group_whole_batches_in_order(train_batches):
-    blocks = list(row_blocks(train_batches, rows=9))
+    assert [len(b["labels"]) for b in train_batches] == [5, 5, 5, 5, 4]
+    blocks = list(row_blocks(train_batches, rows=10))
     assert [len(block) for block in blocks] == [2, 2, 1]
     assert [b for block in blocks for b in block] == list(train_batches)
+    assert [len(block) for block in row_blocks(train_batches, rows=9)] == [1] * 5  # never over
     assert [len(block) for block in row_blocks(train_batches, rows=1)] == [1] * 5
+    assert [len(block) for block in row_blocks(train_batches, rows=24)] == [5]
+
+
+def test_a_block_mixing_ghost_and_per_example_batches_is_exact(monkeypatch):
+    """One Linear (threshold 16 * 16 / 32 = 8) against test examples of T' = 2: a train
+    batch of T = 3 takes the ghost path (6 < 8), one of T = 6 forms its gradients (12 >= 8),
+    in the same block; scores and self-scores against per-example gradients formed here."""
+    torch.manual_seed(3)
+    linear = nn.Linear(16, 16).double()
+    kernel = LinearKernel(TrackedModule("fc", linear, True, True), torch.float64)
+    test_a, test_g = torch.randn(4, 2, 16, dtype=torch.float64), torch.randn(4, 2, 16).double()
+    cache = kernel.build_cache([kernel.test_piece(test_a, test_g)])
+    batches = [
+        (torch.randn(3, T, 16, dtype=torch.float64), torch.randn(3, T, 16, dtype=torch.float64))
+        for T in (3, 6)
+    ]
+    paths = []
+    ghost, form = LinearKernel._ghost, LinearKernel._train_grads
+
+    def ghost_spy(a, g, group):
+        paths.append("ghost")
+        return ghost(a, g, group)
+
+    def form_spy(self, block):
+        paths.append("per_example")
+        return form(self, block)
+
+    monkeypatch.setattr(LinearKernel, "_ghost", staticmethod(ghost_spy))
+    monkeypatch.setattr(LinearKernel, "_train_grads", form_spy)
+    scores, own = kernel.train_scores(batches, cache, with_self=True)
+
+    def grads(a, g):  # (B, d_out * d_in + d_out) per-example weight and bias gradients
+        return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
+
+    train = torch.cat([grads(a, g) for a, g in batches])
+    test = grads(test_a, test_g)
+    assert set(paths) == {"ghost", "per_example"}
+    assert rel_err(scores, train @ test.T) <= 1e-12
+    assert rel_err(own, (train * train).sum(1)) <= 1e-12
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7])

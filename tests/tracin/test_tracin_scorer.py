@@ -31,7 +31,7 @@ def test_self_influence_matches_reference_diagonal(
     own = torch.zeros(N_TRAIN, dtype=torch.float64)
     with CheckpointScorer(model, linear_mode=linear_mode) as scorer:
         test = scorer.test_cache(test_batches)
-        for block in row_blocks(train_batches, rows=9):  # blocks of 2 batches
+        for block in row_blocks(train_batches, rows=10):  # blocks of 2 batches
             _, self_scores = scorer.train_block(block, test, with_self=True)
             own[torch.cat([batch["index"] for batch in block])] = self_scores.double()
     assert rel_err(own, reference_self) < TOL

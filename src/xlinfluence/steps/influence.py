@@ -184,7 +184,7 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
                             train_examples, config.batch_size, indices=shard,
                             bucket_by_length=True,
                         )  # fmt: skip
-                    for batches in row_blocks(loader):
+                    for batches in row_blocks(loader, config.contraction_rows):
                         scores, self_scores = scorer.train_block(
                             batches, cached, with_self=with_self
                         )

@@ -3,8 +3,8 @@
 TracIn(z, z') = sum_c lr_c <grad L(z; theta_c), grad L(z'; theta_c)>. This module computes
 the unweighted inner products for one checkpoint; the caller weights by lr_c and sums.
 The test side is computed once per test chunk; every train batch then costs one forward
-pass, one autograd call for the gradients of the tracked modules' outputs, and one
-contraction per module.
+pass and one autograd call for the gradients of the tracked modules' outputs, and every
+block of consecutive batches one contraction per module.
 """
 
 from __future__ import annotations
@@ -91,16 +91,17 @@ CONTRACTION_ROWS = 128
 
 
 def row_blocks(batches: Iterable[Batch], rows: int = CONTRACTION_ROWS) -> Iterator[list[Batch]]:
-    """Consecutive batches grouped until they hold at least `rows` examples (the last block
-    may hold fewer); a batch is never split."""
+    """Consecutive whole batches, as many as fit in `rows` examples (a batch larger than
+    `rows` is a block of its own)."""
     block: list[Batch] = []
     filled = 0
     for batch in batches:
-        block.append(batch)
-        filled += len(batch["labels"])
-        if filled >= rows:
+        n = len(batch["labels"])
+        if block and filled + n > rows:
             yield block
             block, filled = [], 0
+        block.append(batch)
+        filled += n
     if block:
         yield block
 
@@ -258,7 +259,7 @@ def checkpoint_scores(
     chunk (so they must be re-iterable, e.g. a list or DataLoader, when there are several).
     `cosine` divides each score by both gradients' norms (the influence step's
     similarity=cosine), from the same captures. `contraction_rows`: train rows per
-    contraction (`row_blocks`); the scores do not depend on it.
+    contraction (`row_blocks`); the scores depend on it only through rounding.
     """
     if test_chunk_size is not None and test_chunk_size < 1:
         raise ConfigError(

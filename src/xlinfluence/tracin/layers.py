@@ -7,8 +7,10 @@ matrix. Each kernel works in three steps:
 
     test_piece(x', g')             compact test-side quantities of one test batch
     build_cache(pieces)            concatenated over a test chunk of M examples
-    train_scores(batches, cache)   (B, M) contribution of this module for a block of train
-                                   batches, [(x, g), ...], rows in batch order
+    train_scores(batches, cache, with_self)
+                                   (B, M) contribution of this module for a block of train
+                                   batches, [(x, g), ...], rows in batch order, and (B,)
+                                   ||grad||^2 of its parameters if with_self
 
 Padded positions need no mask: with the attention mask they get exactly zero gradient.
 """
@@ -113,7 +115,7 @@ GROUP_RATIO = 1.5
 
 
 class Workspace:
-    """One scratch buffer the Linear kernels share for a train batch's per-example
+    """One scratch buffer the Linear kernels share for a train block's per-example
     gradients: each kernel is done with them before the next one starts. Tensors this
     large go back to the OS when freed, so a fresh one per batch and layer re-faults its
     pages every time; in a VM that first touch cost about as much as the products."""
@@ -269,7 +271,8 @@ class LinearKernel(LayerKernel):
         """(B, M) weight part of a block, and its train grads w (B, d_out d_in) if formed.
 
         The per-example path forms the whole block's gradients, then contracts them with
-        each group's test gradients in one product: with B rows against M cached test rows
+        each group's test gradients in one product (per batch where some batches of the
+        block take the ghost path for that group): with B rows against M cached test rows
         of d_out d_in, the product reads the test gradients once per block, so a block of
         several forward batches runs the product near the core's matmul speed."""
         rows = [a.shape[0] for a, _ in batches]
