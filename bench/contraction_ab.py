@@ -16,7 +16,7 @@ import time
 import torch
 from tracin_setup import SIB200, _tokenized, pad_batches, sib200_e5
 
-from xlinfluence.tracin.engine import CheckpointScorer, row_blocks
+from xlinfluence.tracin.engine import CheckpointScorer, block_index, row_blocks
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
                 started = time.perf_counter()
                 for block in row_blocks(train_batches, rows):
                     part, _ = scorer.train_block(block, cache)
-                    index = torch.cat([batch["index"] for batch in block])
+                    index = block_index(block)
                     out[cache.index.unsqueeze(1), index.unsqueeze(0)] = part.T
                 seconds[rows].append(time.perf_counter() - started)
                 scores.setdefault(rows, out)

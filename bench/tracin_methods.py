@@ -137,7 +137,7 @@ def test_chunk(ctx: Context, keep) -> int | None:
     in the order the chunks cut them, and the longest train example."""
     if ctx.args.test_chunk_size != 0:
         return ctx.args.test_chunk_size
-    order = torch.cat([batch["index"] for batch in ctx.test_batches]).tolist()
+    order = engine.block_index(ctx.test_batches).tolist()
     chunk = auto_test_chunk(
         ctx.model, keep, next(ctx.model.parameters()).device, ctx.n_test,
         test_lengths=[len(ctx.test[i]["input_ids"]) for i in order],
@@ -415,7 +415,7 @@ def run_memory(ctx: Context, method: Method) -> tuple[None, list[int]]:
         scores = torch.zeros(ctx.n_test, ctx.n_train) if full else None
         for batches in engine.row_blocks(ctx.train_batches, ctx.args.contraction_rows):
             block = scorer.train_block(batches, test)[0].T.float().cpu()  # (M, B)
-            index = torch.cat([batch["index"] for batch in batches])
+            index = engine.block_index(batches)
             if full:
                 scores[test.index.unsqueeze(1), index.unsqueeze(0)] = block
             else:

@@ -32,7 +32,7 @@ from xlinfluence.errors import ConfigError
 from xlinfluence.steps import replay, set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
-from xlinfluence.tracin.engine import cosine_normalized, row_blocks
+from xlinfluence.tracin.engine import block_index, cosine_normalized, row_blocks
 from xlinfluence.tracin.memory import auto_test_chunk
 from xlinfluence.tracin.methods import METHODS
 from xlinfluence.tracin.selection import parameter_filter
@@ -188,7 +188,7 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
                         scores, self_scores = scorer.train_block(
                             batches, cached, with_self=with_self
                         )
-                        col = torch.cat([batch["index"] for batch in batches]) - chunk.cols.start
+                        col = block_index(batches) - chunk.cols.start
                         block[row_of.unsqueeze(1), col.unsqueeze(0)] = scores.T.float().cpu()
                         if with_self:
                             own[col] = self_scores.float().cpu()

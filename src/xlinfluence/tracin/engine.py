@@ -106,6 +106,11 @@ def row_blocks(batches: Iterable[Batch], rows: int = CONTRACTION_ROWS) -> Iterat
         yield block
 
 
+def block_index(batches: list[Batch]) -> torch.Tensor:
+    """The rows of a block of batches, in the order train_block returns their scores."""
+    return torch.cat([batch["index"] for batch in batches])
+
+
 def _check_index(index: torch.Tensor, n: int, seen: torch.Tensor, side: str) -> None:
     if index.numel() and (index.min() < 0 or index.max() >= n):
         raise DataError(f"{side} batch has index outside [0, {n}); pass n_{side} = set size.")
@@ -287,7 +292,7 @@ def checkpoint_scores(
                 block, train_self = scorer.train_block(batches, test, with_self=cosine)  # (B, M)
                 if cosine:
                     block = cosine_normalized(block.T, test.self_scores, train_self).T
-                train_index = torch.cat([batch["index"] for batch in batches]).cpu()
+                train_index = block_index(batches).cpu()
                 _check_index(train_index, n_train, seen_train, "train")
                 scores[test.index.unsqueeze(1), train_index.unsqueeze(0)] = block.T.cpu()
 

@@ -291,12 +291,11 @@ class LinearKernel(LayerKernel):
             if not any(ghost):
                 part = w @ group["w"].T  # (B, M_g)
             else:
-                parts, start = [], 0
-                for (a, g), n, by_ghost in zip(batches, rows, ghost, strict=True):
-                    piece = w[start : start + n] if not by_ghost else None
-                    parts.append(self._ghost(a, g, group) if by_ghost else piece @ group["w"].T)
-                    start += n
-                part = torch.cat(parts)
+                starts = [sum(rows[:i]) for i in range(len(rows))]
+                part = torch.cat([
+                    self._ghost(a, g, group) if by_ghost else w[s : s + n] @ group["w"].T
+                    for (a, g), s, n, by_ghost in zip(batches, starts, rows, ghost, strict=True)
+                ])  # fmt: skip
             out.index_copy_(1, group["index"], part)
         return out, w
 
@@ -313,9 +312,6 @@ class LinearKernel(LayerKernel):
             if with_self:
                 own = own + self._weight_self(batches, w)
         return block, own if with_self else None
-
-    def _batch_scores(self, x, g, cache, with_self):
-        return self.train_scores([(x, g)], cache, with_self)
 
     def self_scores(self, x, g):
         a, g = self._tokens(x, g)
