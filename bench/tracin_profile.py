@@ -60,15 +60,15 @@ class Regions:
 
 
 def _linear_key(kernel, batches, cache, *_, **__) -> str:
-    lengths = [x.reshape(x.shape[0], -1, kernel.d_in).shape[1] for x, _ in batches]
-    ghost = [
-        "w" not in group and kernel.use_ghost(t, group["a"].shape[1])
-        for group in cache.get("groups", [])
-        for t in lengths
-    ]
-    if ghost and all(ghost):
+    groups = cache.get("groups", [])
+    lengths = [kernel._tokens(x, g)[0].shape[1] for x, g in batches]  # live, as the kernel
+    formed = kernel._formed_from(cache) if groups else 0
+    starts = [kernel._first_per_example(t, cache, formed) for t in lengths]
+    ghost = bool(groups) and max(starts) > 0
+    per_example = bool(groups) and min(starts) < len(groups)
+    if ghost and not per_example:
         return f"Linear ghost {kernel.d_in}->{kernel.d_out}"
-    if any(ghost):
+    if ghost:
         return f"Linear ghost and per-example length groups {kernel.d_in}->{kernel.d_out}"
     return f"Linear per-example {kernel.d_in}->{kernel.d_out}: contract with test grads, mm"
 

@@ -177,6 +177,38 @@ def test_a_block_mixing_ghost_and_per_example_batches_is_exact(monkeypatch):
     assert rel_err(own, (train * train).sum(1)) <= 1e-12
 
 
+def test_formed_test_gradients_grow_as_longer_train_batches_come():
+    """One Linear (threshold 8) against test groups of live lengths 1, 2, 4 and 7 (and an
+    example with no gradient). Train blocks of T = 3, then 5 and 1, then 9 need the formed
+    gradients of groups 2-3 (one shared matrix, one product), then group 1, then group 0
+    (each its own); every block against per-example gradients formed here."""
+    torch.manual_seed(4)
+    linear = nn.Linear(16, 16).double()
+    kernel = LinearKernel(TrackedModule("fc", linear, True, True), torch.float64)
+    lengths = [7, 1, 4, 2, 0, 2, 7, 1, 4]
+    test_a = torch.randn(len(lengths), 7, 16, dtype=torch.float64)
+    test_g = torch.randn(len(lengths), 7, 16, dtype=torch.float64)
+    for row, live in enumerate(lengths):
+        test_g[row, live:] = 0
+    cache = kernel.build_cache([kernel.test_piece(test_a[:4], test_g[:4]),
+                                kernel.test_piece(test_a[4:], test_g[4:])])  # fmt: skip
+    assert [g["t"] for g in cache["groups"]] == [1, 2, 4, 7] and cache["formed"] is None
+
+    def grads(a, g):  # (B, d_out * d_in + d_out) per-example weight and bias gradients
+        return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
+
+    test = grads(test_a, test_g)
+    for block, formed_from, own_w in [((3,), 2, []), ((5, 1), 2, [1]), ((9,), 2, [0, 1])]:
+        batches = [(torch.randn(2, T, 16).double(), torch.randn(2, T, 16).double()) for T in block]
+        scores, own = kernel.train_scores(batches, cache, with_self=True)
+        train = torch.cat([grads(a, g) for a, g in batches])
+        assert rel_err(scores, train @ test.T) <= 1e-12, block
+        assert rel_err(own, (train * train).sum(1)) <= 1e-12, block
+        assert cache["formed_from"] == formed_from
+        assert [i for i, grp in enumerate(cache["groups"]) if "w" in grp] == own_w
+    assert len(cache["formed"]) == 4  # groups 2 and 3: two examples each
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 def test_test_chunks_give_the_same_scores(model, train_batches, test_batches, chunk):
     whole = checkpoint_scores(model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST)

@@ -193,13 +193,20 @@ class LinearKernel(LayerKernel):
         if self.bias:
             cache["gb"] = torch.cat([p["gb"] for p in pieces])  # (M, d_out)
         if self.weight:
-            cache["groups"] = self._length_groups(pieces)
-            cache["m"] = sum(len(p["length"]) for p in pieces)
+            groups = self._length_groups(pieces)
+            cache.update(groups=groups, m=sum(len(p["length"]) for p in pieces), formed=None)
+            # groups where ghost loses even to a one-token train example: formed now, and
+            # their factors dropped
+            never_ghost = [i for i, grp in enumerate(groups) if not self.use_ghost(1, grp["t"])]
+            if never_ghost:
+                self._form(cache, never_ghost[0])
+                for grp in groups[never_ghost[0] :]:
+                    del grp["a"], grp["g"]
         return cache
 
     def _length_groups(self, pieces: list[Cache]) -> list[Cache]:
-        """The chunk's test examples by live length: [{"index" (M_g,) positions in the
-        chunk, "a" (M_g, T'_g, d_in) and "g" (M_g, T'_g, d_out) or "w" (M_g, d_out d_in)}]."""
+        """The chunk's test examples by live length, shortest first: [{"index" (M_g,)
+        positions in the chunk, "t" T'_g, "a" (M_g, T'_g, d_in), "g" (M_g, T'_g, d_out)}]."""
         lengths = torch.cat([p["length"] for p in pieces]).cpu()  # (M,)
         order = torch.argsort(lengths, stable=True).tolist()
         rows = [(k, i) for k, p in enumerate(pieces) for i in range(len(p["length"]))]
@@ -212,27 +219,55 @@ class LinearKernel(LayerKernel):
                 bounds.append([])
                 first = length
             bounds[-1].append(pos)
-        long, groups = [], []
+        groups = []
         for members in bounds:
             t = int(lengths[members[-1]])
-            device = pieces[0]["a"].device
             a = torch.stack([_first(pieces[rows[m][0]]["a"][rows[m][1]], t) for m in members])
             g = torch.stack([_first(pieces[rows[m][0]]["g"][rows[m][1]], t) for m in members])
-            group = {"index": torch.tensor(members, device=device), "a": a, "g": g}
-            if self.mode == "per_example" or (self.mode == "auto" and t >= self.threshold):
-                long.append(group)
-            else:
-                groups.append(group)
-        if long:  # ghost never wins here: one group, test grads formed once, in place
-            index = torch.cat([grp["index"] for grp in long])
-            w = torch.empty(len(index), self.d_out * self.d_in, dtype=self.dtype, device=device)
-            row = 0
-            for grp in long:
-                n = len(grp["index"])
-                self._per_example(grp["a"], grp["g"], out=w[row : row + n])
-                row += n
-            groups.append({"index": index, "w": w})
+            index = torch.tensor(members, device=a.device)
+            groups.append({"index": index, "t": t, "a": a, "g": g})
         return groups
+
+    def _form(self, cache: Cache, first: int) -> None:
+        """Make sure the test gradients of groups[first:] are formed. Formed groups are
+        a suffix of the (shortest-first) groups. The first time, the whole suffix goes into
+        one (M_s, d_out d_in) matrix, so a block contracts it in one product; groups needed
+        later (when a longer train batch comes) each get their own. Nothing is formed
+        twice, so the cache holds what it held when every group had its own."""
+        groups = cache["groups"]
+        if cache["formed"] is None:
+            suffix = groups[first:]
+            rows = [len(grp["index"]) for grp in suffix]
+            device = suffix[0]["index"].device
+            formed = torch.empty(sum(rows), self.d_out * self.d_in, dtype=self.dtype, device=device)
+            start = 0
+            for grp, n in zip(suffix, rows, strict=True):
+                self._per_example(grp["a"], grp["g"], out=formed[start : start + n])
+                start += n
+            index = torch.cat([grp["index"] for grp in suffix])
+            cache.update(formed=formed, formed_index=index, formed_from=first, formed_rows=rows)
+            return
+        for grp in groups[first : cache["formed_from"]]:
+            if "w" not in grp:
+                grp["w"] = self._per_example(grp["a"], grp["g"])  # (M_g, d_out d_in)
+
+    def _formed_from(self, cache: Cache) -> int:
+        """The first group whose test gradients are formed (len(groups) if none)."""
+        groups = cache["groups"]
+        first = len(groups) if cache["formed"] is None else cache["formed_from"]
+        while first > 0 and "w" in groups[first - 1]:
+            first -= 1
+        return first
+
+    def _test_grads(self, cache: Cache, start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(index, test grads)] of groups[start:], all formed: one entry per group formed
+        on its own, then one for the rest of the shared matrix."""
+        groups, first = cache["groups"], cache["formed_from"]
+        pieces = [(grp["index"], grp["w"]) for grp in groups[start:first]]
+        if cache["formed"] is not None:
+            row = sum(cache["formed_rows"][: max(start - first, 0)])
+            pieces.append((cache["formed_index"][row:], cache["formed"][row:]))
+        return pieces
 
     def _train_grads(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """A block's per-example gradients (B, d_out d_in), in the shared workspace (valid
@@ -267,36 +302,48 @@ class LinearKernel(LayerKernel):
         gg = g.reshape(B * T, -1) @ g_t.reshape(M * Tt, -1).T  # (B T, M T')
         return (aa * gg).view(B, T, M, Tt).sum((1, 3))
 
+    def _first_per_example(self, t_train: int, cache: Cache, formed_from: int) -> int:
+        """The first group a train batch of t_train tokens contracts through formed
+        gradients: formed groups and those where ghost loses, both suffixes of the groups."""
+        groups = cache["groups"]
+        for i, group in enumerate(groups[:formed_from]):
+            if not self.use_ghost(t_train, group["t"]):
+                return i
+        return formed_from
+
     def _weight_scores(self, batches, cache) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, M) weight part of a block, and its train grads w (B, d_out d_in) if formed.
 
-        The per-example path forms the whole block's gradients, then contracts them with
-        each group's test gradients in one product (per batch where some batches of the
-        block take the ghost path for that group): with B rows against M cached test rows
-        of d_out d_in, the product reads the test gradients once per block, so a block of
-        several forward batches runs the product near the core's matmul speed."""
+        The per-example path forms the whole block's gradients and contracts them with the
+        formed test gradients in as few products as possible: the groups every batch of the
+        block takes that way are one product when they were formed together, so a block
+        reads the test gradients once and the product runs at the core's matmul speed
+        (splitting 125 test rows into 4 length groups took about 1.8x as long). Groups
+        some batches of the block take by ghost go group by group."""
         rows = [a.shape[0] for a, _ in batches]
+        offsets = [sum(rows[:i]) for i in range(len(rows))]
         out = torch.zeros(sum(rows), cache["m"], dtype=self.dtype, device=batches[0][0].device)
+        groups = cache["groups"]
+        formed_from = self._formed_from(cache)
+        starts = [self._first_per_example(a.shape[1], cache, formed_from) for a, _ in batches]
         w = None
-        for group in cache["groups"]:
-            ghost = [
-                "w" not in group and self.use_ghost(a.shape[1], group["a"].shape[1])
-                for a, _ in batches
-            ]
-            if not all(ghost):
-                if "w" not in group:
-                    group["w"] = self._per_example(group["a"], group["g"])  # (M_g, d_out d_in)
-                if w is None:
-                    w = self._train_grads(batches)
-            if not any(ghost):
-                part = w @ group["w"].T  # (B, M_g)
-            else:
-                starts = [sum(rows[:i]) for i in range(len(rows))]
-                part = torch.cat([
-                    self._ghost(a, g, group) if by_ghost else w[s : s + n] @ group["w"].T
-                    for (a, g), s, n, by_ghost in zip(batches, starts, rows, ghost, strict=True)
-                ])  # fmt: skip
+        if min(starts) < len(groups):
+            self._form(cache, min(starts))
+            w = self._train_grads(batches)
+        common = max(starts)  # from here on every batch of the block is per-example
+        for i, group in enumerate(groups[:common]):
+            test = None
+            if i >= min(starts):
+                (_, test), *_ = self._test_grads(cache, i)
+                test = test[: len(group["index"])]
+            part = torch.cat([
+                self._ghost(a, g, group) if i < first else w[s : s + n] @ test.T
+                for (a, g), s, n, first in zip(batches, offsets, rows, starts, strict=True)
+            ])  # fmt: skip
             out.index_copy_(1, group["index"], part)
+        if common < len(groups):
+            for index, test in self._test_grads(cache, common):
+                out.index_copy_(1, index, w @ test.T)
         return out, w
 
     def train_scores(self, batches, cache, with_self):
