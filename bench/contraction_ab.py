@@ -5,18 +5,42 @@ ratio of every setting to the first one within a repeat (paired), and the larges
 difference between their scores.
 
     python bench/contraction_ab.py --per-language 100 --rows 32 128 256 --repeat 3
+
+--split-groups adds, at the first --rows, the engine before 1c793af: one product per test
+length group instead of one over all the groups formed together.
+
+    python bench/contraction_ab.py --per-language 100 --rows 128 --split-groups --repeat 4
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from unittest import mock
 
 import torch
 from tracin_setup import SIB200, _tokenized, pad_batches, sib200_e5
 
 from xlinfluence.tracin.engine import CheckpointScorer, block_index, row_blocks
+from xlinfluence.tracin.layers import LinearKernel
+
+SPLIT = "split"  # the setting with one product per length group
+_test_grads = LinearKernel._test_grads
+
+
+def _per_group(kernel, cache, start):
+    """LinearKernel._test_grads cut back into one (index, grads) piece per length group."""
+    pieces = _test_grads(kernel, cache, start)
+    if cache["formed"] is None:
+        return pieces
+    index, grads = pieces.pop()  # the shared matrix, from max(start, formed_from) on
+    row = 0
+    for n in cache["formed_rows"][max(start - cache["formed_from"], 0) :]:
+        pieces.append((index[row : row + n], grads[row : row + n]))
+        row += n
+    return pieces
 
 
 def main() -> None:
@@ -31,6 +55,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--split-groups", action="store_true",
+                   help="also one product per test length group, at the first --rows")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     splits, built = sib200_e5(str(args.data_path), args.languages, args.per_language,
@@ -39,31 +65,42 @@ def main() -> None:
     train_batches = pad_batches(train, args.batch_size, bucket=True)
     print(f"{len(train)} train x {len(test)} test, forward batch {args.batch_size}, "
           f"{args.threads} threads")  # fmt: skip
-    seconds: dict[int, list[float]] = {rows: [] for rows in args.rows}
-    scores: dict[int, torch.Tensor] = {}
+    settings: list[int | str] = list(args.rows) + ([SPLIT] if args.split_groups else [])
+    seconds: dict[int | str, list[float]] = {s: [] for s in settings}
+    scores: dict[int | str, torch.Tensor] = {}
     with CheckpointScorer(built.model) as scorer:
         cache = scorer.test_cache(pad_batches(test, args.batch_size, bucket=True))
         for rep in range(args.repeat):
-            order = args.rows[rep % len(args.rows) :] + args.rows[: rep % len(args.rows)]
-            for rows in order:
+            order = settings[rep % len(settings) :] + settings[: rep % len(settings)]
+            for setting in order:
+                split = setting == SPLIT
+                rows = args.rows[0] if split else setting
+                patch = mock.patch.object(LinearKernel, "_test_grads", _per_group)
                 out = torch.zeros(len(test), len(train))
-                started = time.perf_counter()
-                for block in row_blocks(train_batches, rows):
-                    part, _ = scorer.train_block(block, cache)
-                    index = block_index(block)
-                    out[cache.index.unsqueeze(1), index.unsqueeze(0)] = part.T
-                seconds[rows].append(time.perf_counter() - started)
-                scores.setdefault(rows, out)
-            print(f"repeat {rep}: " + ", ".join(f"{r} rows {seconds[r][-1]:.1f} s" for r in order),
-                  flush=True)  # fmt: skip
-    base = args.rows[0]
+                with patch if split else contextlib.nullcontext():
+                    started = time.perf_counter()
+                    for block in row_blocks(train_batches, rows):
+                        part, _ = scorer.train_block(block, cache)
+                        index = block_index(block)
+                        out[cache.index.unsqueeze(1), index.unsqueeze(0)] = part.T
+                    seconds[setting].append(time.perf_counter() - started)
+                scores.setdefault(setting, out)
+            print(f"repeat {rep}: " + ", ".join(f"{_label(s, args)} {seconds[s][-1]:.1f} s"
+                                                for s in order), flush=True)  # fmt: skip
+    base = settings[0]
     reference = scores[base]
-    for rows in args.rows:
-        ratios = [s / b for s, b in zip(seconds[rows], seconds[base], strict=True)]
-        diff = ((scores[rows] - reference).abs().max() / reference.abs().max()).item()
-        print(f"{rows:4d} rows: median {statistics.median(seconds[rows]):.1f} s, "
-              f"x {base} rows paired {min(ratios):.3f}-{max(ratios):.3f} "
+    for setting in settings:
+        ratios = [s / b for s, b in zip(seconds[setting], seconds[base], strict=True)]
+        diff = ((scores[setting] - reference).abs().max() / reference.abs().max()).item()
+        print(f"{_label(setting, args)}: median {statistics.median(seconds[setting]):.1f} s, "
+              f"x {_label(base, args)} paired {min(ratios):.3f}-{max(ratios):.3f} "
               f"(median {statistics.median(ratios):.3f}), max rel diff {diff:.1e}")  # fmt: skip
+
+
+def _label(setting: int | str, args: argparse.Namespace) -> str:
+    if setting == SPLIT:
+        return f"{args.rows[0]} rows, one product per length group"
+    return f"{setting} rows"
 
 
 if __name__ == "__main__":
