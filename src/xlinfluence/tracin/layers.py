@@ -317,8 +317,9 @@ class LinearKernel(LayerKernel):
         The per-example path forms the whole block's gradients and contracts them with the
         formed test gradients in as few products as possible: the groups every batch of the
         block takes that way are one product when they were formed together, so a block
-        reads the test gradients once and the product runs at the core's matmul speed
-        (splitting 125 test rows into 4 length groups took about 1.8x as long). Groups
+        reads the test gradients once and the product runs at the core's matmul speed (a
+        product per length group, SIB-200's 4, made blocks 1.22-1.31x slower:
+        bench/README.md). Groups
         some batches of the block take by ghost go group by group."""
         rows = [a.shape[0] for a, _ in batches]
         offsets = [sum(rows[:i]) for i in range(len(rows))]
