@@ -148,9 +148,9 @@ class LinearKernel(LayerKernel):
     are dropped (`_live_positions`); this matched the measured crossover (64 for 128x128,
     384 for 768x768). The test chunk is cut into groups of similar live length (within
     GROUP_RATIO), so short test examples stay on the cheap ghost path instead of being
-    padded to the chunk's longest; groups where ghost can never win (T' >= threshold) are
-    merged and their per-example test grads formed up front, the others keep raw a', g'
-    and form them only if some train batch needs them.
+    padded to the chunk's longest; groups where ghost can never win (T' >= threshold) have
+    their per-example test grads formed up front, the others keep raw a', g' and form them
+    only if some train batch needs them (`_form`: into one matrix, contracted in one product).
     """
 
     def __init__(
@@ -319,8 +319,7 @@ class LinearKernel(LayerKernel):
         block takes that way are one product when they were formed together, so a block
         reads the test gradients once and the product runs at the core's matmul speed (a
         product per length group, SIB-200's 4, made blocks 1.22-1.31x slower:
-        bench/README.md). Groups
-        some batches of the block take by ghost go group by group."""
+        bench/README.md). Groups some batches of the block take by ghost go group by group."""
         rows = [a.shape[0] for a, _ in batches]
         offsets = [sum(rows[:i]) for i in range(len(rows))]
         out = torch.zeros(sum(rows), cache["m"], dtype=self.dtype, device=batches[0][0].device)
