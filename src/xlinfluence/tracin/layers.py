@@ -240,10 +240,7 @@ class LinearKernel(LayerKernel):
             rows = [len(grp["index"]) for grp in suffix]
             device = suffix[0]["index"].device
             formed = torch.empty(sum(rows), self.d_out * self.d_in, dtype=self.dtype, device=device)
-            start = 0
-            for grp, n in zip(suffix, rows, strict=True):
-                self._per_example(grp["a"], grp["g"], out=formed[start : start + n])
-                start += n
+            self._per_example_rows([(grp["a"], grp["g"]) for grp in suffix], formed)
             index = torch.cat([grp["index"] for grp in suffix])
             cache.update(formed=formed, formed_index=index, formed_from=first, formed_rows=rows)
             return
@@ -258,6 +255,15 @@ class LinearKernel(LayerKernel):
         while first > 0 and "w" in groups[first - 1]:
             first -= 1
         return first
+
+    def _group_grads(self, cache: Cache, i: int) -> torch.Tensor:
+        """The formed test gradients of groups[i] (M_g, d_out d_in): its own, or its rows of
+        the shared matrix."""
+        group = cache["groups"][i]
+        if "w" in group:
+            return group["w"]
+        row = sum(cache["formed_rows"][: i - cache["formed_from"]])
+        return cache["formed"][row : row + len(group["index"])]
 
     def _test_grads(self, cache: Cache, start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """[(index, test grads)] of groups[start:], all formed: one entry per group formed
@@ -275,12 +281,16 @@ class LinearKernel(LayerKernel):
         rows = sum(a.shape[0] for a, _ in batches)
         a0 = batches[0][0]
         w = self.workspace.take(rows * self.d_out * self.d_in, a0.dtype, a0.device)
-        w = w.view(rows, self.d_out * self.d_in)
+        return self._per_example_rows(batches, w.view(rows, self.d_out * self.d_in))
+
+    @classmethod
+    def _per_example_rows(cls, pairs: list[tuple[torch.Tensor, torch.Tensor]], out):
+        """Per-example gradients of consecutive (a, g) pairs, written row after row into out."""
         start = 0
-        for a, g in batches:
-            self._per_example(a, g, out=w[start : start + a.shape[0]])
+        for a, g in pairs:
+            cls._per_example(a, g, out=out[start : start + a.shape[0]])
             start += a.shape[0]
-        return w
+        return out
 
     @staticmethod
     def _per_example(
@@ -332,10 +342,7 @@ class LinearKernel(LayerKernel):
             w = self._train_grads(batches)
         common = max(starts)  # from here on every batch of the block is per-example
         for i, group in enumerate(groups[:common]):
-            test = None
-            if i >= min(starts):
-                (_, test), *_ = self._test_grads(cache, i)
-                test = test[: len(group["index"])]
+            test = self._group_grads(cache, i) if i >= min(starts) else None
             part = torch.cat([
                 self._ghost(a, g, group) if i < first else w[s : s + n] @ test.T
                 for (a, g), s, n, first in zip(batches, offsets, rows, starts, strict=True)
