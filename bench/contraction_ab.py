@@ -24,7 +24,7 @@ import torch
 from tracin_setup import SIB200, _tokenized, pad_batches, sib200_e5
 
 from xlinfluence.tracin.engine import CheckpointScorer, block_index, row_blocks
-from xlinfluence.tracin.layers import LinearKernel
+from xlinfluence.tracin.linear import LinearKernel
 
 SPLIT = "split"  # the setting with one product per length group
 _test_grads = LinearKernel._test_grads

@@ -15,7 +15,7 @@ import time
 import torch
 from tracin_setup import SIB200, _tokenized, pad_batches, sib200_e5
 
-from xlinfluence.tracin import layers
+from xlinfluence.tracin import linear
 from xlinfluence.tracin.engine import CheckpointScorer
 
 
@@ -40,7 +40,7 @@ def formation(args: argparse.Namespace) -> None:
                               args.test_per_language, args.seed)  # fmt: skip
     train, test = _tokenized(splits.train, args), _tokenized(splits.test, args)
     spent: list[float] = []
-    form = layers.LinearKernel._per_example
+    form = linear.LinearKernel._per_example
 
     def timed(a, g, out=None):
         started = time.perf_counter()
@@ -48,7 +48,7 @@ def formation(args: argparse.Namespace) -> None:
         spent.append(time.perf_counter() - started)
         return grads
 
-    layers.LinearKernel._per_example = staticmethod(timed)
+    linear.LinearKernel._per_example = staticmethod(timed)
     with CheckpointScorer(built.model) as scorer:
         started = time.perf_counter()
         cache = scorer.test_cache(pad_batches(test, args.batch_size, bucket=True))

@@ -17,7 +17,7 @@ from unittest import mock
 import torch
 from tracin_methods import METHODS, Context, run_xlinfluence
 
-from xlinfluence.tracin import engine, hooks, layers
+from xlinfluence.tracin import engine, hooks, layers, linear
 
 
 class Regions:
@@ -62,8 +62,7 @@ class Regions:
 def _linear_key(kernel, batches, cache, *_, **__) -> str:
     groups = cache.get("groups", [])
     lengths = [kernel._tokens(x, g)[0].shape[1] for x, g in batches]  # live, as the kernel
-    formed = kernel._formed_from(cache) if groups else 0
-    starts = [kernel._first_per_example(t, cache, formed) for t in lengths]
+    starts = [kernel._first_per_example(t, cache) for t in lengths] if groups else [0]
     ghost = bool(groups) and max(starts) > 0
     per_example = bool(groups) and min(starts) < len(groups)
     if ghost and not per_example:
@@ -105,16 +104,16 @@ def _patches(regions: Regions) -> list:
             ),
         ),
         mock.patch.object(
-            layers.LinearKernel,
+            linear.LinearKernel,
             "train_scores",
-            wrap(layers.LinearKernel.train_scores, _linear_key),
+            wrap(linear.LinearKernel.train_scores, _linear_key),
         ),
         mock.patch.object(
-            layers.LinearKernel,
+            linear.LinearKernel,
             "_per_example",
             staticmethod(
                 wrap(
-                    layers.LinearKernel._per_example,
+                    linear.LinearKernel._per_example,
                     const("Linear per-example: form grads, bmm (all shapes)"),
                 )
             ),

@@ -14,7 +14,7 @@ from xlinfluence.errors import ConfigError, DataError
 from xlinfluence.tracin import checkpoint_scores, reference_scores
 from xlinfluence.tracin.engine import CheckpointScorer, row_blocks, summed_loss
 from xlinfluence.tracin.hooks import TrackedModule
-from xlinfluence.tracin.layers import LinearKernel
+from xlinfluence.tracin.linear import LinearKernel
 
 TOL = 1e-5  # fp32 engine vs float64 reference, max|a-b| / max|b|
 
@@ -140,13 +140,14 @@ def test_row_blocks_group_whole_batches_in_order(train_batches):
 
 
 def test_a_block_mixing_ghost_and_per_example_batches_is_exact(monkeypatch):
-    """One Linear (threshold 16 * 16 / 32 = 8) against test examples of T' = 2: a train
-    batch of T = 3 takes the ghost path (6 < 8), one of T = 6 forms its gradients (12 >= 8),
-    in the same block; scores and self-scores against per-example gradients formed here."""
+    """One Linear (d_in = d_out = 16) against 16 test examples of T' = 2. Per train example,
+    ghost costs T * 32 * 32 and forming 16 * 256 + T * 256: a batch of T = 3 takes ghost
+    (3072 < 4864), one of T = 6 forms its gradients (5632 < 6144), in the same block;
+    scores and self-scores against per-example gradients formed here."""
     torch.manual_seed(3)
     linear = nn.Linear(16, 16).double()
     kernel = LinearKernel(TrackedModule("fc", linear, True, True), torch.float64)
-    test_a, test_g = torch.randn(4, 2, 16, dtype=torch.float64), torch.randn(4, 2, 16).double()
+    test_a, test_g = torch.randn(16, 2, 16, dtype=torch.float64), torch.randn(16, 2, 16).double()
     cache = kernel.build_cache([kernel.test_piece(test_a, test_g)])
     batches = [
         (torch.randn(3, T, 16, dtype=torch.float64), torch.randn(3, T, 16, dtype=torch.float64))
@@ -155,9 +156,9 @@ def test_a_block_mixing_ghost_and_per_example_batches_is_exact(monkeypatch):
     paths = []
     ghost, form = LinearKernel._ghost, LinearKernel._train_grads
 
-    def ghost_spy(a, g, group):
+    def ghost_spy(*args):
         paths.append("ghost")
-        return ghost(a, g, group)
+        return ghost(*args)
 
     def form_spy(self, block):
         paths.append("per_example")
@@ -207,6 +208,21 @@ def test_formed_test_gradients_grow_as_longer_train_batches_come():
         assert cache["formed_from"] == formed_from
         assert [i for i, grp in enumerate(cache["groups"]) if "w" in grp] == own_w
     assert len(cache["formed"]) == 4  # groups 2 and 3: two examples each
+
+
+def test_the_split_counts_forming_the_train_gradients_once():
+    """d_in = d_out = 16 (area 256, width 32), a train batch of T = 3 against one length
+    group of 7-token test examples: past the per-pair crossover (3 * 7 > 8) either way. Two
+    examples: ghost over their 14 tokens (3 * 14 * 32 = 1344) costs more than forming the
+    batch's gradients and the two test rows ((3 + 2) * 256 = 1280), so it forms. One
+    example: ghost (672) beats forming (1024)."""
+    linear = nn.Linear(16, 16).double()
+    kernel = LinearKernel(TrackedModule("fc", linear, True, True), torch.float64)
+    for m, first in ((2, 0), (1, 1)):
+        test_a, test_g = torch.randn(m, 7, 16).double(), torch.randn(m, 7, 16).double()
+        cache = kernel.build_cache([kernel.test_piece(test_a, test_g)])
+        assert [g["t"] for g in cache["groups"]] == [7]
+        assert kernel._first_per_example(3, cache) == first, m
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7])
@@ -367,23 +383,24 @@ def test_pad_id_inside_text_gets_no_embedding_gradient():
 
 
 def test_auto_mixes_ghost_and_per_example_within_a_chunk(monkeypatch):
-    """Short test examples (T' = 3) make ghost win for short train batches only."""
+    """16 short test examples (T' = 3): short train batches take ghost for them, long ones
+    form their gradients (hidden 32: forming wins from T > 8), and the scores stay exact."""
     model = tiny_model(seed=7)
     train = make_examples(12, seed=31)
-    test = [dict(e, input_ids=e["input_ids"][:2] + [2]) for e in make_examples(4, seed=32)]
-    tb, sb = batches(train, 3, bucket=True), batches(test, 4)
-    choices = []
-    original = LinearKernel.use_ghost
+    test = [dict(e, input_ids=e["input_ids"][:2] + [2]) for e in make_examples(16, seed=32)]
+    tb, sb = batches(train, 3, bucket=True), batches(test, 16)
+    splits = []  # (first group formed, groups) per train batch and Linear layer
+    original = LinearKernel._first_per_example
 
-    def spy(self, t_train, t_test):
-        choices.append(original(self, t_train, t_test))
-        return choices[-1]
+    def spy(self, t_train, cache):
+        splits.append((original(self, t_train, cache), len(cache["groups"])))
+        return splits[-1][0]
 
-    monkeypatch.setattr(LinearKernel, "use_ghost", spy)
-    got = checkpoint_scores(model, tb, sb, n_train=12, n_test=4)
-    expected = reference_scores(copy.deepcopy(model).double(), tb, sb, n_train=12, n_test=4)
+    monkeypatch.setattr(LinearKernel, "_first_per_example", spy)
+    got = checkpoint_scores(model, tb, sb, n_train=12, n_test=16)
+    expected = reference_scores(copy.deepcopy(model).double(), tb, sb, n_train=12, n_test=16)
     assert rel_err(got, expected) <= TOL
-    assert any(choices) and not all(choices)
+    assert any(first > 0 for first, _ in splits) and any(first < n for first, n in splits)
 
 
 def test_positions_without_gradient_are_dropped(model, test_batches):
@@ -408,7 +425,7 @@ def test_positions_without_gradient_are_dropped(model, test_batches):
 
 def test_non_finite_gradients_are_not_dropped():
     """A NaN or inf output gradient must reach the scores, not vanish with the dead positions."""
-    from xlinfluence.tracin.layers import _live_positions
+    from xlinfluence.tracin.linear import _live_positions
 
     a = torch.ones(2, 4, 3)
     g = torch.zeros(2, 4, 5)

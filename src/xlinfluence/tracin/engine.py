@@ -19,8 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xlinfluence.errors import ConfigError, DataError
-from xlinfluence.tracin.hooks import ActivationCapture, ParamFilter, select_modules
-from xlinfluence.tracin.layers import LINEAR_MODES, Workspace, make_kernel
+from xlinfluence.tracin.hooks import ActivationCapture, ParamFilter, TrackedModule, select_modules
+from xlinfluence.tracin.layers import EmbeddingKernel, LayerKernel, LayerNormKernel
+from xlinfluence.tracin.linear import LINEAR_MODES, LinearKernel, Workspace
 
 Batch = dict[str, torch.Tensor]
 
@@ -117,6 +118,24 @@ def _check_index(index: torch.Tensor, n: int, seen: torch.Tensor, side: str) -> 
     if seen[index].any() or len(torch.unique(index)) != len(index):
         raise DataError(f"{side} example index repeated across batches; each row must come once.")
     seen[index] = True
+
+
+def make_kernel(
+    tracked: TrackedModule,
+    dtype: torch.dtype,
+    linear_mode: str,
+    workspace: Workspace | None = None,
+) -> LayerKernel:
+    """The kernel for a tracked module (select_modules has already checked the type);
+    Linear kernels share `workspace` for their train-side per-example gradients."""
+    module = tracked.module
+    if isinstance(module, nn.Linear):
+        return LinearKernel(tracked, dtype, linear_mode, workspace)
+    if isinstance(module, nn.Embedding):
+        return EmbeddingKernel(tracked, dtype)
+    if isinstance(module, nn.LayerNorm):
+        return LayerNormKernel(tracked, dtype)
+    raise TypeError(f"no TracIn kernel for {type(module).__name__} ({tracked.name})")
 
 
 class CheckpointScorer:

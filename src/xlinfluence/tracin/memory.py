@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from xlinfluence.tracin.hooks import ParamFilter, select_modules
-from xlinfluence.tracin.layers import GROUP_RATIO
+from xlinfluence.tracin.linear import GROUP_RATIO
 
 #: Share of the device's memory the test-side cache may take.
 CACHE_SHARE = 0.3
@@ -32,7 +32,7 @@ HOST_CACHE_MAX = 3 * 2**30
 
 def _linear_elements(d_in: int, d_out: int, test_length: int | None, train_length: int | None):
     """Cached elements per test example of one Linear weight (an upper bound, as
-    tracin.layers.LinearKernel keeps them in "auto" mode): the per-example gradient, or the
+    tracin.linear.LinearKernel keeps them in "auto" mode): the per-example gradient, or the
     factored inputs and output-gradients when ghost products can serve every train batch,
     or both when only the longest train batches need the gradient."""
     full = d_in * d_out
