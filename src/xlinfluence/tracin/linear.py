@@ -237,8 +237,8 @@ class LinearKernel(LayerKernel):
         return pieces
 
     def _train_grads(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """A block's per-example gradients (B, d_out d_in), in the shared workspace (valid
-        until the next kernel forms its own)."""
+        """These batches' per-example gradients (B, d_out d_in), one after another, in the
+        shared workspace (valid until the next kernel forms its own)."""
         rows = sum(a.shape[0] for a, _ in batches)
         a0 = batches[0][0]
         w = self.workspace.take(rows * self.d_out * self.d_in, a0.dtype, a0.device)
