@@ -12,11 +12,10 @@ The tracking store is MLFLOW_TRACKING_URI (each repeat logs one influence run th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
-from tracin_profile import Regions, _patches
+from tracin_profile import Regions, patched
 
 from xlinfluence.config import InfluenceConfig
 from xlinfluence.steps import influence
@@ -25,9 +24,7 @@ from xlinfluence.steps import influence
 def profile_once(config: InfluenceConfig) -> tuple[float, dict[str, float], dict[str, int]]:
     """Wall seconds of the whole step, and exclusive seconds and calls per engine part."""
     regions = Regions(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    with contextlib.ExitStack() as stack:
-        for patch in _patches(regions):
-            stack.enter_context(patch)
+    with patched(regions):
         start = time.perf_counter()
         influence.run(config)
         total = time.perf_counter() - start

@@ -134,13 +134,20 @@ def _patches(regions: Regions) -> list:
     ]
 
 
+@contextlib.contextmanager
+def patched(regions: Regions):
+    """The engine's parts timed into `regions` while the context is open."""
+    with contextlib.ExitStack() as stack:
+        for patch in _patches(regions):
+            stack.enter_context(patch)
+        yield regions
+
+
 def profile_xlinfluence(ctx: Context, top: int = 15) -> dict:
     """Component breakdown over all checkpoints, then torch.profiler ops over one checkpoint."""
     method = METHODS[0]  # xlinfluence over all parameters
     regions = Regions(ctx.clock.device)
-    with contextlib.ExitStack() as stack:
-        for p in _patches(regions):
-            stack.enter_context(p)
+    with patched(regions):
         run_xlinfluence(ctx, method)
     total = ctx.clock.seconds
     parts = dict(regions.seconds)

@@ -146,9 +146,9 @@ class LinearKernel(LayerKernel):
         run over these tokens, none padded; a group is padded to T'_g only to form its
         gradients."""
         lengths = torch.cat([p["length"] for p in pieces]).cpu()  # (M,)
-        order = torch.argsort(lengths, stable=True).tolist()
+        by_length = torch.argsort(lengths, stable=True).tolist()
         bounds, first = [], None
-        for pos in order:
+        for pos in by_length:
             length = int(lengths[pos])
             if length == 0:
                 continue  # no gradient reaches this module for that example: scores are 0
@@ -374,7 +374,7 @@ class LinearKernel(LayerKernel):
         that is cheaper than forming them (T d_in d_out)."""
         own = []
         for (a, g), w in zip(batches, grads, strict=True):
-            if w is None and self._self_by_ghost(a.shape[1]):
+            if w is None and self.use_ghost(a.shape[1], 1):  # T^2 (d_in+d_out) < T d_in d_out
                 aa = torch.bmm(a, a.transpose(1, 2))  # (B, T, T)
                 gg = torch.bmm(g, g.transpose(1, 2))
                 own.append((aa * gg).sum((1, 2)))
@@ -382,8 +382,3 @@ class LinearKernel(LayerKernel):
                 w = self._per_example(a, g) if w is None else w
                 own.append((w * w).sum(1))
         return torch.cat(own)
-
-    def _self_by_ghost(self, t: int) -> bool:
-        if self.mode == "auto":
-            return t < self.threshold
-        return self.mode == "ghost"
