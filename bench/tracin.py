@@ -116,6 +116,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "errors are then measured on those columns (default: all)",
     )
     scale.add_argument(
+        "--peer-n-test",
+        type=int,
+        default=None,
+        help="Captum, the autograd loop and the float64 reference score only this many "
+        "(seeded random) test examples; Captum and the autograd loop time their parts and "
+        "report their estimated time on the whole set. Give whole batches (a multiple of the "
+        "influence batch size; --captum-n-train of --batch-size): Captum's per-example "
+        "backward walks its whole batch, so a short batch makes it look faster (default: all)",
+    )
+    scale.add_argument(
         "--reference-chunk",
         type=int,
         default=256,
@@ -320,23 +330,26 @@ def worker(args: argparse.Namespace, name: str) -> dict:
 
         return {"profile": profile_xlinfluence(ctx), "engine_hash": engine_source_hash()}
     method = BY_NAME[name]
-    clocks = []
-    for _ in range(1 if method.kind == "reference" else args.repeat):
+    runs = []
+    for _ in range(1 if method.kind in ("reference", "autograd") else args.repeat):
         ctx.clock = Clock(device)
-        scores, cols = RUNNERS[method.kind](ctx, method)
-        clocks.append(ctx.clock)
-    fastest = min(clocks, key=lambda c: c.seconds)
-    if scores is not None:
+        runs.append((RUNNERS[method.kind](ctx, method), ctx.clock))
+    found, fastest = min(runs, key=lambda run: run[1].seconds)
+    if found.scores is not None:
+        rows = list(range(ctx.n_test)) if found.rows is None else found.rows
         save_file(
-            {"scores": scores, "cols": torch.tensor(cols)},
+            {"scores": found.scores, "cols": torch.tensor(found.cols), "rows": torch.tensor(rows)},
             str(args.workdir / f"{name}.safetensors"),
         )
     return {
         "seconds": fastest.seconds,
-        "all_seconds": [c.seconds for c in clocks],
+        "all_seconds": [clock.seconds for _, clock in runs],
+        "full_seconds": found.full_seconds,
+        "parts": found.parts,
         "other_cpu_s": fastest.other_cpu_s,
         "engine_hash": engine_source_hash(),
-        "n_train_used": len(cols),
+        "n_train_used": len(found.cols),
+        "n_test_used": ctx.n_test if found.rows is None else len(found.rows),
         "params": group_size(model, ctx.groups[method.group]),
         "peak_rss_mb": peak_rss_mb(),
         "peak_reset": peak_reset,
@@ -388,14 +401,23 @@ def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def max_rel_err_shared(found: dict, truth: dict) -> float | None:
-    """max_rel_err on the train columns both score (either may cover a seeded subset)."""
-    shared = sorted(set(found["cols"].tolist()) & set(truth["cols"].tolist()))
-    if not shared:
+    """max_rel_err on the test rows and train columns both score (either may cover a seeded
+    subset of each)."""
+
+    def where(d: dict, key: str, shared: list[int]) -> list[int]:
+        at = {c: k for k, c in enumerate(d[key].tolist())}
+        return [at[c] for c in shared]
+
+    common = {
+        key: sorted(set(found[key].tolist()) & set(truth[key].tolist())) for key in ("rows", "cols")
+    }
+    if not all(common.values()):
         return None
-    where = lambda cols: [cols.tolist().index(c) for c in shared]  # noqa: E731
-    return max_rel_err(
-        found["scores"][:, where(found["cols"])], truth["scores"][:, where(truth["cols"])]
-    )
+
+    def pick(d: dict) -> torch.Tensor:
+        return d["scores"][where(d, "rows", common["rows"])][:, where(d, "cols", common["cols"])]
+
+    return max_rel_err(pick(found), pick(truth))
 
 
 def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list[dict]:
@@ -415,8 +437,15 @@ def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list
         if m.name not in runs:
             continue
         r = runs[m.name]
-        n_used = r["n_train_used"]
+        n_used, m_used = r["n_train_used"], r.get("n_test_used", args.n_test)
         s_ckpt = r["seconds"] / (1 if m.kind == "train" else n_ckpt)
+        # seconds per checkpoint on the whole set: a peer's estimate from its timed parts,
+        # else linear in the pairs it covered
+        full_ckpt = (
+            r["full_seconds"] / n_ckpt
+            if r.get("full_seconds") is not None
+            else s_ckpt * (args.n_train * args.n_test) / (n_used * m_used)
+        )
         row = {
             "method": m.name,
             "label": m.label,
@@ -424,7 +453,9 @@ def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list
             "group": m.group,
             "params": r["params"],
             "n_train_used": n_used,
+            "n_test_used": m_used,
             "n_test": args.n_test,
+            "parts": r.get("parts"),
             "checkpoints": n_ckpt,
             "seconds": round(r["seconds"], 3),
             "all_seconds": [round(t, 3) for t in r["all_seconds"]],
@@ -437,16 +468,18 @@ def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list
             "other_load": round(r["other_cpu_s"] / (r["seconds"] * (os.cpu_count() or 1)), 3),
         }
         if m.kind != "train":
-            row["us_per_pair_per_checkpoint"] = round(1e6 * s_ckpt / (n_used * args.n_test), 3)
+            row["full_seconds_per_checkpoint"] = round(full_ckpt, 3)
+            row["scaled"] = (n_used, m_used) != (args.n_train, args.n_test)
+            pairs = args.n_train * args.n_test
+            row["us_per_pair_per_checkpoint"] = round(1e6 * full_ckpt / pairs, 3)
             if m.kind == "xlinfluence":
                 per_pair[m.group] = row["us_per_pair_per_checkpoint"]
             if m.group in per_pair:
                 row["x_xlinfluence"] = round(
                     row["us_per_pair_per_checkpoint"] / per_pair[m.group], 2
                 )
-            if epoch:  # per checkpoint, scaled linearly to the full train set
-                row["x_train_epoch"] = round(s_ckpt * args.n_train / n_used / epoch, 2)
-                row["x_train_epoch_scaled"] = n_used < args.n_train
+            if epoch:
+                row["x_train_epoch"] = round(full_ckpt / epoch, 2)
             found = args.workdir / f"{m.name}.safetensors"
             if m.group in truth and found.exists():  # the floor computes no scores
                 row["max_rel_err"] = max_rel_err_shared(load_file(str(found)), truth[m.group])
@@ -457,16 +490,19 @@ def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list
 
 
 HEAD = (
-    "method", "params", "N used", "s", "s/ckpt", "us/pair/ckpt", "train ex/s",
+    "method", "params", "N x M used", "s", "s/ckpt", "s/ckpt all", "us/pair/ckpt",
     "x xlinf.", "x epoch", "peak MB", "+MB", "max rel err", "other load",
 )  # fmt: skip
 LEGEND = (
-    "x xlinf.: time per pair over xlinfluence's on the same parameters. x epoch: seconds per "
-    "checkpoint over one shuffled training epoch (* scaled linearly from N used to the full "
-    "train set). peak MB: worker's peak RSS while the method ran (VmHWM, reset after set-up; "
-    "GPU: peak allocated); +MB: that peak over the RSS after set-up. max rel err: "
-    "max|a-b|/max|b| against the float64 reference on the same parameters. other load: share "
-    "of all cores other processes used meanwhile."
+    "s, s/ckpt: measured on the N x M (train x test) examples used. s/ckpt all: on the whole "
+    "set; * where a peer ran on subsets: Captum and the autograd loop from their timed parts "
+    "(test side x M, per-train-example work x N, pairwise products x N x M), others linear in "
+    "the pairs. us/pair/ckpt, x xlinf. (over xlinfluence on the same parameters) and x epoch "
+    "(over one shuffled training epoch) use s/ckpt all. peak MB: worker's peak RSS while the "
+    "method ran (VmHWM, reset after set-up; GPU: peak allocated); +MB: that peak over the RSS "
+    "after set-up. max rel err: max|a-b|/max|b| against the float64 reference on the same "
+    "parameters, on the rows and columns both cover. other load: share of all cores other "
+    "processes used meanwhile."
 )
 
 
@@ -474,17 +510,17 @@ def _cells(r: dict) -> tuple[str, ...]:
     def num(key: str, spec: str) -> str:
         return format(r[key], spec) if r.get(key) is not None else "-"
 
-    epoch = num("x_train_epoch", ".2f") + ("*" if r.get("x_train_epoch_scaled") else "")
+    star = "*" if r.get("scaled") else ""
     return (
         r["label"],
         f"{r['group']} {r['params'] / 1e6:.2f}M",
-        str(r["n_train_used"]),
+        f"{r['n_train_used']} x {r['n_test_used']}",
         num("seconds", ".2f"),
         num("seconds_per_checkpoint", ".2f"),
-        num("us_per_pair_per_checkpoint", ".2f"),
-        num("train_examples_per_s", ".0f"),
-        num("x_xlinfluence", ".2f"),
-        epoch,
+        num("full_seconds_per_checkpoint", ".2f") + star,
+        num("us_per_pair_per_checkpoint", ".2f") + star,
+        num("x_xlinfluence", ".2f") + (star if "x_xlinfluence" in r else ""),
+        num("x_train_epoch", ".2f") + (star if "x_train_epoch" in r else ""),
         f"{r['peak_gpu_mb'] or r['peak_rss_mb']:.0f}",
         num("rss_over_setup_mb", ".0f"),
         num("max_rel_err", ".1e"),

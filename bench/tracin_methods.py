@@ -3,7 +3,9 @@
 A runner gets the model (tiny preset, on the device), the checkpoint list and the data, and
 returns the lr-weighted TracIn matrix summed over checkpoints, (n_test, n_train) float64 with
 the columns it covered (Captum may cover a subset), or None for the training yardstick.
-Runners open `clock` around exactly the part that is timed.
+Runners open `clock` around exactly the part that is timed. A peer too slow or too big for
+the whole set runs on seeded subsets of train and test rows and returns `Scored.full_seconds`,
+its time for the whole set built from the parts it timed (see `scale_parts`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Method:
     name: str
     label: str
     group: str  # parameter group covered: all, linear, embeddings
-    kind: str  # xlinfluence, captum, reference, train
+    kind: str  # xlinfluence, captum, autograd, reference, dattri, floor, train, memory
     peer: bool  # skipped with --skip-peers
     row: bool = True  # a table row (ground-truth-only runs are kept in the JSON)
 
@@ -52,7 +54,7 @@ METHODS = [
     ),
     Method("captum", "Captum TracInCP", "all", "captum", True),
     Method("captum_samplewise", "Captum TracInCP sample-wise", "linear", "captum", True),
-    Method("reference_fp32", "per-example loop, fp32 model", "all", "reference", True),
+    Method("autograd_fp32", "plain autograd loop, fp32", "all", "autograd", True),
     Method("reference_fp64", "per-example loop, float64", "all", "reference", True),
     Method("reference_fp64_linear", "float64 truth, Linear", "linear", "reference", True, False),
     Method(
@@ -147,7 +149,7 @@ def test_chunk(ctx: Context, keep) -> int | None:
     return chunk
 
 
-def run_xlinfluence(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
+def run_xlinfluence(ctx: Context, method: Method) -> Scored:
     """sum_c lr_c * checkpoint_scores(theta_c), over the method's parameter group."""
     scores = torch.zeros(ctx.n_test, ctx.n_train, dtype=torch.float64)
     keep = group_filter(ctx.groups, method.group)
@@ -167,7 +169,7 @@ def run_xlinfluence(ctx: Context, method: Method) -> tuple[torch.Tensor, list[in
                     contraction_rows=ctx.args.contraction_rows,
                 )
             scores += lr * block.double()
-    return scores, list(range(ctx.n_train))
+    return Scored(scores, list(range(ctx.n_train)))
 
 
 class LogitsFromIds(nn.Module):
@@ -186,42 +188,84 @@ class LogitsFromIds(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=mask).logits.float()
 
 
+def _subset(n_all: int, n: int | None, seed: int) -> list[int]:
+    if n is None or n >= n_all:
+        return list(range(n_all))
+    gen = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n_all, generator=gen)[:n].tolist())
+
+
 def train_subset(ctx: Context, n: int | None) -> list[int]:
     """Train indices a slow method scores: all, or a seeded random sample of n (the same
     sample for Captum and the references, so their errors compare on shared columns).
 
     Random, not the first rows, so the sample has the set's length mix (batches are bucketed).
     """
-    if n is None or n >= ctx.n_train:
-        return list(range(ctx.n_train))
-    gen = torch.Generator().manual_seed(ctx.args.seed + 7)
-    return sorted(torch.randperm(ctx.n_train, generator=gen)[:n].tolist())
+    return _subset(ctx.n_train, n, ctx.args.seed + 7)
 
 
-def subset_batches(ctx: Context, cols: list[int]) -> list[Batch]:
-    """Bucketed batches of the train rows `cols`, their index renumbered 0..len(cols)-1."""
-    subset = [dict(ctx.train[i], index=k) for k, i in enumerate(cols)]
-    return pad_batches(subset, ctx.args.batch_size, bucket=True)
+def test_subset(ctx: Context) -> list[int]:
+    """Test indices the peers score (--peer-n-test): all, or one seeded random sample shared
+    by Captum, the autograd loop and the references."""
+    return _subset(ctx.n_test, ctx.args.peer_n_test, ctx.args.seed + 11)
 
 
-def run_captum(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
+def subset_batches(ctx: Context, cols: list[int], *, test: bool = False) -> list[Batch]:
+    """Bucketed batches of the train (or test) rows `cols`, index renumbered 0..len(cols)-1."""
+    source = ctx.test if test else ctx.train
+    subset = [dict(source[i], index=k) for k, i in enumerate(cols)]
+    size = (ctx.args.influence_batch_size or ctx.args.batch_size) if test else ctx.args.batch_size
+    return pad_batches(subset, size, bucket=True)
+
+
+@dataclass
+class Scored:
+    """A runner's result: scores (n_rows, n_cols) over the test `rows` and train `cols` it
+    covered (None for the yardsticks), and for a peer run on subsets, its estimated seconds
+    over the whole train and test sets at every checkpoint."""
+
+    scores: torch.Tensor | None
+    cols: list[int]
+    rows: list[int] | None = None
+    full_seconds: float | None = None
+    parts: dict | None = None
+
+
+def scale_parts(
+    ctx: Context, *, test_s: float, train_s: float, pair_s: float, n_rows: int, n_cols: int
+) -> float:
+    """Seconds for the whole set from a subset run's parts (each the subset's total): test-side
+    work grows with the test rows, per-train-example work with the train rows, pairwise work
+    with both."""
+    m, n = ctx.n_test / n_rows, ctx.n_train / n_cols
+    return m * test_s + n * train_s + m * n * pair_s
+
+
+def run_captum(ctx: Context, method: Method) -> Scored:
     """captum.influence.TracInCP on the same checkpoints and lr weights.
 
     All-parameter mode (sample_wise_grads_per_batch=False) takes one autograd call per
     example and needs a per-example loss (Captum asserts reduction="none" there); the
     sample-wise mode takes a summed loss and covers nn.Linear (and Conv2d) layers only.
+
+    Runs what `TracInCP.influence` runs (Captum 0.9's `_influence`: the test jacobians at
+    every checkpoint, then one `_influence_batch_tracincp` per train batch), timing the two
+    parts; on a test subset a second, untimed-in-total train pass against a fifth of its rows
+    separates per-example train gradients from the pairwise products, so `scale_parts` can
+    estimate the whole set (Captum holds every test gradient: 13 GB at 125 x 26M).
     """
     from captum.influence import TracInCP
 
     sample_wise = method.kind == "captum" and method.group == "linear"
     device = next(ctx.model.parameters()).device
-    cols = train_subset(ctx, ctx.args.captum_n_train)
+    cols, rows = train_subset(ctx, ctx.args.captum_n_train), test_subset(ctx)
     train_batches = subset_batches(ctx, cols)  # index: column in the subset
+    test_batches = subset_batches(ctx, rows, test=True)
     order = torch.cat([b["index"] for b in train_batches])  # Captum's columns, in loader order
+    test_order = torch.cat([b["index"] for b in test_batches])
     as_tuples = lambda bs: [(b["input_ids"].to(device), b["labels"].to(device)) for b in bs]  # noqa: E731
     train_loader = DataLoader(as_tuples(train_batches), batch_size=None)
-    test_loader = DataLoader(as_tuples(ctx.test_batches), batch_size=None)
-    test_order = torch.cat([b["index"] for b in ctx.test_batches])
+    test_loader = DataLoader(as_tuples(test_batches), batch_size=None)
 
     wrapped = LogitsFromIds(ctx.model)
     layers = None
@@ -237,11 +281,82 @@ def run_captum(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
         loss_fn=nn.CrossEntropyLoss(reduction="sum" if sample_wise else "none"),
         sample_wise_grads_per_batch=sample_wise,
     )
-    with ctx.clock:  # fp32 always: the sample-wise mode fails on bf16 activations
-        raw = tracin.influence(test_loader)  # (n_test, len(cols)), loader orders
-    scores = torch.zeros(ctx.n_test, len(cols), dtype=torch.float64)
+
+    def train_pass(jacobians) -> tuple[torch.Tensor, float]:
+        clock = Clock(device)
+        with clock:
+            out = torch.cat(
+                [tracin._influence_batch_tracincp(jacobians, b) for b in train_loader], dim=1
+            )
+        return out, clock.seconds
+
+    # fp32 always: the sample-wise mode fails on bf16 activations
+    test_clock = Clock(device)
+    with test_clock:
+        jacobians = tracin._get_checkpoint_jacobians(test_loader, False, tracin.test_loss_fn)
+    raw, train_s = train_pass(jacobians)  # (len(rows), len(cols)), loader orders
+    ctx.clock.seconds += test_clock.seconds + train_s
+    few = max(1, len(rows) // 5)
+    pair_s, few_s = 0.0, None  # pairwise products of the whole subset
+    if len(rows) < ctx.n_test and few < len(rows):
+        _, few_s = train_pass([tuple(j[:few] for j in ck) for ck in jacobians])
+        pair_s = max(0.0, (train_s - few_s) * len(rows) / (len(rows) - few))
+    parts = {"test_s": test_clock.seconds, "train_s": train_s - pair_s}
+    scores = torch.zeros(len(rows), len(cols), dtype=torch.float64)
     scores[test_order.unsqueeze(1), order.unsqueeze(0)] = raw.detach().double().cpu()
-    return scores, cols
+    full = scale_parts(ctx, **parts, pair_s=pair_s, n_rows=len(rows), n_cols=len(cols))
+    parts.update(pair_s=pair_s, train_pass_s=train_s, train_pass_few_rows_s=few_s, few_rows=few)
+    return Scored(scores, cols, rows, full, parts)
+
+
+def _flat_gradients(model: nn.Module, batches: list[Batch], n: int, params) -> torch.Tensor:
+    """(n, P) fp32 per-example gradients, one unpadded autograd call each, rows by index."""
+    device = params[0].device
+    grads = torch.empty(n, sum(p.numel() for p in params), device=device)
+    for batch in batches:
+        for row in range(len(batch["labels"])):
+            keep = batch["attention_mask"][row].bool()
+            ids = batch["input_ids"][row][keep].unsqueeze(0).to(device)
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+            loss = F.cross_entropy(logits.float(), batch["labels"][row : row + 1].to(device))
+            g = torch.autograd.grad(loss, params)
+            torch.cat([x.flatten() for x in g], out=grads[int(batch["index"][row])])
+    return grads
+
+
+def run_autograd(ctx: Context, method: Method) -> Scored:
+    """The plain fp32 loop anyone would write first: per-example autograd over every
+    parameter, flattened, then one fp32 product of the test gradients with each train
+    batch's. Timed by part (test side, train gradients, products) for `scale_parts`."""
+    cols, rows = train_subset(ctx, ctx.args.reference_n_train), test_subset(ctx)
+    train_batches = subset_batches(ctx, cols)
+    test_batches = subset_batches(ctx, rows, test=True)
+    device = next(ctx.model.parameters()).device
+    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    clocks = {part: Clock(device) for part in ("test_s", "train_s", "products_s")}
+    scores = torch.zeros(len(rows), len(cols), dtype=torch.float64)
+    ctx.model.eval()
+    for path, _ in ctx.checkpoints:
+        lr = load_checkpoint(ctx.model, path)
+        with clocks["test_s"]:
+            test = _flat_gradients(ctx.model, test_batches, len(rows), params)
+        for b in train_batches:
+            with clocks["train_s"]:
+                train = _flat_gradients(
+                    ctx.model, [dict(b, index=torch.arange(len(b["labels"])))],
+                    len(b["labels"]), params,
+                )  # fmt: skip
+            with clocks["products_s"]:
+                block = test @ train.T  # (rows, B)
+            scores[:, b["index"]] += lr * block.double().cpu()
+        del test
+    parts = {k: c.seconds for k, c in clocks.items()}
+    ctx.clock.seconds += sum(parts.values())
+    full = scale_parts(
+        ctx, test_s=parts["test_s"], train_s=parts["train_s"],
+        pair_s=parts["products_s"], n_rows=len(rows), n_cols=len(cols),
+    )  # fmt: skip
+    return Scored(scores, cols, rows, full, parts)
 
 
 def _reference_chunks(batches: list[Batch], size: int):
@@ -261,12 +376,12 @@ def _reference_chunks(batches: list[Batch], size: int):
             group.append(b)
 
 
-def run_reference(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
-    """xlinfluence.tracin.reference_scores per checkpoint (fp32 or float64 model), lr-weighted."""
-    dtype = torch.float32 if method.name == "reference_fp32" else torch.float64
-    model = ctx.model.to(dtype)
-    subset = train_subset(ctx, ctx.args.reference_n_train)
-    scores = torch.zeros(ctx.n_test, len(subset), dtype=torch.float64)
+def run_reference(ctx: Context, method: Method) -> Scored:
+    """xlinfluence.tracin.reference_scores per checkpoint on a float64 copy, lr-weighted."""
+    model = ctx.model.to(torch.float64)
+    subset, rows = train_subset(ctx, ctx.args.reference_n_train), test_subset(ctx)
+    test_batches = subset_batches(ctx, rows, test=True)
+    scores = torch.zeros(len(rows), len(subset), dtype=torch.float64)
     param_filter = group_filter(ctx.groups, method.group)
     with ctx.clock:
         for path, _ in ctx.checkpoints:
@@ -277,13 +392,13 @@ def run_reference(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]
                 block = reference_scores(
                     model,
                     batches,
-                    ctx.test_batches,
+                    test_batches,
                     n_train=len(cols),
-                    n_test=ctx.n_test,
+                    n_test=len(rows),
                     param_filter=param_filter,
                 )
                 scores[:, cols] += lr * block
-    return scores, subset
+    return Scored(scores, subset, rows)
 
 
 def _fine_tune_batches(ctx: Context) -> list[Batch]:
@@ -317,7 +432,7 @@ def run_train_step(ctx: Context) -> None:
                   on_epoch_end=lambda *_: None)  # fmt: skip
 
 
-def run_training(ctx: Context, method: Method) -> tuple[None, list[int]]:
+def run_training(ctx: Context, method: Method) -> Scored:
     """One epoch from checkpoint 0: forward, mean cross-entropy, backward, AdamW step with
     fine_tune's linear warmup schedule; the plain loop the train step is compared with.
 
@@ -327,7 +442,7 @@ def run_training(ctx: Context, method: Method) -> tuple[None, list[int]]:
         if ctx.args.model != "e5-sib200":
             raise SystemExit("train_step needs --model e5-sib200 (fine_tune takes real rows)")
         run_train_step(ctx)
-        return None, list(range(ctx.n_train))
+        return Scored(None, list(range(ctx.n_train)))
     bucket = method.name == "train_epoch_bucketed"
     if ctx.args.model == "e5-sib200" and not bucket:
         batches = _fine_tune_batches(ctx)
@@ -355,10 +470,10 @@ def run_training(ctx: Context, method: Method) -> tuple[None, list[int]]:
             opt.step()
             schedule.step()
             opt.zero_grad(set_to_none=True)
-    return None, list(range(ctx.n_train))
+    return Scored(None, list(range(ctx.n_train)))
 
 
-def run_floor(ctx: Context, method: Method) -> tuple[None, list[int]]:
+def run_floor(ctx: Context, method: Method) -> Scored:
     """Per checkpoint, over the bucketed train batches: the forward and a backward that
     computes only input gradients (weights frozen, the word embeddings' output the leaf), so
     every layer passes its input gradient down and no weight gradient is formed. Exact
@@ -393,16 +508,16 @@ def run_floor(ctx: Context, method: Method) -> tuple[None, list[int]]:
         handle.remove()
         for p in model.parameters():
             p.requires_grad_(True)
-    return None, list(range(ctx.n_train))
+    return Scored(None, list(range(ctx.n_train)))
 
 
-def run_dattri(ctx: Context, method: Method) -> tuple[torch.Tensor, list[int]]:
+def run_dattri(ctx: Context, method: Method) -> Scored:
     from tracin_dattri import run_dattri_llm
 
-    return run_dattri_llm(ctx, method)
+    return Scored(*run_dattri_llm(ctx, method))
 
 
-def run_memory(ctx: Context, method: Method) -> tuple[None, list[int]]:
+def run_memory(ctx: Context, method: Method) -> Scored:
     """Score the train set at the first checkpoint keeping only the streamed top-k
     (memory_topk, the influence step's plan with store_scores=false) or the whole
     (M, N) matrix (memory_full), over --memory-params; the worker reports the peak RSS."""
@@ -423,12 +538,13 @@ def run_memory(ctx: Context, method: Method) -> tuple[None, list[int]]:
         if full:
             topk.update(scores, test.index, torch.arange(ctx.n_train))
         topk.result()
-    return None, list(range(ctx.n_train))
+    return Scored(None, list(range(ctx.n_train)))
 
 
 RUNNERS = {
     "xlinfluence": run_xlinfluence,
     "captum": run_captum,
+    "autograd": run_autograd,
     "reference": run_reference,
     "train": run_training,
     "floor": run_floor,
