@@ -66,6 +66,7 @@ METHODS = [
         False,
     ),
     Method("dattri_llm", "dattri-llm, exact", "all", "dattri", True),
+    Method("dattri_llm_linear", "dattri-llm, exact, Linear only", "linear", "dattri", True),
     Method("floor", "floor: forward + input-gradient backward", "all", "floor", False),
     Method("train_epoch", "training epoch (shuffled)", "all", "train", False),
     Method("train_epoch_bucketed", "training epoch (length-bucketed)", "all", "train", False),
