@@ -335,8 +335,8 @@ def worker(args: argparse.Namespace, name: str) -> dict:
         ctx.clock = Clock(device)
         runs.append((RUNNERS[method.kind](ctx, method), ctx.clock))
     found, fastest = min(runs, key=lambda run: run[1].seconds)
+    rows = list(range(ctx.n_test)) if found.rows is None else found.rows
     if found.scores is not None:
-        rows = list(range(ctx.n_test)) if found.rows is None else found.rows
         save_file(
             {"scores": found.scores, "cols": torch.tensor(found.cols), "rows": torch.tensor(rows)},
             str(args.workdir / f"{name}.safetensors"),
@@ -349,7 +349,7 @@ def worker(args: argparse.Namespace, name: str) -> dict:
         "other_cpu_s": fastest.other_cpu_s,
         "engine_hash": engine_source_hash(),
         "n_train_used": len(found.cols),
-        "n_test_used": ctx.n_test if found.rows is None else len(found.rows),
+        "n_test_used": len(rows),
         "params": group_size(model, ctx.groups[method.group]),
         "peak_rss_mb": peak_rss_mb(),
         "peak_reset": peak_reset,
@@ -437,13 +437,13 @@ def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list
         if m.name not in runs:
             continue
         r = runs[m.name]
-        n_used, m_used = r["n_train_used"], r.get("n_test_used", args.n_test)
+        n_used, m_used = r["n_train_used"], r["n_test_used"]
         s_ckpt = r["seconds"] / (1 if m.kind == "train" else n_ckpt)
         # seconds per checkpoint on the whole set: a peer's estimate from its timed parts,
         # else linear in the pairs it covered
         full_ckpt = (
             r["full_seconds"] / n_ckpt
-            if r.get("full_seconds") is not None
+            if r["full_seconds"] is not None
             else s_ckpt * (args.n_train * args.n_test) / (n_used * m_used)
         )
         row = {
@@ -455,7 +455,7 @@ def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list
             "n_train_used": n_used,
             "n_test_used": m_used,
             "n_test": args.n_test,
-            "parts": r.get("parts"),
+            "parts": r["parts"],
             "checkpoints": n_ckpt,
             "seconds": round(r["seconds"], 3),
             "all_seconds": [round(t, 3) for t in r["all_seconds"]],

@@ -33,6 +33,7 @@ from transformers import get_linear_schedule_with_warmup
 from xlinfluence.analysis.topk import StreamingTopK
 from xlinfluence.tracin import engine, reference_scores
 from xlinfluence.tracin.memory import auto_test_chunk
+from xlinfluence.tracin.reference import per_example_gradients
 from xlinfluence.tracin.selection import parameter_filter
 
 
@@ -310,29 +311,15 @@ def run_captum(ctx: Context, method: Method) -> Scored:
     return Scored(scores, cols, rows, full, parts)
 
 
-def _flat_gradients(model: nn.Module, batches: list[Batch], n: int, params) -> torch.Tensor:
-    """(n, P) fp32 per-example gradients, one unpadded autograd call each, rows by index."""
-    device = params[0].device
-    grads = torch.empty(n, sum(p.numel() for p in params), device=device)
-    for batch in batches:
-        for row in range(len(batch["labels"])):
-            keep = batch["attention_mask"][row].bool()
-            ids = batch["input_ids"][row][keep].unsqueeze(0).to(device)
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-            loss = F.cross_entropy(logits.float(), batch["labels"][row : row + 1].to(device))
-            g = torch.autograd.grad(loss, params)
-            torch.cat([x.flatten() for x in g], out=grads[int(batch["index"][row])])
-    return grads
-
-
 def run_autograd(ctx: Context, method: Method) -> Scored:
     """The plain fp32 loop anyone would write first: per-example autograd over every
-    parameter, flattened, then one fp32 product of the test gradients with each train
-    batch's. Timed by part (test side, train gradients, products) for `scale_parts`."""
+    parameter, flattened (the reference's loop, in fp32), then one fp32 product of the test
+    gradients with each train batch's. Timed by part (test side, train gradients,
+    products) for `scale_parts`."""
     cols, rows = train_subset(ctx, ctx.args.reference_n_train), test_subset(ctx)
     train_batches = subset_batches(ctx, cols)
     test_batches = subset_batches(ctx, rows, test=True)
-    device = next(ctx.model.parameters()).device
+    device, fp32 = next(ctx.model.parameters()).device, torch.float32
     params = [p for p in ctx.model.parameters() if p.requires_grad]
     clocks = {part: Clock(device) for part in ("test_s", "train_s", "products_s")}
     scores = torch.zeros(len(rows), len(cols), dtype=torch.float64)
@@ -340,12 +327,12 @@ def run_autograd(ctx: Context, method: Method) -> Scored:
     for path, _ in ctx.checkpoints:
         lr = load_checkpoint(ctx.model, path)
         with clocks["test_s"]:
-            test = _flat_gradients(ctx.model, test_batches, len(rows), params)
+            test = per_example_gradients(ctx.model, test_batches, len(rows), params, fp32)
         for b in train_batches:
             with clocks["train_s"]:
-                train = _flat_gradients(
+                train = per_example_gradients(
                     ctx.model, [dict(b, index=torch.arange(len(b["labels"])))],
-                    len(b["labels"]), params,
+                    len(b["labels"]), params, fp32,
                 )  # fmt: skip
             with clocks["products_s"]:
                 block = test @ train.T  # (rows, B)

@@ -17,12 +17,17 @@ from torch import nn
 from xlinfluence.tracin.hooks import ParamFilter
 
 
-def _gradients(
-    model: nn.Module, batches: Iterable[dict], n: int, params: list[torch.Tensor]
+def per_example_gradients(
+    model: nn.Module,
+    batches: Iterable[dict],
+    n: int,
+    params: list[torch.Tensor],
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """(n, P) float64 per-example gradients of the gold-label cross-entropy, rows by `index`."""
+    """(n, P) per-example gradients of the gold-label cross-entropy on the CPU, rows by
+    `index`; float64 for the reference, fp32 for bench/'s plain autograd loop."""
     device = params[0].device
-    grads = torch.zeros(n, sum(p.numel() for p in params), dtype=torch.float64)
+    grads = torch.zeros(n, sum(p.numel() for p in params), dtype=dtype)
     for batch in batches:
         for row in range(len(batch["labels"])):
             keep = batch["attention_mask"][row].bool()
@@ -33,10 +38,10 @@ def _gradients(
             loss = F.cross_entropy(logits, label, reduction="sum")
             g = torch.autograd.grad(loss, params, allow_unused=True)
             flat = [
-                torch.zeros(p.numel(), dtype=torch.float64) if gi is None else gi.flatten()
+                torch.zeros(p.numel(), dtype=dtype) if gi is None else gi.flatten()
                 for p, gi in zip(params, g, strict=True)
             ]
-            grads[int(batch["index"][row])] = torch.cat([f.double().cpu() for f in flat])
+            grads[int(batch["index"][row])] = torch.cat([f.to(dtype).cpu() for f in flat])
     return grads
 
 
@@ -59,6 +64,6 @@ def reference_scores(
     if not params:
         raise ValueError("param_filter selects no trainable parameter")
     with torch.enable_grad():
-        train = _gradients(model, train_batches, n_train, params)  # (n_train, P)
-        test = _gradients(model, test_batches, n_test, params)  # (n_test, P)
+        train = per_example_gradients(model, train_batches, n_train, params)  # (n_train, P)
+        test = per_example_gradients(model, test_batches, n_test, params)  # (n_test, P)
     return test @ train.T
