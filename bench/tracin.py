@@ -31,8 +31,16 @@ from pathlib import Path
 
 import psutil
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tracin_methods import BY_NAME, METHODS, RUNNERS, Clock, Context, warm_up
+from tracin_report import (
+    format_memory,
+    format_paired,
+    format_table,
+    paired_verdict,
+    report,
+    verdict,
+)
 from tracin_setup import (
     SIB200,
     build_model,
@@ -46,14 +54,8 @@ from tracin_setup import (
 
 from xlinfluence.tracin import engine
 
-TARGETS = {  # the project's speed goals, checked and printed
-    "captum_all": 20.0,  # xlinfluence at least 20x faster than Captum over all parameters
-    "captum_samplewise": 2.0,  # at least 2x faster than Captum's sample-wise Linear-only mode
-    "dattri": 2.0,  # at least 2x faster than dattri-llm's exact mode on the same layers
-    "train_epoch": 1.5,  # at most 1.5x one training epoch per checkpoint (synthetic)
-    "train_epoch_real": 0.75,  # at most 0.75x a shuffled epoch on e5-small + SIB-200
-    "train_step": 1.10,  # the train step within 10% of the plain loop on the same batches
-}
+#: Method kinds timed in the first round only: the per-example loops, minutes each.
+ONCE = ("reference", "autograd")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -194,6 +196,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(the per-example references run once)",
     )
     run.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="time every method (but the per-example loops) this many times, each in a "
+        "fresh worker, reversing the order every other round; the checks are then also "
+        "given as ratios paired within rounds, with simultaneous intervals. The table shows "
+        "each method's median round",
+    )
+    run.add_argument(
         "--wait-idle",
         type=float,
         default=0.0,
@@ -240,6 +251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_labels = 7  # SIB-200's topics
     if args.memory_n is not None and len(set(args.memory_n)) < 2:
         p.error("--memory-n needs at least two different train set sizes to compare")
+    if args.rounds < 1 or args.repeat < 1:
+        p.error("--rounds and --repeat count timings: give 1 or more")
     if not 2 <= args.min_len <= args.max_len:
         p.error("need 2 <= --min-len <= --max-len (<s> and </s> are counted)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -331,7 +344,7 @@ def worker(args: argparse.Namespace, name: str) -> dict:
         return {"profile": profile_xlinfluence(ctx), "engine_hash": engine_source_hash()}
     method = BY_NAME[name]
     runs = []
-    for _ in range(1 if method.kind in ("reference", "autograd") else args.repeat):
+    for _ in range(1 if method.kind in ONCE else args.repeat):
         ctx.clock = Clock(device)
         runs.append((RUNNERS[method.kind](ctx, method), ctx.clock))
     found, fastest = min(runs, key=lambda run: run[1].seconds)
@@ -395,212 +408,6 @@ def run_method(args: argparse.Namespace, name: str, extra: tuple[str, ...] = ())
     return json.loads((args.workdir / f"{name}.json").read_text())
 
 
-def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b|."""
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
-def max_rel_err_shared(found: dict, truth: dict) -> float | None:
-    """max_rel_err on the test rows and train columns both score (either may cover a seeded
-    subset of each)."""
-
-    def where(d: dict, key: str, shared: list[int]) -> list[int]:
-        at = {c: k for k, c in enumerate(d[key].tolist())}
-        return [at[c] for c in shared]
-
-    common = {
-        key: sorted(set(found[key].tolist()) & set(truth[key].tolist())) for key in ("rows", "cols")
-    }
-    if not all(common.values()):
-        return None
-
-    def pick(d: dict) -> torch.Tensor:
-        return d["scores"][where(d, "rows", common["rows"])][:, where(d, "cols", common["cols"])]
-
-    return max_rel_err(pick(found), pick(truth))
-
-
-def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list[dict]:
-    """Table rows: time, ratios, memory, error against the float64 reference of the same params."""
-    truth = {}
-    for group, name in (
-        ("all", "reference_fp64"),
-        ("linear", "reference_fp64_linear"),
-        ("embeddings", "reference_fp64_embeddings"),
-    ):
-        if name in runs:
-            truth[group] = load_file(str(args.workdir / f"{name}.safetensors"))
-    epoch = runs.get("train_epoch", {}).get("seconds")
-    per_pair = {}  # xlinfluence seconds per checkpoint per pair, by group
-    rows = []
-    for m in METHODS:
-        if m.name not in runs:
-            continue
-        r = runs[m.name]
-        n_used, m_used = r["n_train_used"], r["n_test_used"]
-        s_ckpt = r["seconds"] / (1 if m.kind == "train" else n_ckpt)
-        # seconds per checkpoint on the whole set: a peer's estimate from its timed parts,
-        # else linear in the pairs it covered
-        full_ckpt = (
-            r["full_seconds"] / n_ckpt
-            if r["full_seconds"] is not None
-            else s_ckpt * (args.n_train * args.n_test) / (n_used * m_used)
-        )
-        row = {
-            "method": m.name,
-            "label": m.label,
-            "table": m.row,
-            "group": m.group,
-            "params": r["params"],
-            "n_train_used": n_used,
-            "n_test_used": m_used,
-            "n_test": args.n_test,
-            "parts": r["parts"],
-            "checkpoints": n_ckpt,
-            "seconds": round(r["seconds"], 3),
-            "all_seconds": [round(t, 3) for t in r["all_seconds"]],
-            "seconds_per_checkpoint": round(s_ckpt, 3),
-            "train_examples_per_s": round(n_used / s_ckpt, 1),
-            "peak_rss_mb": round(r["peak_rss_mb"], 1),
-            "rss_over_setup_mb": round(r["peak_rss_mb"] - r["rss_before_mb"], 1),
-            "peak_gpu_mb": r["peak_gpu_mb"] and round(r["peak_gpu_mb"], 1),
-            # share of the machine's cores other processes used while this was timed
-            "other_load": round(r["other_cpu_s"] / (r["seconds"] * (os.cpu_count() or 1)), 3),
-        }
-        if m.kind != "train":
-            row["full_seconds_per_checkpoint"] = round(full_ckpt, 3)
-            row["scaled"] = (n_used, m_used) != (args.n_train, args.n_test)
-            pairs = args.n_train * args.n_test
-            row["us_per_pair_per_checkpoint"] = round(1e6 * full_ckpt / pairs, 3)
-            if m.kind == "xlinfluence":
-                per_pair[m.group] = row["us_per_pair_per_checkpoint"]
-            if m.group in per_pair:
-                row["x_xlinfluence"] = round(
-                    row["us_per_pair_per_checkpoint"] / per_pair[m.group], 2
-                )
-            if epoch:
-                row["x_train_epoch"] = round(full_ckpt / epoch, 2)
-            found = args.workdir / f"{m.name}.safetensors"
-            if m.group in truth and found.exists():  # the floor computes no scores
-                row["max_rel_err"] = max_rel_err_shared(load_file(str(found)), truth[m.group])
-        elif epoch:
-            row["x_train_epoch"] = round(r["seconds"] / epoch, 2)
-        rows.append(row)
-    return rows
-
-
-HEAD = (
-    "method", "params", "N x M used", "s", "s/ckpt", "s/ckpt all", "us/pair/ckpt",
-    "x xlinf.", "x epoch", "peak MB", "+MB", "max rel err", "other load",
-)  # fmt: skip
-LEGEND = (
-    "s, s/ckpt: measured on the N x M (train x test) examples used. s/ckpt all: on the whole "
-    "set; * where a peer ran on subsets: Captum and the autograd loop from their timed parts "
-    "(test side x M, per-train-example work x N, pairwise products x N x M), others linear in "
-    "the pairs. us/pair/ckpt, x xlinf. (over xlinfluence on the same parameters) and x epoch "
-    "(over one shuffled training epoch) use s/ckpt all. peak MB: worker's peak RSS while the "
-    "method ran (VmHWM, reset after set-up; GPU: peak allocated); +MB: that peak over the RSS "
-    "after set-up. max rel err: max|a-b|/max|b| against the float64 reference on the same "
-    "parameters, on the rows and columns both cover. other load: share of all cores other "
-    "processes used meanwhile."
-)
-
-
-def _cells(r: dict) -> tuple[str, ...]:
-    def num(key: str, spec: str) -> str:
-        return format(r[key], spec) if r.get(key) is not None else "-"
-
-    star = "*" if r.get("scaled") else ""
-    return (
-        r["label"],
-        f"{r['group']} {r['params'] / 1e6:.2f}M",
-        f"{r['n_train_used']} x {r['n_test_used']}",
-        num("seconds", ".2f"),
-        num("seconds_per_checkpoint", ".2f"),
-        num("full_seconds_per_checkpoint", ".2f") + star,
-        num("us_per_pair_per_checkpoint", ".2f") + star,
-        num("x_xlinfluence", ".2f") + (star if "x_xlinfluence" in r else ""),
-        num("x_train_epoch", ".2f") + (star if "x_train_epoch" in r else ""),
-        f"{r['peak_gpu_mb'] or r['peak_rss_mb']:.0f}",
-        num("rss_over_setup_mb", ".0f"),
-        num("max_rel_err", ".1e"),
-        f"{100 * r['other_load']:.0f}%",
-    )
-
-
-def aligned(head: tuple[str, ...], lines: list[tuple[str, ...]]) -> list[str]:
-    """A text table: header, rule, rows; first column left-aligned, the others right."""
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
-    return [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-        for cells in [head, tuple("-" * w for w in widths), *lines]
-    ]
-
-
-def format_table(rows: list[dict], args: argparse.Namespace) -> str:
-    if args.model == "e5-sib200":
-        data = (
-            f"e5-small on SIB-200 ({args.languages}), {args.n_train} train x {args.n_test} "
-            f"test, truncated at {args.max_len} tokens"
-        )
-    else:
-        data = (
-            f"{args.n_train} train x {args.n_test} test, lengths {args.min_len}..{args.max_len}"
-            f", hidden {args.hidden}, {args.layers} layers"
-        )
-    setting = (
-        f"{data}, batch {args.batch_size} "
-        f"(influence {args.influence_batch_size or args.batch_size}, contracted "
-        f"{args.contraction_rows} rows at a time"
-        + ("" if args.test_chunk_size is None else f", test chunk {args.test_chunk_size or 'auto'}")
-        + ")"
-        f", {args.checkpoints} checkpoints, {args.device} "
-        f"{args.precision}, {args.threads} thread(s), fastest of {args.repeat}."
-    )
-    return "\n".join([*aligned(HEAD, [_cells(r) for r in rows if r["table"]]), setting, LEGEND])
-
-
-def verdict(rows: list[dict], args: argparse.Namespace) -> list[str]:
-    by = {r["method"]: r for r in rows}
-    lines = []
-    epoch_target = TARGETS["train_epoch_real" if args.model == "e5-sib200" else "train_epoch"]
-    checks = (
-        ("captum", "x_xlinfluence", ">=", TARGETS["captum_all"], "Captum all-params / xlinfluence"),
-        (
-            "captum_samplewise",
-            "x_xlinfluence",
-            ">=",
-            TARGETS["captum_samplewise"],
-            "Captum sample-wise Linear / xlinfluence Linear",
-        ),
-        (
-            "dattri_llm",
-            "x_xlinfluence",
-            ">=",
-            TARGETS["dattri"],
-            "dattri-llm exact / xlinfluence, same layers",
-        ),
-        (
-            "xlinfluence",
-            "x_train_epoch",
-            "<=",
-            epoch_target,
-            "xlinfluence per checkpoint / training epoch",
-        ),
-        ("train_step", "x_train_epoch", "<=", TARGETS["train_step"], "train step / plain loop"),
-    )
-    for name, key, op, target, what in checks:
-        if key not in by.get(name, {}):
-            continue
-        value = by[name][key]
-        ok = value >= target if op == ">=" else value <= target
-        lines.append(f"{'MET ' if ok else 'MISSED'}  {what} = {value:.2f} (target {op} {target})")
-    return lines
-
-
 def memory_scaling(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
     """Peak RSS over set-up at each --memory-n, top-k streamed and full matrix; the check."""
     rows = []
@@ -636,14 +443,38 @@ def memory_scaling(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
     return rows, [check]
 
 
-def format_memory(rows: list[dict]) -> str:
-    head = ("memory", "N", "M", "s", "peak MB", "+MB over set-up", "M x N matrix MB")
-    lines = [
-        (BY_NAME[r["method"]].label, str(r["n_train"]), str(r["n_test"]), f"{r['seconds']:.1f}",
-         f"{r['peak_rss_mb']:.0f}", f"{r['rss_over_setup_mb']:.1f}", f"{r['matrix_mb']:.1f}")
-        for r in rows
-    ]  # fmt: skip
-    return "\n".join(aligned(head, lines))
+def time_rounds(args: argparse.Namespace, names: list[str]) -> tuple[list[dict], dict]:
+    """Every method in its worker, --rounds times, the order reversed every other round so
+    a slow spell of the machine falls on both sides of a ratio. The per-example loops (the
+    float64 truth, the autograd loop) run in the first round only."""
+    rounds, failed = [], {}
+    for k in range(args.rounds):
+        order = names if k % 2 == 0 else names[::-1]
+        runs: dict[str, dict] = {}
+        for name in order:
+            if k and (BY_NAME[name].kind in ONCE or name in failed):
+                continue
+            print(f"[tracin bench] {BY_NAME[name].label} (round {k + 1}/{args.rounds}) ...",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            try:
+                runs[name] = run_method(args, name)
+            except subprocess.CalledProcessError as err:  # a failed peer does not lose the rest
+                failed[name] = str(err)
+                print(f"[tracin bench]   FAILED: {err}", file=sys.stderr, flush=True)
+                continue
+            print(f"[tracin bench]   {runs[name]['seconds']:.2f} s", file=sys.stderr, flush=True)
+        rounds.append(runs)
+    return rounds, failed
+
+
+def median_runs(rounds: list[dict]) -> dict[str, dict]:
+    """Each method's run from the round of its median time (the lower middle when even)."""
+    names = dict.fromkeys(name for runs in rounds for name in runs)
+    median = {}
+    for name in names:
+        timed = sorted((runs[name] for runs in rounds if name in runs), key=lambda r: r["seconds"])
+        median[name] = timed[(len(timed) - 1) // 2]
+    return median
 
 
 def run_all(args: argparse.Namespace) -> dict:
@@ -653,16 +484,8 @@ def run_all(args: argparse.Namespace) -> dict:
     names = [n for n in names if not args.only or n in args.only]
     if args.model != "e5-sib200":
         names = [n for n in names if n != "train_step"]
-    runs, failed = {}, {}
-    for name in names:
-        print(f"[tracin bench] {BY_NAME[name].label} ...", file=sys.stderr, flush=True)
-        try:
-            runs[name] = run_method(args, name)
-        except subprocess.CalledProcessError as err:  # one failed peer does not lose the rest
-            failed[name] = str(err)
-            print(f"[tracin bench]   FAILED: {err}", file=sys.stderr, flush=True)
-            continue
-        print(f"[tracin bench]   {runs[name]['seconds']:.2f} s", file=sys.stderr, flush=True)
+    rounds, failed = time_rounds(args, names)
+    runs = median_runs(rounds)
     rows = report(args, runs, len(checkpoints))
     result = {
         "settings": {
@@ -684,13 +507,20 @@ def run_all(args: argparse.Namespace) -> dict:
         "rows": rows,
         "failed": failed,
         "checks": verdict(rows, args),
+        "rounds": [{name: r["seconds"] for name, r in runs_k.items()} for runs_k in rounds],
+        "paired_checks": None,
         "table": format_table(rows, args),
         "profile": None,
         "memory": None,
     }
     print(result["table"])
     print("\n".join(result["checks"]))
-    hashes = {r["engine_hash"] for r in runs.values()}
+    if args.rounds > 1:
+        n_ckpt = len(checkpoints)
+        paired = paired_verdict([report(args, runs_k, n_ckpt) for runs_k in rounds], args)
+        result["paired_checks"] = paired
+        print(f"Paired within {args.rounds} rounds:", *format_paired(paired), sep="\n")
+    hashes = {r["engine_hash"] for runs_k in rounds for r in runs_k.values()}
     if args.memory_n:
         memory_rows, memory_check = memory_scaling(args)
         result["memory"] = memory_rows
