@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 from mlflow.tracking import MlflowClient
-from scipy import stats
+from tracin_report import geometric_interval
 
 
 def child(client: MlflowClient, main_run_id: str, entry_point: str):
@@ -52,14 +52,12 @@ def main() -> None:
         print(f"{run_id}  epochs {np.round(epochs, 1).tolist()} s, influence "
               f"{np.round(checkpoints, 1).tolist()} s, ratios {np.round(ratios, 3).tolist()}, "
               f"geometric mean {means[-1]:.3f}")  # fmt: skip
-    logs = np.log(means)
-    if len(logs) < 2:
+    if len(means) < 2:
         raise SystemExit("give at least two --run for an interval")
-    low, high = stats.t.interval(args.confidence, len(logs) - 1, loc=logs.mean(),
-                                 scale=stats.sem(logs))  # fmt: skip
+    mean, low, high = geometric_interval(means, args.confidence)
     print(
-        f"{len(logs)} runs: influence / epoch = {np.exp(logs.mean()):.3f}, "
-        f"{100 * args.confidence:.0f}% interval [{np.exp(low):.3f}, {np.exp(high):.3f}]"
+        f"{len(means)} runs: influence / epoch = {mean:.3f}, "
+        f"{100 * args.confidence:.0f}% interval [{low:.3f}, {high:.3f}]"
     )
 
 

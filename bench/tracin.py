@@ -516,8 +516,8 @@ def run_all(args: argparse.Namespace) -> dict:
     print(result["table"])
     print("\n".join(result["checks"]))
     if args.rounds > 1:
-        n_ckpt = len(checkpoints)
-        paired = paired_verdict([report(args, runs_k, n_ckpt) for runs_k in rounds], args)
+        round_rows = [report(args, runs_k, len(checkpoints), errors=False) for runs_k in rounds]
+        paired = paired_verdict(round_rows, args)
         result["paired_checks"] = paired
         print(f"Paired within {args.rounds} rounds:", *format_paired(paired), sep="\n")
     hashes = {r["engine_hash"] for runs_k in rounds for r in runs_k.values()}

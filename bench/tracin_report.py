@@ -48,15 +48,18 @@ def max_rel_err_shared(found: dict, truth: dict) -> float | None:
     return max_rel_err(pick(found), pick(truth))
 
 
-def report(args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int) -> list[dict]:
-    """Table rows: time, ratios, memory, error against the float64 reference of the same params."""
+def report(
+    args: argparse.Namespace, runs: dict[str, dict], n_ckpt: int, errors: bool = True
+) -> list[dict]:
+    """Table rows: time, ratios, memory, error against the float64 reference of the same
+    params (errors=False skips reading the scores back: a round's ratios need none)."""
     truth = {}
     for group, name in (
         ("all", "reference_fp64"),
         ("linear", "reference_fp64_linear"),
         ("embeddings", "reference_fp64_embeddings"),
     ):
-        if name in runs:
+        if errors and name in runs:
             truth[group] = load_file(str(args.workdir / f"{name}.safetensors"))
     epoch = runs.get("train_epoch", {}).get("seconds")
     per_pair = {}  # xlinfluence seconds per checkpoint per pair, by group
@@ -236,21 +239,27 @@ def paired_verdict(
     for name, key, op, target, what in checks(args):
         values = [by[name][key] for by in by_round if key in by.get(name, {})]
         if len(values) >= 2:
-            measured.append((name, op, target, what, np.log(values)))
+            measured.append((name, op, target, what, values))
+    confidence = 1 - level / len(measured) if measured else 1 - level  # Bonferroni
     found = []
-    for name, op, target, what, logs in measured:
-        n = len(logs)
-        half = stats.t.ppf(1 - level / (2 * len(measured)), n - 1) * logs.std(ddof=1) / n**0.5
-        low, high = math.exp(logs.mean() - half), math.exp(logs.mean() + half)
+    for name, op, target, what, values in measured:
+        mean, low, high = geometric_interval(values, confidence)
         good, bad = (low >= target, high < target) if op == ">=" else (high <= target, low > target)
         found.append({
-            "method": name, "what": what, "op": op, "target": target, "rounds": n,
-            "ratios": [round(math.exp(v), 4) for v in logs],
-            "geometric_mean": math.exp(logs.mean()), "ci_low": low, "ci_high": high,
+            "method": name, "what": what, "op": op, "target": target, "rounds": len(values),
+            "ratios": values, "geometric_mean": mean, "ci_low": low, "ci_high": high,
             "confidence": 1 - level, "checks": len(measured),
             "verdict": "MET" if good else "MISSED" if bad else "UNSETTLED",
         })  # fmt: skip
     return found
+
+
+def geometric_interval(ratios: list[float], confidence: float) -> tuple[float, float, float]:
+    """Geometric mean of ratios and its two-sided t interval, from the log ratios (a ratio's
+    noise is multiplicative); the ratios are the independent units."""
+    logs = np.log(ratios)
+    low, high = stats.t.interval(confidence, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs))
+    return math.exp(logs.mean()), math.exp(low), math.exp(high)
 
 
 def format_paired(found: list[dict]) -> list[str]:
