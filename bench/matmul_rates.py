@@ -9,11 +9,20 @@ divides the whole set's flop count by these rates to get the least time any exac
 formed-gradient method can take here, whatever its engineering.
 
     python bench/matmul_rates.py                 # e5-small: 384->384, 384->1536, 1536->384
+    python bench/matmul_rates.py --bf16          # also the contraction on bf16 units
+
+`--bf16` asks whether a CPU's bf16 matrix units (AMX on recent Xeons) could run the
+contraction exactly. PyTorch's CPU matmul returns bf16 from bf16 operands, so the one fp32
+-output bf16 path is oneDNN's fp32 matmul with bf16 math (`torch.backends.mkldnn.matmul.
+fp32_precision = "bf16"`). It times that path in one pass, and as the three-pass split
+(x = hi + lo, each exact in bf16; hi hi' + hi lo' + lo hi' as one product over 3 K) that
+brings the error near fp32's, and prints each one's max|err| / max|exact| against float64.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -31,6 +40,40 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def bf16_math():
+    """fp32 matmuls on oneDNN's bf16 math (fp32 in and out, bf16 products), then restore."""
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+def bf16_rows(train: torch.Tensor, test: torch.Tensor, flop: float, repeat: int) -> list:
+    """(GFLOP/s per exact flop, max rel err) of the contraction: fp32, bf16 one pass, and the
+    three-pass split."""
+    exact = train.double() @ test.double().T
+    scale = exact.abs().max()
+
+    def err(result: torch.Tensor) -> float:
+        return float((result.double() - exact).abs().max() / scale)
+
+    def halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hi = x.bfloat16().float()
+        return hi, (x - hi).bfloat16().float()
+
+    (w_hi, w_lo), (x_hi, x_lo) = halves(train), halves(test)
+    split_w = torch.cat([w_hi, w_hi, w_lo], 1)
+    split_x = torch.cat([x_hi, x_lo, x_hi], 1)
+    out = [(rate(lambda: train @ test.T, flop, repeat), err(train @ test.T))]
+    with bf16_math():
+        out.append((rate(lambda: train @ test.T, flop, repeat), err(train @ test.T)))
+        out.append((rate(lambda: split_w @ split_x.T, flop, repeat), err(split_w @ split_x.T)))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["384x384", "384x1536", "1536x384"])
@@ -40,6 +83,7 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=125, help="cached test gradients (M)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5, help="fastest of")
+    p.add_argument("--bf16", action="store_true", help="also the contraction on bf16 units")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
@@ -64,6 +108,15 @@ def main() -> None:
             args.repeat,
         )
         print(f"{shape:>12}  {form:>10.1f}  {contract:>13.1f}")
+        if args.bf16:
+            flop = 2 * args.rows * args.n_test * d_in * d_out
+            names = ("fp32", "bf16 one pass", "bf16 three-pass split")
+            rows = bf16_rows(train, test, flop, args.repeat)
+            for name, (speed, error) in zip(names, rows, strict=True):
+                print(f"{'':>12}  contract, {name}: {speed:.1f} GFLOP/s, max rel err {error:.1e}")
+    if args.bf16:
+        amx = torch.cpu._is_amx_tile_supported()
+        print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx}")
 
 
 if __name__ == "__main__":

@@ -114,8 +114,20 @@ def _patches(regions: Regions) -> list:
             staticmethod(
                 wrap(
                     linear.LinearKernel._per_example,
-                    const("Linear per-example: form grads, bmm (all shapes)"),
+                    lambda *a, **k: (
+                        "Linear per-example: form test grads, bmm (all shapes)"
+                        if regions.inside("test grads formed")
+                        else "Linear per-example: form grads, bmm (all shapes)"
+                    ),
                 )
+            ),
+        ),
+        mock.patch.object(
+            linear.LinearKernel,
+            "_form",
+            wrap(
+                linear.LinearKernel._form,
+                const("Linear test grads formed at first use (bmm into fresh memory)"),
             ),
         ),
         mock.patch.object(
