@@ -136,7 +136,7 @@ def _patches(regions: Regions) -> list:
                     linear.LinearKernel._per_example,
                     lambda *a, **k: (
                         "Linear per-example: form test grads, bmm (all shapes)"
-                        if regions.inside("test grads formed")
+                        if regions.inside("test grads at first use")
                         else "Linear per-example: form grads, bmm (all shapes)"
                     ),
                 )
@@ -147,7 +147,7 @@ def _patches(regions: Regions) -> list:
             "_form",
             wrap(
                 linear.LinearKernel._form,
-                const("Linear test grads formed at first use (bmm into fresh memory)"),
+                const("Linear test grads at first use: padding their groups, bookkeeping"),
             ),
         ),
         mock.patch.object(
