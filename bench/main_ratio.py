@@ -14,6 +14,7 @@ import argparse
 
 import numpy as np
 from mlflow.tracking import MlflowClient
+from scipy import stats
 from tracin_report import geometric_interval
 
 
@@ -48,7 +49,7 @@ def main() -> None:
             raise SystemExit(f"run {run_id}: {len(epochs)} epochs but {len(checkpoints)} "
                              "checkpoints scored; score every epoch's checkpoint")  # fmt: skip
         ratios = checkpoints / epochs
-        means.append(float(np.exp(np.log(ratios).mean())))
+        means.append(float(stats.gmean(ratios)))
         print(f"{run_id}  epochs {np.round(epochs, 1).tolist()} s, influence "
               f"{np.round(checkpoints, 1).tolist()} s, ratios {np.round(ratios, 3).tolist()}, "
               f"geometric mean {means[-1]:.3f}")  # fmt: skip

@@ -72,6 +72,10 @@ def _linear_key(kernel, batches, cache, *_, **__) -> str:
     return f"Linear per-example {kernel.d_in}->{kernel.d_out}: contract with test grads, mm"
 
 
+#: The region of a Linear kernel's first use of its test gradients (`_form`); the bmm
+#: inside it is keyed apart from the train rows' forming.
+FIRST_USE = "Linear test grads at first use: padding their groups, bookkeeping"
+
 #: Buffers at least this large are zero-filled where they are allocated, so the first touch
 #: of their pages is timed on its own instead of inside the product that writes them.
 FRESH_BYTES = 64 * 2**20
@@ -136,7 +140,7 @@ def _patches(regions: Regions) -> list:
                     linear.LinearKernel._per_example,
                     lambda *a, **k: (
                         "Linear per-example: form test grads, bmm (all shapes)"
-                        if regions.inside("test grads at first use")
+                        if regions.inside(FIRST_USE)
                         else "Linear per-example: form grads, bmm (all shapes)"
                     ),
                 )
@@ -147,7 +151,7 @@ def _patches(regions: Regions) -> list:
             "_form",
             wrap(
                 linear.LinearKernel._form,
-                const("Linear test grads at first use: padding their groups, bookkeeping"),
+                const(FIRST_USE),
             ),
         ),
         mock.patch.object(
