@@ -92,8 +92,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="xlinfluence's test chunk (default: the whole test set at once); 0 sizes it as "
-        "the influence step's default does (tracin.memory.auto_test_chunk: 30%% of the "
+        "the influence step's default does (tracin.memory.plan_test_side: 30%% of the "
         "device's memory, at most 3 GiB on the CPU), to show what that cap costs",
+    )
+    scale.add_argument(
+        "--test-gradients",
+        choices=("auto", "keep", "reform"),
+        default="auto",
+        help="how xlinfluence holds the test side's formed gradients, as the influence "
+        "step's test_gradients (default auto: keep them where the chunk fits the cache "
+        "budget so, else form them again per block of --contraction-rows)",
     )
     scale.add_argument(
         "--contraction-rows",

@@ -32,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from xlinfluence.analysis.topk import StreamingTopK
 from xlinfluence.tracin import engine, reference_scores
-from xlinfluence.tracin.memory import auto_test_chunk
+from xlinfluence.tracin.memory import plan_test_side
 from xlinfluence.tracin.reference import per_example_gradients
 from xlinfluence.tracin.selection import parameter_filter
 
@@ -136,26 +136,28 @@ class Context:
         return len(self.test)
 
 
-def test_chunk(ctx: Context, keep) -> int | None:
-    """--test-chunk-size; 0: as the influence step sizes it from the test examples' lengths
-    in the order the chunks cut them, and the longest train example."""
-    if ctx.args.test_chunk_size != 0:
-        return ctx.args.test_chunk_size
+def test_side(ctx: Context, keep) -> tuple[int, str]:
+    """(test chunk, "keep" or "reform") as the influence step plans them, from the test
+    examples' lengths in the order the chunks cut them and the longest train example:
+    --test-chunk-size (default: the whole test set; 0: as many as fit the cache budget)
+    and --test-gradients."""
     order = engine.block_index(ctx.test_batches).tolist()
-    chunk = auto_test_chunk(
+    given = ctx.n_test if ctx.args.test_chunk_size is None else ctx.args.test_chunk_size
+    chunk, way = plan_test_side(
         ctx.model, keep, next(ctx.model.parameters()).device, ctx.n_test,
         test_lengths=[len(ctx.test[i]["input_ids"]) for i in order],
         train_length=max(len(e["input_ids"]) for e in ctx.train),
+        test_chunk_size=given, test_gradients=ctx.args.test_gradients,
     )  # fmt: skip
-    print(f"[tracin bench] automatic test chunk: {chunk} of {ctx.n_test} test examples")
-    return chunk
+    print(f"[tracin bench] test side: {chunk} of {ctx.n_test} test examples per chunk, {way}")
+    return chunk, way
 
 
 def run_xlinfluence(ctx: Context, method: Method) -> Scored:
     """sum_c lr_c * checkpoint_scores(theta_c), over the method's parameter group."""
     scores = torch.zeros(ctx.n_test, ctx.n_train, dtype=torch.float64)
     keep = group_filter(ctx.groups, method.group)
-    chunk = test_chunk(ctx, keep)
+    chunk, way = test_side(ctx, keep)
     with ctx.clock:
         for path, _ in ctx.checkpoints:
             lr = load_checkpoint(ctx.model, path)
@@ -169,6 +171,7 @@ def run_xlinfluence(ctx: Context, method: Method) -> Scored:
                     param_filter=keep,
                     test_chunk_size=chunk,
                     contraction_rows=ctx.args.contraction_rows,
+                    test_gradients=way,
                 )
             scores += lr * block.double()
     return Scored(scores, list(range(ctx.n_train)))

@@ -187,7 +187,7 @@ def format_table(rows: list[dict], args: argparse.Namespace) -> str:
         f"(influence {args.influence_batch_size or args.batch_size}, contracted "
         f"{args.contraction_rows} rows at a time"
         + ("" if args.test_chunk_size is None else f", test chunk {args.test_chunk_size or 'auto'}")
-        + ")"
+        + f", test gradients {args.test_gradients})"
         f", {args.checkpoints} checkpoints, {args.device} "
         f"{args.precision}, {args.threads} thread(s), fastest of {args.repeat}"
         + (f", the median of {args.rounds} rounds." if args.rounds > 1 else ".")

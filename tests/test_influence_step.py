@@ -179,6 +179,21 @@ def test_cosine_scores_and_self_influence_equal_the_reference(main_runs):
         assert (own[checkpoint["name"]].double() - train_sq).abs().max() / train_sq.max() < 1e-5
 
 
+def test_reformed_test_gradients_give_the_kept_scores(main_runs):
+    """test_gradients=reform through the step: the main run's scores (kept, as auto chose
+    for this small test set) to rounding, and the way each run took is on its tags."""
+    train_id = main_runs["train"]
+    reform = _influence("--train-run-id", train_id, "--top-k", "5", "--method", "dot",
+                        "--test-gradients", "reform", "--contraction-rows", "7")  # fmt: skip
+    kept = _scores(main_runs["influence"], train_id)
+    for name, got in _scores(reform, train_id).items():
+        want = kept[name]
+        assert (got - want).abs().max() / want.abs().max() < 1e-5, name
+    client = MlflowClient()
+    assert client.get_run(reform).data.tags["test_gradients"] == "reform"
+    assert client.get_run(main_runs["influence"]).data.tags["test_gradients"] == "keep"
+
+
 def test_bf16_compute_stays_close_to_fp32(main_runs):
     """bf16 autocast (CPU here, GPU in production), fp32 accumulation: close, not exact.
 

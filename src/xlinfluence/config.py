@@ -24,6 +24,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: still parses; `similarity` became `method` when EK-FAC made it more than a similarity.
 RENAMED = {"similarity": "method"}
 METHOD_NAMES = ("dot", "cosine", "representation", "ekfac", "metagradient")  # tracin/methods.py
+TEST_GRADIENTS = ("auto", "keep", "reform")  # tracin/memory.py plan_test_side
 EXPERIMENTS = (
     "zero-shot",
     "imbalance",
@@ -349,6 +350,13 @@ class InfluenceConfig(StepConfig):
         "most 3 GiB on the CPU), sized by the data's token lengths",
         checks.AtLeast(0),
     )
+    test_gradients: str = _param(
+        "auto",
+        "keep (form each test gradient once and hold it), reform (hold only its factors and "
+        "form it again per block of contraction_rows: less memory, more arithmetic), or "
+        "auto (reform only where it fits the test set in fewer chunks)",
+        checks.OneOf(TEST_GRADIENTS),
+    )
     train_chunk_size: int = _param(
         2048,
         "training examples per committed chunk: the unit of progress and of resume",
@@ -528,6 +536,7 @@ class MainConfig(StepConfig):
         _I.batch_size, "influence: training examples per backward pass", checks.AtLeast(1)
     )
     test_chunk_size: int = _same(_I, "test_chunk_size")
+    test_gradients: str = _same(_I, "test_gradients")
     train_chunk_size: int = _same(_I, "train_chunk_size")
     contraction_rows: int = _same(_I, "contraction_rows")
     method: str = _same(_I, "method")

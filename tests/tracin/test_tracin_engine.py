@@ -14,7 +14,7 @@ from xlinfluence.errors import ConfigError, DataError
 from xlinfluence.tracin import checkpoint_scores, reference_scores
 from xlinfluence.tracin.engine import CheckpointScorer, row_blocks, summed_loss
 from xlinfluence.tracin.hooks import TrackedModule
-from xlinfluence.tracin.linear import LinearKernel
+from xlinfluence.tracin.linear import LinearKernel, Workspace
 
 TOL = 1e-5  # fp32 engine vs float64 reference, max|a-b| / max|b|
 
@@ -113,17 +113,19 @@ def test_cosine_matches_the_reference_divided_by_its_gradient_norms(
         assert scores.abs().max() <= 1 + 1e-5
 
 
+@pytest.mark.parametrize("test_gradients", ["keep", "reform"])
 @pytest.mark.parametrize("mode", ["per_example", "ghost", "auto"])
 @pytest.mark.parametrize("rows", [1, 10, 24])
 def test_contraction_blocks_give_the_reference_scores(
-    model, train_batches, test_batches, reference, mode, rows
+    model, train_batches, test_batches, reference, mode, rows, test_gradients
 ):
     """One batch per block, blocks of two batches of different lengths, the whole train set
-    in one block: each against the float64 reference."""
+    in one block, with the test gradients kept or formed again per block: each against the
+    float64 reference."""
     assert len({b["input_ids"].shape[1] for b in train_batches}) > 1  # blocks mix lengths
     scores = checkpoint_scores(
         model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
-        linear_mode=mode, contraction_rows=rows,
+        linear_mode=mode, contraction_rows=rows, test_gradients=test_gradients,
     )  # fmt: skip
     assert rel_err(scores, reference("all")) <= TOL
 
@@ -182,7 +184,7 @@ def test_formed_test_gradients_grow_as_longer_train_batches_come():
     """One Linear (threshold 8) against test groups of live lengths 1, 2, 4 and 7 (and an
     example with no gradient). Train blocks of T = 3, then 5 and 1, then 9 need the formed
     gradients of groups 2-3 (one shared matrix, one product), then group 1, then group 0
-    (each its own); every block against per-example gradients formed here."""
+    (each a segment of its own); every block against per-example gradients formed here."""
     torch.manual_seed(4)
     linear = nn.Linear(16, 16).double()
     kernel = LinearKernel(TrackedModule("fc", linear, True, True), torch.float64)
@@ -193,21 +195,59 @@ def test_formed_test_gradients_grow_as_longer_train_batches_come():
         test_g[row, live:] = 0
     cache = kernel.build_cache([kernel.test_piece(test_a[:4], test_g[:4]),
                                 kernel.test_piece(test_a[4:], test_g[4:])])  # fmt: skip
-    assert [g["t"] for g in cache["groups"]] == [1, 2, 4, 7] and cache["formed"] is None
+    assert [g["t"] for g in cache["groups"]] == [1, 2, 4, 7] and cache["formed"] == []
 
     def grads(a, g):  # (B, d_out * d_in + d_out) per-example weight and bias gradients
         return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
 
     test = grads(test_a, test_g)
-    for block, formed_from, own_w in [((3,), 2, []), ((5, 1), 2, [1]), ((9,), 2, [0, 1])]:
+    for block, segments in [((3,), [(2, 4)]), ((5, 1), [(1, 2), (2, 4)]),
+                            ((9,), [(0, 1), (1, 2), (2, 4)])]:  # fmt: skip
         batches = [(torch.randn(2, T, 16).double(), torch.randn(2, T, 16).double()) for T in block]
         scores, own = kernel.train_scores(batches, cache, with_self=True)
         train = torch.cat([grads(a, g) for a, g in batches])
         assert rel_err(scores, train @ test.T) <= 1e-12, block
         assert rel_err(own, (train * train).sum(1)) <= 1e-12, block
-        assert cache["formed_from"] == formed_from
-        assert [i for i, grp in enumerate(cache["groups"]) if "w" in grp] == own_w
-    assert len(cache["formed"]) == 4  # groups 2 and 3: two examples each
+        assert [(seg["from"], seg["to"]) for seg in cache["formed"]] == segments
+    assert [len(seg["grads"]) for seg in cache["formed"]] == [2, 2, 4]  # nothing twice
+
+
+def test_reformed_test_gradients_are_exact_and_never_kept():
+    """test_gradients="reform": the same groups and blocks as above, now a 7- and 9-token
+    group (threshold 8: ghost never serves it, so it is formed at build, tokens dropped)
+    among them. Nothing else is kept formed; every block forms the rest of its suffix into
+    the one shared test workspace, and the scores match per-example gradients formed here."""
+    torch.manual_seed(5)
+    linear = nn.Linear(16, 16).double()
+    test_workspace = Workspace()
+    kernel = LinearKernel(TrackedModule("fc", linear, True, True), torch.float64,
+                          test_gradients="reform", test_workspace=test_workspace)  # fmt: skip
+    lengths = [7, 1, 4, 2, 0, 2, 9, 1, 4]
+    test_a = torch.randn(len(lengths), 9, 16, dtype=torch.float64)
+    test_g = torch.randn(len(lengths), 9, 16, dtype=torch.float64)
+    for row, live in enumerate(lengths):
+        test_g[row, live:] = 0
+    cache = kernel.build_cache([kernel.test_piece(test_a, test_g)])
+    assert [g["t"] for g in cache["groups"]] == [1, 2, 4, 9] and cache["kept"] == 3
+    assert [(seg["from"], seg["to"]) for seg in cache["formed"]] == [(3, 4)]
+    tokens = cache["a"].shape[0]
+    assert tokens == sum(lengths) - 7 - 9  # the group of the 7 and 9 tokens dropped them
+
+    def grads(a, g):
+        return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
+
+    test = grads(test_a, test_g)
+    buffers = set()
+    for block in [(9,), (3,), (5, 1), (3,)]:  # the longest first: it forms every group
+        batches = [(torch.randn(2, T, 16).double(), torch.randn(2, T, 16).double()) for T in block]
+        scores, own = kernel.train_scores(batches, cache, with_self=True)
+        train = torch.cat([grads(a, g) for a, g in batches])
+        assert rel_err(scores, train @ test.T) <= 1e-12, block
+        assert rel_err(own, (train * train).sum(1)) <= 1e-12, block
+        assert [(seg["from"], seg["to"]) for seg in cache["formed"]] == [(3, 4)]
+        buffers.add(test_workspace._buffer.data_ptr())
+    assert len(buffers) == 1  # the later, shorter suffixes reuse the first block's buffer
+    assert cache["a"].shape[0] == tokens
 
 
 def test_the_split_counts_forming_the_train_gradients_once():

@@ -58,11 +58,15 @@ def _cached_bytes(cache: dict) -> int:
     return 0
 
 
+@pytest.mark.parametrize("test_gradients", ["keep", "reform"])
 @pytest.mark.parametrize("test_repeat,train_repeat", [(1, 1), (1, 4), (4, 4), ("mixed", 4)])
-def test_length_aware_bound_holds_for_the_cache_the_engine_keeps(test_repeat, train_repeat):
+def test_length_aware_bound_holds_for_the_cache_the_engine_keeps(
+    test_repeat, train_repeat, test_gradients
+):
     """After every train batch has been scored (so lazily formed test gradients exist), the
-    test cache holds at most test_cache_bytes(longest test, longest train) per example, and
-    at most the sum of each example's own bound (what auto_test_chunk plans with)."""
+    test cache (and, re-forming, the shared buffer the gradients are formed into) holds at
+    most test_cache_bytes(longest test, longest train) per example, and at most the sum of
+    each example's own bound (what auto_test_chunk plans with)."""
     from tracin_fixtures import batches, make_examples
 
     from xlinfluence.tracin.engine import CheckpointScorer
@@ -72,22 +76,55 @@ def test_length_aware_bound_holds_for_the_cache_the_engine_keeps(test_repeat, tr
     repeats = [1, 4, 1, 2, 4, 1] if test_repeat == "mixed" else [test_repeat] * len(test)
     test = [dict(e, input_ids=e["input_ids"] * k) for e, k in zip(test, repeats, strict=True)]
     train = [dict(e, input_ids=e["input_ids"] * train_repeat) for e in make_examples(8, seed=2)]
-    with CheckpointScorer(model) as scorer:
+    with CheckpointScorer(model, test_gradients=test_gradients) as scorer:
         cached = scorer.test_cache(batches(test, 3))
         for batch in batches(train, 4, bucket=True):
             scorer.train_block([batch], cached)
+    held = _cached_bytes(cached.cache)
+    buffer = scorer.kernels[0].test_workspace._buffer
+    if test_gradients == "reform":
+        assert all(k.test_workspace is scorer.kernels[0].test_workspace
+                   for k in scorer.kernels if hasattr(k, "test_workspace"))  # fmt: skip
+        held += _cached_bytes(buffer) if buffer is not None else 0
+    else:
+        assert buffer is None
     longest = lambda es: max(len(e["input_ids"]) for e in es)  # noqa: E731
     bound = memory.test_cache_bytes(
-        model, test_length=longest(test), train_length=longest(train), n_test=len(test)
-    )
-    assert _cached_bytes(cached.cache) <= len(test) * bound
+        model, test_length=longest(test), train_length=longest(train), n_test=len(test),
+        test_gradients=test_gradients,
+    )  # fmt: skip
+    assert held <= len(test) * bound
     own = sum(
         memory.example_cache_bytes(
-            model, None, len(e["input_ids"]), longest=longest(test), train_length=longest(train)
-        )
+            model,
+            None,
+            len(e["input_ids"]),
+            longest=longest(test),
+            train_length=longest(train),
+            test_gradients=test_gradients,
+        )  # fmt: skip
         for e in test
     )
-    assert _cached_bytes(cached.cache) <= own
+    assert held <= own
+
+
+def test_reforming_holds_the_factors_or_the_gradients_never_both():
+    """Below every Linear's crossover (16 for 32x32, 21 for 32x64; 2.9 for the 3-label
+    classifier) a kept example holds its factors and, for the longest train batches, its
+    formed gradients; a re-formed one its factors and one row of the widest Linear."""
+    model = tiny_model()  # Linear weights per layer 4 x 32x32, 32x64, 64x32; head 32x32, 32x3
+    t = 10
+    keep = memory.test_cache_bytes(model, test_length=t, train_length=t, n_test=1)
+    reform = memory.test_cache_bytes(model, test_length=t, train_length=t, n_test=1,
+                                     test_gradients="reform")  # fmt: skip
+    factors = t * (2 * (4 * 64 + 2 * 96) + 64)  # the classifier (t >= 2.9) is formed in both
+    formed = 2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 32
+    assert keep - reform == 4 * (formed - 32 * 64)
+    long = dict(test_length=40, train_length=40, n_test=1)
+    assert memory.test_cache_bytes(model, **long, test_gradients="reform") == (
+        memory.test_cache_bytes(model, **long) + 4 * 32 * 64
+    )  # past every crossover both hold the gradients
+    assert factors < formed
 
 
 def test_chunks_sized_by_each_length_fit_and_are_the_largest_that_do(monkeypatch):
@@ -117,3 +154,30 @@ def test_the_cpu_cache_is_capped(monkeypatch):
         memory.HOST_CACHE_MAX // per_example
     )
     assert memory.cache_budget(torch.device("cuda")) == int(memory.CACHE_SHARE * 2**50)
+
+
+def test_the_plan_reforms_only_where_that_needs_fewer_chunks(monkeypatch):
+    model = tiny_model()
+    cpu = torch.device("cpu")
+    lengths = [10] * 20
+
+    def plan(**kw):
+        kw = {"test_lengths": lengths, "train_length": 10, **kw}
+        return memory.plan_test_side(model, None, cpu, len(lengths), **kw)
+
+    def per_example(way):
+        return memory.example_cache_bytes(model, None, 10, longest=10, train_length=10,
+                                          test_gradients=way)  # fmt: skip
+
+    keep, reform = per_example("keep"), per_example("reform")
+    assert 20 * reform < 10 * keep  # kept, 20 need at least two chunks
+    monkeypatch.setattr(memory, "HOST_CACHE_MAX", 20 * reform)  # reform: one chunk of all 20
+    assert plan() == (20, "reform")
+    assert plan(test_gradients="keep") == (20 * reform // keep, "keep")
+    assert plan(test_chunk_size=10) == (10, "reform")  # given chunk: only reform fits it
+    assert plan(test_chunk_size=2, test_gradients="auto") == (2, "keep")  # keep fits 2
+    assert plan(test_lengths=None) == (memory.auto_test_chunk(model, None, cpu, 20), "keep")
+    monkeypatch.setattr(memory, "HOST_CACHE_MAX", 20 * keep)  # everything fits as kept
+    assert plan() == (20, "keep")
+    monkeypatch.setattr(memory, "HOST_CACHE_MAX", 1)  # one per chunk either way: a tie
+    assert plan() == (1, "keep")

@@ -33,7 +33,7 @@ from xlinfluence.steps import replay, set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.engine import block_index, cosine_normalized, row_blocks
-from xlinfluence.tracin.memory import auto_test_chunk
+from xlinfluence.tracin.memory import plan_test_side
 from xlinfluence.tracin.methods import METHODS
 from xlinfluence.tracin.selection import parameter_filter
 
@@ -72,9 +72,10 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
         checkpoints = [{"name": REPLAY, "epoch": index[-1]["epoch"], "step": index[-1]["step"],
                         "learning_rate": 1.0}]  # fmt: skip
         test_chunk = config.test_chunk_size or 1  # one reverse pass per test example
+        test_gradients = "keep"  # no TracIn test side
     else:
         checkpoints = _select_checkpoints(config.checkpoints, index)
-        test_chunk = config.test_chunk_size or _auto_test_chunk(
+        test_chunk, test_gradients = _plan_test_side(
             config, checkpoints[0]["name"], accelerator, train, test, max_length
         )
     test_rows = ranges(len(test), test_chunk)
@@ -102,10 +103,12 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             {"num_processes": accelerator.num_processes, "chunks_total": len(plan),
              "chunks_reused": len(done), "test_chunk_size": test_chunk}
         )  # fmt: skip
+        run.set_tags({"test_gradients": test_gradients})
         if method.replays:
             _compute_replay(config, run, store, plan, set(done))
         else:
-            _compute(config, accelerator, run, store, plan, set(done), train, test, max_length)
+            _compute(config, accelerator, run, store, plan, set(done), train, test, max_length,
+                     test_gradients)  # fmt: skip
         if accelerator.is_main_process:
             _write_outputs(config, checkpoints, store, test_rows, train_cols, train, test, out)
             run.log_artifact(out / artifacts.INFLUENCE_MANIFEST, artifacts.INFLUENCE)
@@ -116,18 +119,22 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
         return run.run_id or ""
 
 
-def _auto_test_chunk(config, name: str, accelerator, train, test, max_length: int) -> int:
-    """test_chunk_size=0: as many test examples as fit the device (tracin.memory), each
-    sized by its own length in tokens and the longest train example's."""
+def _plan_test_side(config, name: str, accelerator, train, test, max_length: int):
+    """(test examples per chunk, "keep" or "reform"): test_chunk_size=0 takes as many as
+    fit the device, each sized by its own length in tokens and the longest train
+    example's; test_gradients=auto picks the way (tracin.memory.plan_test_side)."""
+    if config.test_chunk_size and config.test_gradients != "auto":
+        return config.test_chunk_size, config.test_gradients
     with accelerator.local_main_process_first():
         directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
     model = modeling.skeleton(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     test_lengths = TokenizedExamples(test, tokenizer, max_length).lengths()
     train_lengths = TokenizedExamples(train, tokenizer, max_length).lengths()
-    return auto_test_chunk(
+    return plan_test_side(
         model, parameter_filter(config.params, model), accelerator.device, len(test),
         test_lengths=list(test_lengths), train_length=max(train_lengths, default=1),
+        test_chunk_size=config.test_chunk_size, test_gradients=config.test_gradients,
     )  # fmt: skip
 
 
@@ -150,7 +157,9 @@ def _resume(config, run, store: ChunkStore, plan: list[Chunk]) -> list[str]:
     return done
 
 
-def _compute(config, accelerator, run, store, plan, done, train, test, max_length) -> None:
+def _compute(
+    config, accelerator, run, store, plan, done, train, test, max_length, test_gradients
+) -> None:
     """Every chunk not yet done, checkpoint by checkpoint; each logged as soon as it is."""
     todo = [chunk for chunk in plan if chunk.filename not in done]
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"{config.method} chunks",
@@ -167,7 +176,7 @@ def _compute(config, accelerator, run, store, plan, done, train, test, max_lengt
         test_examples = TokenizedExamples(test, tokenizer, max_length)
         pairs = 0  # (test, train) pairs scored at this checkpoint
         wants_self = _wants_self(config)
-        with _scorer(config, model, train_examples) as scorer:
+        with _scorer(config, model, train_examples, test_gradients) as scorer:
             for rows in dict.fromkeys(c.rows for c in todo if c.checkpoint == name):
                 cached = None  # the last chunk's cache goes before the next one is built
                 test_loader = make_loader(
@@ -256,7 +265,7 @@ def _compute_replay(config, run, store, plan, done) -> None:
                      "peak_memory_mb": _peak_memory_mb(torch.device("cpu"))})  # fmt: skip
 
 
-def _scorer(config: InfluenceConfig, model, train_examples):
+def _scorer(config: InfluenceConfig, model, train_examples, test_gradients: str):
     """The method's scorer at this checkpoint (tracin/methods.py); a method that fits
     (EK-FAC) reads the whole training set, length-bucketed, once per checkpoint."""
     method = METHODS[config.method]
@@ -264,8 +273,9 @@ def _scorer(config: InfluenceConfig, model, train_examples):
     if method.fits:
         fit = make_loader(train_examples, config.batch_size, bucket_by_length=True)
     return method.scorer(
-        model, parameter_filter(config.params, model), PRECISIONS[config.precision], fit
-    )
+        model, parameter_filter(config.params, model), PRECISIONS[config.precision], fit,
+        test_gradients,
+    )  # fmt: skip
 
 
 def _write_outputs(config, checkpoints, store, test_rows, train_cols, train, test, out) -> None:

@@ -125,12 +125,15 @@ def make_kernel(
     dtype: torch.dtype,
     linear_mode: str,
     workspace: Workspace | None = None,
+    test_gradients: str = "keep",
+    test_workspace: Workspace | None = None,
 ) -> LayerKernel:
     """The kernel for a tracked module (select_modules has already checked the type);
-    Linear kernels share `workspace` for their train-side per-example gradients."""
+    Linear kernels share `workspace` for their train-side per-example gradients and
+    `test_workspace` for the test side's when they re-form it per block."""
     module = tracked.module
     if isinstance(module, nn.Linear):
-        return LinearKernel(tracked, dtype, linear_mode, workspace)
+        return LinearKernel(tracked, dtype, linear_mode, workspace, test_gradients, test_workspace)
     if isinstance(module, nn.Embedding):
         return EmbeddingKernel(tracked, dtype)
     if isinstance(module, nn.LayerNorm):
@@ -153,9 +156,11 @@ class CheckpointScorer:
         param_filter: ParamFilter | None = None,
         linear_mode: str = "auto",
         compute_dtype: torch.dtype | None = None,
+        test_gradients: str = "keep",
     ):
         """compute_dtype (bf16/fp16) autocasts the forward pass, and so the backward; the
-        per-layer contractions always run in the accumulation dtype (fp32)."""
+        per-layer contractions always run in the accumulation dtype (fp32). test_gradients:
+        "keep" or "reform", how the Linear kernels hold the test side (tracin.linear)."""
         if linear_mode not in LINEAR_MODES:
             raise ConfigError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
         tracked = select_modules(model, param_filter)
@@ -164,8 +169,11 @@ class CheckpointScorer:
         model.eval()  # dropout on gave 26% error
         self.model = model
         self.dtype = accumulation_dtype(model)
-        workspace = Workspace()  # one scratch buffer for every Linear kernel's train grads
-        self.kernels = [make_kernel(t, self.dtype, linear_mode, workspace) for t in tracked]
+        workspace, test_workspace = Workspace(), Workspace()  # shared by the Linear kernels
+        self.kernels = [
+            make_kernel(t, self.dtype, linear_mode, workspace, test_gradients, test_workspace)
+            for t in tracked
+        ]
         self.device = next(model.parameters()).device
         self.compute_dtype = compute_dtype
         self._stack = contextlib.ExitStack()
@@ -270,6 +278,7 @@ def checkpoint_scores(
     progress: bool = False,
     cosine: bool = False,
     contraction_rows: int = CONTRACTION_ROWS,
+    test_gradients: str = "keep",
 ) -> torch.Tensor:
     """Exact <grad L(z'), grad L(z)> for every (test z', train z) at the model's current weights.
 
@@ -283,7 +292,8 @@ def checkpoint_scores(
     chunk (so they must be re-iterable, e.g. a list or DataLoader, when there are several).
     `cosine` divides each score by both gradients' norms (the influence step's
     similarity=cosine), from the same captures. `contraction_rows`: train rows per
-    contraction (`row_blocks`); the scores depend on it only through rounding.
+    contraction (`row_blocks`); the scores depend on it only through rounding, as they do
+    on `test_gradients` ("keep" or "reform": tracin.linear.TEST_GRADIENTS).
     """
     if test_chunk_size is not None and test_chunk_size < 1:
         raise ConfigError(
@@ -295,7 +305,8 @@ def checkpoint_scores(
             "train_batches is a one-shot iterator but several test chunks need it repeatedly; "
             "pass a list or DataLoader, or raise test_chunk_size to n_test."
         )
-    with CheckpointScorer(model, param_filter, linear_mode) as scorer:
+    scorer = CheckpointScorer(model, param_filter, linear_mode, test_gradients=test_gradients)
+    with scorer:
         scores = torch.zeros(n_test, n_train, dtype=scorer.dtype)
         seen_test = torch.zeros(n_test, dtype=torch.bool)
 

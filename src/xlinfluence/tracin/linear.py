@@ -10,6 +10,13 @@ from xlinfluence.tracin.hooks import TrackedModule
 from xlinfluence.tracin.layers import Cache, LayerKernel, _tokens
 
 LINEAR_MODES = ("auto", "per_example", "ghost")
+#: How a test chunk holds the gradients ghost products do not serve: "keep" forms each
+#: once and holds it (d_in d_out per example and Linear: 10.5 GB for SIB-200's 125 test
+#: sentences on e5-small); "reform" holds the live tokens' inputs and output-gradients
+#: where those are smaller and forms the gradients a block needs into one buffer every
+#: Linear kernel shares, again for every block (1.8 GB there, for one more forming of the
+#: test side per block).
+TEST_GRADIENTS = ("keep", "reform")
 
 
 def _live_positions(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,8 +84,9 @@ class LinearKernel(LayerKernel):
     once (`_first_per_example`). Groups where ghost can never win per pair (T' >= d_in d_out
     / (d_in + d_out), the measured crossover: 64 for 128x128, 384 for 768x768) have their
     per-example test grads formed up front and their tokens dropped; the others keep raw
-    a', g' and are formed only if some train batch needs them (`_form`: into one matrix,
-    contracted in one product).
+    a', g' and are formed only if some train batch needs them (`_formed`: into one matrix
+    per call that needs more, contracted in one product). With test_gradients="reform"
+    those are formed afresh for every block, into `test_workspace`, and never kept.
     """
 
     def __init__(
@@ -87,12 +95,20 @@ class LinearKernel(LayerKernel):
         dtype: torch.dtype,
         mode: str = "auto",
         workspace: Workspace | None = None,
+        test_gradients: str = "keep",
+        test_workspace: Workspace | None = None,
     ):
         super().__init__(tracked, dtype)
         if mode not in LINEAR_MODES:
             raise ConfigError(f"linear_mode must be one of {LINEAR_MODES}, got {mode!r}")
+        if test_gradients not in TEST_GRADIENTS:
+            raise ConfigError(
+                f"test_gradients must be one of {TEST_GRADIENTS}, got {test_gradients!r}"
+            )
+        self.reform = test_gradients == "reform"
         self.mode = mode
         self.workspace = workspace or Workspace()
+        self.test_workspace = test_workspace or Workspace()
         d_in, d_out = self.module.in_features, self.module.out_features
         self.d_in, self.d_out = d_in, d_out
         self.threshold = d_in * d_out / (d_in + d_out)
@@ -122,14 +138,15 @@ class LinearKernel(LayerKernel):
             cache["gb"] = torch.cat([p["gb"] for p in pieces])  # (M, d_out)
         if self.weight:
             cache.update(self._length_groups(pieces), m=sum(len(p["length"]) for p in pieces))
-            cache["formed"] = None
+            cache["formed"] = []  # segments of formed test gradients, in group order
             groups = cache["groups"]
-            # groups where ghost loses even to a one-token train example: formed now, and
-            # their tokens dropped (the groups' tokens are in group order, so a suffix)
+            # groups where ghost loses even to a one-token train example (so their tokens
+            # take more room than their gradients): formed now and their tokens dropped (the
+            # groups' tokens are in group order, so a suffix)
             never_ghost = [i for i, grp in enumerate(groups) if not self.use_ghost(1, grp["t"])]
             cache["kept"] = never_ghost[0] if never_ghost else len(groups)  # groups with tokens
             if never_ghost:
-                self._form(cache, never_ghost[0])
+                cache["formed"].append(self._segment(cache, never_ghost[0], len(groups)))
                 kept = groups[never_ghost[0]]["tokens"][0]
                 for key in ("a", "g", "row", "pos"):
                     cache[key] = cache[key][:kept].clone()
@@ -196,44 +213,57 @@ class LinearKernel(LayerKernel):
             padded.append(out)
         return padded[0], padded[1]
 
-    def _form(self, cache: Cache, first: int) -> None:
-        """Make sure the test gradients of groups[first:] are formed. Formed groups are
-        a suffix of the (shortest-first) groups. The first time, the whole suffix goes into
-        one (M_s, d_out d_in) matrix, so a block contracts it in one product; groups needed
-        later (when a longer train batch comes) each get their own. Nothing is formed
-        twice, so the cache holds what it held when every group had its own."""
-        groups = cache["groups"]
-        if cache["formed"] is None:
-            suffix = groups[first:]
-            rows = [len(grp["index"]) for grp in suffix]
-            device = suffix[0]["index"].device
-            formed = torch.empty(sum(rows), self.d_out * self.d_in, dtype=self.dtype, device=device)
-            factors = (self._group_factors(cache, i) for i in range(first, len(groups)))
-            self._per_example_rows(factors, formed)
-            index = torch.cat([grp["index"] for grp in suffix])
-            cache.update(formed=formed, formed_index=index, formed_from=first, formed_rows=rows)
-            return
-        for i in range(first, cache["formed_from"]):
-            if "w" not in groups[i]:
-                groups[i]["w"] = self._per_example(*self._group_factors(cache, i))
+    def _segment(self, cache: Cache, start: int, end: int, out=None) -> Cache:
+        """groups[start:end]'s test gradients formed into one (M_s, d_out d_in) matrix
+        ("grads", into `out` if given), with the chunk positions of its rows ("index") and
+        each group's first row ("offsets")."""
+        groups = cache["groups"][start:end]
+        rows = [len(grp["index"]) for grp in groups]
+        if out is None:
+            device = groups[0]["index"].device
+            out = torch.empty(sum(rows), self.d_out * self.d_in, dtype=self.dtype, device=device)
+        self._per_example_rows((self._group_factors(cache, i) for i in range(start, end)), out)
+        index = torch.cat([grp["index"] for grp in groups])
+        offsets = [sum(rows[:i]) for i in range(len(rows) + 1)]
+        return {"from": start, "to": end, "index": index, "grads": out, "offsets": offsets}
 
-    def _group_grads(self, cache: Cache, i: int) -> torch.Tensor:
-        """The formed test gradients of groups[i] (M_g, d_out d_in): its own, or its rows of
-        the shared matrix."""
-        group = cache["groups"][i]
-        if "w" in group:
-            return group["w"]
-        row = sum(cache["formed_rows"][: i - cache["formed_from"]])
-        return cache["formed"][row : row + len(group["index"])]
+    def _formed(self, cache: Cache, first: int) -> list[Cache]:
+        """Segments that together hold the formed test gradients of groups[first:].
 
-    def _test_grads(self, cache: Cache, start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """[(index, test grads)] of groups[start:], all formed: one entry per group formed
-        on its own, then one for the rest of the shared matrix."""
-        groups, first = cache["groups"], cache["formed_from"]
-        pieces = [(grp["index"], grp["w"]) for grp in groups[start:first]]
-        if cache["formed"] is not None:
-            row = sum(cache["formed_rows"][: max(start - first, 0)])
-            pieces.append((cache["formed_index"][row:], cache["formed"][row:]))
+        Formed groups are a suffix of the (shortest-first) groups. What is missing is formed
+        as one segment, so a block contracts it in one product. "keep" adds it to the cache
+        (nothing is formed twice); "reform" forms it into the shared test workspace for this
+        block only (valid until the next kernel forms its own)."""
+        segments = cache["formed"]
+        missing_to = segments[0]["from"] if segments else len(cache["groups"])
+        if first >= missing_to:
+            return segments
+        if not self.reform:
+            segments.insert(0, self._segment(cache, first, missing_to))
+            return segments
+        rows = sum(len(grp["index"]) for grp in cache["groups"][first:missing_to])
+        device = cache["groups"][first]["index"].device
+        area = self.d_out * self.d_in
+        out = self.test_workspace.take(rows * area, self.dtype, device).view(rows, area)
+        return [self._segment(cache, first, missing_to, out), *segments]
+
+    @staticmethod
+    def _group_grads(segments: list[Cache], i: int) -> torch.Tensor:
+        """The formed test gradients of groups[i] (M_g, d_out d_in): its segment's rows."""
+        for seg in segments:
+            if seg["from"] <= i < seg["to"]:
+                row = seg["offsets"][i - seg["from"]]
+                return seg["grads"][row : seg["offsets"][i - seg["from"] + 1]]
+        raise KeyError(f"group {i} is not formed")
+
+    @staticmethod
+    def _test_grads(segments: list[Cache], start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(index, test grads)] of groups[start:], all formed: one entry per segment."""
+        pieces = []
+        for seg in segments:
+            if seg["to"] > start:
+                row = seg["offsets"][max(start - seg["from"], 0)]
+                pieces.append((seg["index"][row:], seg["grads"][row:]))
         return pieces
 
     def _train_grads(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -327,17 +357,17 @@ class LinearKernel(LayerKernel):
         grads: list = [None] * len(batches)
         if not forming:
             return out, grads
-        self._form(cache, min(starts[i] for i in forming))
+        segments = self._formed(cache, min(starts[i] for i in forming))
         w = self._train_grads([batches[i] for i in forming])
         part = out if len(forming) == len(batches) else out.new_zeros(len(w), cache["m"])
         common, row = max(starts[i] for i in forming), 0  # from common on: all formed
         for i in forming:
             grads[i] = w[row : row + rows[i]]
             for k in range(starts[i], common):
-                test = self._group_grads(cache, k)
+                test = self._group_grads(segments, k)
                 part[row : row + rows[i]].index_copy_(1, groups[k]["index"], grads[i] @ test.T)
             row += rows[i]
-        for index, test in self._test_grads(cache, common):
+        for index, test in self._test_grads(segments, common):
             part.index_copy_(1, index, w @ test.T)
         if part is not out:  # its rows are zero where those batches took ghost
             where = [torch.arange(offsets[i], offsets[i] + rows[i]) for i in forming]

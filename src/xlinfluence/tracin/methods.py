@@ -24,9 +24,10 @@ from xlinfluence.tracin.engine import Batch, CheckpointScorer
 from xlinfluence.tracin.hooks import ParamFilter
 from xlinfluence.tracin.representation import RepresentationScorer
 
-#: (model, param_filter, compute dtype, training batches) -> a scorer context manager
+#: (model, param_filter, compute dtype, training batches, test_gradients) -> a scorer context
+#: manager; test_gradients ("keep" or "reform", tracin.linear) matters to TracIn's only
 ScorerFactory = Callable[
-    [nn.Module, ParamFilter | None, torch.dtype | None, Iterable[Batch]], object
+    [nn.Module, ParamFilter | None, torch.dtype | None, Iterable[Batch], str], object
 ]
 
 
@@ -45,15 +46,17 @@ class Method:
         return self.scorer is None
 
 
-def _tracin(model, param_filter, compute_dtype, train_batches):
-    return CheckpointScorer(model, param_filter, compute_dtype=compute_dtype)
+def _tracin(model, param_filter, compute_dtype, train_batches, test_gradients):
+    return CheckpointScorer(
+        model, param_filter, compute_dtype=compute_dtype, test_gradients=test_gradients
+    )
 
 
-def _representation(model, param_filter, compute_dtype, train_batches):
+def _representation(model, param_filter, compute_dtype, train_batches, test_gradients):
     return RepresentationScorer(model, compute_dtype=compute_dtype)
 
 
-def _ekfac(model, param_filter, compute_dtype, train_batches):
+def _ekfac(model, param_filter, compute_dtype, train_batches, test_gradients):
     return EKFACScorer(model, param_filter, train_batches)
 
 
