@@ -14,8 +14,8 @@ LINEAR_MODES = ("auto", "per_example", "ghost")
 #: once and holds it (d_in d_out per example and Linear: 10.5 GB for SIB-200's 125 test
 #: sentences on e5-small); "reform" holds the live tokens' inputs and output-gradients
 #: where those are smaller and forms the gradients a block needs into one buffer every
-#: Linear kernel shares, again for every block (1.8 GB there, for one more forming of the
-#: test side per block).
+#: Linear kernel shares, again for every block: one more forming of the test side per
+#: block, for a 6.7 GB peak instead of 15.8 there (bench/README.md).
 TEST_GRADIENTS = ("keep", "reform")
 
 
