@@ -10,6 +10,12 @@ difference between their scores.
 length group instead of one over all the groups formed together.
 
     python bench/contraction_ab.py --per-language 100 --rows 128 --split-groups --repeat 4
+
+--reform adds, at the first --rows, test_gradients="reform": the test side held as its
+tokens' factors and its gradients formed again for every block (its own test cache, built
+once like the kept one, which forms its gradients at the first block of the first repeat).
+
+    python bench/contraction_ab.py --per-language 100 --rows 128 --reform --repeat 4
 """
 
 from __future__ import annotations
@@ -27,19 +33,16 @@ from xlinfluence.tracin.engine import CheckpointScorer, block_index, row_blocks
 from xlinfluence.tracin.linear import LinearKernel
 
 SPLIT = "split"  # the setting with one product per length group
-_test_grads = LinearKernel._test_grads
+REFORM = "reform"  # the setting that forms the test gradients again per block
 
 
-def _per_group(kernel, cache, start):
+def _per_group(segments, start):
     """LinearKernel._test_grads cut back into one (index, grads) piece per length group."""
-    pieces = _test_grads(kernel, cache, start)
-    if cache["formed"] is None:
-        return pieces
-    index, grads = pieces.pop()  # the shared matrix, from max(start, formed_from) on
-    row = 0
-    for n in cache["formed_rows"][max(start - cache["formed_from"], 0) :]:
-        pieces.append((index[row : row + n], grads[row : row + n]))
-        row += n
+    pieces = []
+    for seg in segments:
+        for i in range(max(start, seg["from"]), seg["to"]):
+            lo, hi = seg["offsets"][i - seg["from"]], seg["offsets"][i - seg["from"] + 1]
+            pieces.append((seg["index"][lo:hi], seg["grads"][lo:hi]))
     return pieces
 
 
@@ -57,6 +60,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--split-groups", action="store_true",
                    help="also one product per test length group, at the first --rows")  # fmt: skip
+    p.add_argument("--reform", action="store_true",
+                   help='also test_gradients="reform", at the first --rows')  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     splits, built = sib200_e5(str(args.data_path), args.languages, args.per_language,
@@ -66,27 +71,33 @@ def main() -> None:
     print(f"{len(train)} train x {len(test)} test, forward batch {args.batch_size}, "
           f"{args.threads} threads")  # fmt: skip
     settings: list[int | str] = list(args.rows) + ([SPLIT] if args.split_groups else [])
+    settings += [REFORM] if args.reform else []
     seconds: dict[int | str, list[float]] = {s: [] for s in settings}
     scores: dict[int | str, torch.Tensor] = {}
-    with CheckpointScorer(built.model) as scorer:
-        cache = scorer.test_cache(pad_batches(test, args.batch_size, bucket=True))
-        for rep in range(args.repeat):
-            order = settings[rep % len(settings) :] + settings[: rep % len(settings)]
-            for setting in order:
-                split = setting == SPLIT
-                rows = args.rows[0] if split else setting
-                patch = mock.patch.object(LinearKernel, "_test_grads", _per_group)
-                out = torch.zeros(len(test), len(train))
-                with patch if split else contextlib.nullcontext():
-                    started = time.perf_counter()
-                    for block in row_blocks(train_batches, rows):
-                        part, _ = scorer.train_block(block, cache)
-                        index = block_index(block)
-                        out[cache.index.unsqueeze(1), index.unsqueeze(0)] = part.T
-                    seconds[setting].append(time.perf_counter() - started)
-                scores.setdefault(setting, out)
-            print(f"repeat {rep}: " + ", ".join(f"{_label(s, args)} {seconds[s][-1]:.1f} s"
-                                                for s in order), flush=True)  # fmt: skip
+    kept = CheckpointScorer(built.model)
+    reform = CheckpointScorer(built.model, test_gradients=REFORM)
+    caches = {}
+    for scorer in (kept, reform) if args.reform else (kept,):
+        with scorer:
+            caches[scorer] = scorer.test_cache(pad_batches(test, args.batch_size, bucket=True))
+    for rep in range(args.repeat):
+        order = settings[rep % len(settings) :] + settings[: rep % len(settings)]
+        for setting in order:
+            rows = args.rows[0] if setting in (SPLIT, REFORM) else setting
+            scorer = reform if setting == REFORM else kept
+            cache = caches[scorer]
+            patch = mock.patch.object(LinearKernel, "_test_grads", staticmethod(_per_group))
+            out = torch.zeros(len(test), len(train))
+            with scorer, patch if setting == SPLIT else contextlib.nullcontext():
+                started = time.perf_counter()
+                for block in row_blocks(train_batches, rows):
+                    part, _ = scorer.train_block(block, cache)
+                    index = block_index(block)
+                    out[cache.index.unsqueeze(1), index.unsqueeze(0)] = part.T
+                seconds[setting].append(time.perf_counter() - started)
+            scores.setdefault(setting, out)
+        print(f"repeat {rep}: " + ", ".join(f"{_label(s, args)} {seconds[s][-1]:.1f} s"
+                                            for s in order), flush=True)  # fmt: skip
     base = settings[0]
     reference = scores[base]
     for setting in settings:
@@ -100,6 +111,8 @@ def main() -> None:
 def _label(setting: int | str, args: argparse.Namespace) -> str:
     if setting == SPLIT:
         return f"{args.rows[0]} rows, one product per length group"
+    if setting == REFORM:
+        return f"{args.rows[0]} rows, test gradients re-formed per block"
     return f"{setting} rows"
 
 

@@ -72,9 +72,10 @@ def _linear_key(kernel, batches, cache, *_, **__) -> str:
     return f"Linear per-example {kernel.d_in}->{kernel.d_out}: contract with test grads, mm"
 
 
-#: The region of a Linear kernel's first use of its test gradients (`_form`); the bmm
-#: inside it is keyed apart from the train rows' forming.
-FIRST_USE = "Linear test grads at first use: padding their groups, bookkeeping"
+#: The region where a Linear kernel forms test gradients (`_formed`: at their first use
+#: when kept, at every block when re-formed); the bmm inside it is keyed apart from the
+#: train rows' forming.
+FIRST_USE = "Linear test grads formed (kept: once; reform: per block): padding, bookkeeping"
 
 #: Buffers at least this large are zero-filled where they are allocated, so the first touch
 #: of their pages is timed on its own instead of inside the product that writes them.
@@ -148,9 +149,9 @@ def _patches(regions: Regions) -> list:
         ),
         mock.patch.object(
             linear.LinearKernel,
-            "_form",
+            "_formed",
             wrap(
-                linear.LinearKernel._form,
+                linear.LinearKernel._formed,
                 const(FIRST_USE),
             ),
         ),
