@@ -354,7 +354,8 @@ class InfluenceConfig(StepConfig):
         "auto",
         "keep (form each test gradient once and hold it), reform (hold only its factors and "
         "form it again per block of contraction_rows: less memory, more arithmetic), or "
-        "auto (reform only where it fits the test set in fewer chunks)",
+        "auto (with test_chunk_size=0, reform where that fits the test set in fewer chunks; "
+        "else keep)",
         checks.OneOf(TEST_GRADIENTS),
     )
     train_chunk_size: int = _param(

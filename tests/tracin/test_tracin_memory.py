@@ -174,8 +174,8 @@ def test_the_plan_reforms_only_where_that_needs_fewer_chunks(monkeypatch):
     monkeypatch.setattr(memory, "HOST_CACHE_MAX", 20 * reform)  # reform: one chunk of all 20
     assert plan() == (20, "reform")
     assert plan(test_gradients="keep") == (20 * reform // keep, "keep")
-    assert plan(test_chunk_size=10) == (10, "reform")  # given chunk: only reform fits it
-    assert plan(test_chunk_size=2, test_gradients="auto") == (2, "keep")  # keep fits 2
+    assert plan(test_chunk_size=10) == (10, "keep")  # a given chunk is sized to the memory
+    assert plan(test_chunk_size=50, test_gradients="reform") == (20, "reform")
     assert plan(test_lengths=None) == (memory.auto_test_chunk(model, None, cpu, 20), "keep")
     monkeypatch.setattr(memory, "HOST_CACHE_MAX", 20 * keep)  # everything fits as kept
     assert plan() == (20, "keep")

@@ -122,9 +122,12 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
 def _plan_test_side(config, name: str, accelerator, train, test, max_length: int):
     """(test examples per chunk, "keep" or "reform"): test_chunk_size=0 takes as many as
     fit the device, each sized by its own length in tokens and the longest train
-    example's; test_gradients=auto picks the way (tracin.memory.plan_test_side)."""
-    if config.test_chunk_size and config.test_gradients != "auto":
-        return config.test_chunk_size, config.test_gradients
+    example's, and test_gradients=auto picks the way (tracin.memory.plan_test_side); a
+    given test_chunk_size keeps the gradients unless test_gradients says reform."""
+    if config.test_chunk_size:
+        return config.test_chunk_size, (
+            "keep" if config.test_gradients == "auto" else config.test_gradients
+        )
     with accelerator.local_main_process_first():
         directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
     model = modeling.skeleton(directory)
