@@ -172,7 +172,7 @@ def auto_test_chunk(
             longest=longest,
             train_length=train_length,
             test_gradients=test_gradients,
-        )  # fmt: skip
+        )
     )
 
     prefix = [0]
