@@ -216,6 +216,13 @@ def test_unknown_precision_and_method_are_refused(main_runs):
         assert code == 1 and value in output
 
 
+def test_reform_is_refused_for_methods_that_hold_their_own_test_side(main_runs):
+    for method in ("representation", "ekfac", "metagradient"):
+        code, output = run_cli("influence", "--train-run-id", main_runs["train"], "--top-k",
+                               "5", "--method", method, "--test-gradients", "reform")  # fmt: skip
+        assert code == 1 and f"method={method} holds its own test side" in output, output
+
+
 def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
     """`mlflow run . -e influence -P method=ekfac` (chunks, learning-rate weights, top-k) against
     tracin/ekfac.py's scorer on the same checkpoint and batches; tracin/test_ekfac.py holds

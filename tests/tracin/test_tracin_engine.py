@@ -113,21 +113,34 @@ def test_cosine_matches_the_reference_divided_by_its_gradient_norms(
         assert scores.abs().max() <= 1 + 1e-5
 
 
-@pytest.mark.parametrize("test_gradients", ["keep", "reform"])
-@pytest.mark.parametrize("mode", ["per_example", "ghost", "auto"])
+@pytest.mark.parametrize(
+    "mode,test_gradients",
+    [("per_example", "keep"), ("ghost", "keep"), ("auto", "keep"), ("auto", "reform")],
+)
 @pytest.mark.parametrize("rows", [1, 10, 24])
 def test_contraction_blocks_give_the_reference_scores(
-    model, train_batches, test_batches, reference, mode, rows, test_gradients
+    model, train_batches, test_batches, reference, mode, rows, test_gradients, monkeypatch
 ):
     """One batch per block, blocks of two batches of different lengths, the whole train set
-    in one block, with the test gradients kept or formed again per block: each against the
-    float64 reference."""
+    in one block, with the test gradients kept or formed again per block ("auto" is the
+    mode where that differs: per_example forms every group at build, ghost none): each
+    against the float64 reference."""
+    reformed = []
+    formed = LinearKernel._formed
+
+    def counting(kernel, cache, first):
+        segments = formed(kernel, cache, first)
+        reformed.extend(seg for seg in segments if seg not in cache["formed"])
+        return segments
+
+    monkeypatch.setattr(LinearKernel, "_formed", counting)
     assert len({b["input_ids"].shape[1] for b in train_batches}) > 1  # blocks mix lengths
     scores = checkpoint_scores(
         model, train_batches, test_batches, n_train=N_TRAIN, n_test=N_TEST,
         linear_mode=mode, contraction_rows=rows, test_gradients=test_gradients,
     )  # fmt: skip
     assert rel_err(scores, reference("all")) <= TOL
+    assert bool(reformed) == (test_gradients == "reform")  # the path under test ran
 
 
 def test_row_blocks_group_whole_batches_in_order(train_batches):

@@ -67,6 +67,12 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             f"of run {config.train_run_id}; lower top_k."
         )
     method = METHODS[config.method]
+    if config.test_gradients == "reform" and not method.reforms:
+        raise ConfigError(
+            f"test_gradients=reform re-forms TracIn's per-example test gradients (method dot "
+            f"or cosine); method={config.method} holds its own test side. Use "
+            "test_gradients=auto or keep."
+        )
     if method.replays:
         _check_replayable(config, accelerator)
         checkpoints = [{"name": REPLAY, "epoch": index[-1]["epoch"], "step": index[-1]["step"],
@@ -76,8 +82,9 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
     else:
         checkpoints = _select_checkpoints(config.checkpoints, index)
         test_chunk, test_gradients = _plan_test_side(
-            config, checkpoints[0]["name"], accelerator, train, test, max_length
-        )
+            config, checkpoints[0]["name"], accelerator, train, test, max_length,
+            config.test_gradients if method.reforms else "keep",
+        )  # fmt: skip
     test_rows = ranges(len(test), test_chunk)
     train_cols = ranges(len(train), None if method.replays else config.train_chunk_size)
     plan = [Chunk(c["name"], r, k) for c in checkpoints for r in test_rows for k in train_cols]
@@ -119,15 +126,13 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
         return run.run_id or ""
 
 
-def _plan_test_side(config, name: str, accelerator, train, test, max_length: int):
+def _plan_test_side(config, name: str, accelerator, train, test, max_length: int, way: str):
     """(test examples per chunk, "keep" or "reform"): test_chunk_size=0 takes as many as
     fit the device, each sized by its own length in tokens and the longest train
-    example's, and test_gradients=auto picks the way (tracin.memory.plan_test_side); a
-    given test_chunk_size keeps the gradients unless test_gradients says reform."""
+    example's, and way=auto picks how the gradients are held (tracin.memory.plan_test_side);
+    a given test_chunk_size keeps them unless way says reform."""
     if config.test_chunk_size:
-        return config.test_chunk_size, (
-            "keep" if config.test_gradients == "auto" else config.test_gradients
-        )
+        return config.test_chunk_size, "keep" if way == "auto" else way
     with accelerator.local_main_process_first():
         directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
     model = modeling.skeleton(directory)
@@ -137,7 +142,7 @@ def _plan_test_side(config, name: str, accelerator, train, test, max_length: int
     return plan_test_side(
         model, parameter_filter(config.params, model), accelerator.device, len(test),
         test_lengths=list(test_lengths), train_length=max(train_lengths, default=1),
-        test_chunk_size=config.test_chunk_size, test_gradients=config.test_gradients,
+        test_chunk_size=config.test_chunk_size, test_gradients=way,
     )  # fmt: skip
 
 

@@ -48,10 +48,11 @@ GROUP_RATIO = 1.5
 
 
 class Workspace:
-    """One scratch buffer the Linear kernels share for a train block's per-example
-    gradients: each kernel is done with them before the next one starts. Tensors this
-    large go back to the OS when freed, so a fresh one per batch and layer re-faults its
-    pages every time; in a VM that first touch cost about as much as the products."""
+    """One scratch buffer the Linear kernels share for a block's per-example gradients
+    (one for the train rows', one for the test side's when it is re-formed): each kernel is
+    done with them before the next one starts. Tensors this large go back to the OS when
+    freed, so a fresh one per batch and layer re-faults its pages every time; in a VM that
+    first touch cost about as much as the products."""
 
     def __init__(self) -> None:
         self._buffer: torch.Tensor | None = None
@@ -64,6 +65,7 @@ class Workspace:
             or buffer.dtype != dtype
             or (buffer.device != device)
         ):
+            self._buffer = None  # freed first, so the old and new never coexist
             buffer = self._buffer = torch.empty(numel, dtype=dtype, device=device)
         return buffer[:numel]
 

@@ -39,6 +39,7 @@ class Method:
     normalised: bool = False  # divide each score by the square roots of both self-scores
     self_scores: bool = True  # it can log <z, z> per training example
     fits: bool = False  # it fits on the training batches before scoring (curvature)
+    reforms: bool = False  # its Linear kernels can form test gradients again per block
 
     @property
     def replays(self) -> bool:
@@ -63,8 +64,10 @@ def _ekfac(model, param_filter, compute_dtype, train_batches, test_gradients):
 METHODS = {
     m.name: m
     for m in (
-        Method("dot", _tracin, chunks="gradient inner products"),
-        Method("cosine", _tracin, chunks="gradient inner products", normalised=True),
+        Method("dot", _tracin, chunks="gradient inner products", reforms=True),
+        Method(
+            "cosine", _tracin, chunks="gradient inner products", normalised=True, reforms=True
+        ),  # fmt: skip
         Method("representation", _representation, chunks="representation", self_scores=False),
         Method("ekfac", _ekfac, chunks="ekfac influence", fits=True),
         Method("metagradient", None, chunks="metagradient", self_scores=False),
