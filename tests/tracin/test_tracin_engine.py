@@ -183,14 +183,16 @@ def test_a_block_mixing_ghost_and_per_example_batches_is_exact(monkeypatch):
     monkeypatch.setattr(LinearKernel, "_train_grads", form_spy)
     scores, own = kernel.train_scores(batches, cache, with_self=True)
 
-    def grads(a, g):  # (B, d_out * d_in + d_out) per-example weight and bias gradients
-        return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
-
-    train = torch.cat([grads(a, g) for a, g in batches])
-    test = grads(test_a, test_g)
+    train = torch.cat([linear_grads(a, g) for a, g in batches])
+    test = linear_grads(test_a, test_g)
     assert set(paths) == {"ghost", "per_example"}
     assert rel_err(scores, train @ test.T) <= 1e-12
     assert rel_err(own, (train * train).sum(1)) <= 1e-12
+
+
+def linear_grads(a, g):
+    """(B, d_out * d_in + d_out) per-example weight and bias gradients of a Linear."""
+    return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
 
 
 def test_formed_test_gradients_grow_as_longer_train_batches_come():
@@ -210,15 +212,12 @@ def test_formed_test_gradients_grow_as_longer_train_batches_come():
                                 kernel.test_piece(test_a[4:], test_g[4:])])  # fmt: skip
     assert [g["t"] for g in cache["groups"]] == [1, 2, 4, 7] and cache["formed"] == []
 
-    def grads(a, g):  # (B, d_out * d_in + d_out) per-example weight and bias gradients
-        return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
-
-    test = grads(test_a, test_g)
+    test = linear_grads(test_a, test_g)
     for block, segments in [((3,), [(2, 4)]), ((5, 1), [(1, 2), (2, 4)]),
                             ((9,), [(0, 1), (1, 2), (2, 4)])]:  # fmt: skip
         batches = [(torch.randn(2, T, 16).double(), torch.randn(2, T, 16).double()) for T in block]
         scores, own = kernel.train_scores(batches, cache, with_self=True)
-        train = torch.cat([grads(a, g) for a, g in batches])
+        train = torch.cat([linear_grads(a, g) for a, g in batches])
         assert rel_err(scores, train @ test.T) <= 1e-12, block
         assert rel_err(own, (train * train).sum(1)) <= 1e-12, block
         assert [(seg["from"], seg["to"]) for seg in cache["formed"]] == segments
@@ -246,15 +245,12 @@ def test_reformed_test_gradients_are_exact_and_never_kept():
     tokens = cache["a"].shape[0]
     assert tokens == sum(lengths) - 7 - 9  # the group of the 7 and 9 tokens dropped them
 
-    def grads(a, g):
-        return torch.cat([torch.einsum("bto,bti->boi", g, a).flatten(1), g.sum(1)], 1)
-
-    test = grads(test_a, test_g)
+    test = linear_grads(test_a, test_g)
     buffers = set()
     for block in [(9,), (3,), (5, 1), (3,)]:  # the longest first: it forms every group
         batches = [(torch.randn(2, T, 16).double(), torch.randn(2, T, 16).double()) for T in block]
         scores, own = kernel.train_scores(batches, cache, with_self=True)
-        train = torch.cat([grads(a, g) for a, g in batches])
+        train = torch.cat([linear_grads(a, g) for a, g in batches])
         assert rel_err(scores, train @ test.T) <= 1e-12, block
         assert rel_err(own, (train * train).sum(1)) <= 1e-12, block
         assert [(seg["from"], seg["to"]) for seg in cache["formed"]] == [(3, 4)]

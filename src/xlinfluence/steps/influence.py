@@ -33,7 +33,7 @@ from xlinfluence.steps import replay, set_threads
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.engine import block_index, cosine_normalized, row_blocks
-from xlinfluence.tracin.memory import plan_test_side
+from xlinfluence.tracin.memory import given_chunk_way, plan_test_side
 from xlinfluence.tracin.methods import METHODS
 from xlinfluence.tracin.selection import parameter_filter
 
@@ -131,8 +131,8 @@ def _plan_test_side(config, name: str, accelerator, train, test, max_length: int
     fit the device, each sized by its own length in tokens and the longest train
     example's, and way=auto picks how the gradients are held (tracin.memory.plan_test_side);
     a given test_chunk_size keeps them unless way says reform."""
-    if config.test_chunk_size:
-        return config.test_chunk_size, "keep" if way == "auto" else way
+    if config.test_chunk_size:  # no model or tokenizer needed
+        return config.test_chunk_size, given_chunk_way(way)
     with accelerator.local_main_process_first():
         directory = tracking.download(config.train_run_id, f"{artifacts.CHECKPOINTS}/{name}")
     model = modeling.skeleton(directory)

@@ -215,15 +215,19 @@ class LinearKernel(LayerKernel):
             padded.append(out)
         return padded[0], padded[1]
 
-    def _segment(self, cache: Cache, start: int, end: int, out=None) -> Cache:
+    def _segment(
+        self, cache: Cache, start: int, end: int, workspace: Workspace | None = None
+    ) -> Cache:
         """groups[start:end]'s test gradients formed into one (M_s, d_out d_in) matrix
-        ("grads", into `out` if given), with the chunk positions of its rows ("index") and
-        each group's first row ("offsets")."""
+        ("grads": a tensor of its own, or `workspace`'s buffer), with the chunk positions of
+        its rows ("index") and each group's first row ("offsets")."""
         groups = cache["groups"][start:end]
         rows = [len(grp["index"]) for grp in groups]
-        if out is None:
-            device = groups[0]["index"].device
-            out = torch.empty(sum(rows), self.d_out * self.d_in, dtype=self.dtype, device=device)
+        shape, device = (sum(rows), self.d_out * self.d_in), groups[0]["index"].device
+        if workspace is None:
+            out = torch.empty(shape, dtype=self.dtype, device=device)
+        else:
+            out = workspace.take(shape[0] * shape[1], self.dtype, device).view(shape)
         self._per_example_rows((self._group_factors(cache, i) for i in range(start, end)), out)
         index = torch.cat([grp["index"] for grp in groups])
         offsets = [sum(rows[:i]) for i in range(len(rows) + 1)]
@@ -243,11 +247,7 @@ class LinearKernel(LayerKernel):
         if not self.reform:
             segments.insert(0, self._segment(cache, first, missing_to))
             return segments
-        rows = sum(len(grp["index"]) for grp in cache["groups"][first:missing_to])
-        device = cache["groups"][first]["index"].device
-        area = self.d_out * self.d_in
-        out = self.test_workspace.take(rows * area, self.dtype, device).view(rows, area)
-        return [self._segment(cache, first, missing_to, out), *segments]
+        return [self._segment(cache, first, missing_to, self.test_workspace), *segments]
 
     @staticmethod
     def _group_grads(segments: list[Cache], i: int) -> torch.Tensor:

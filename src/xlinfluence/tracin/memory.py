@@ -186,6 +186,12 @@ def auto_test_chunk(
     return 1
 
 
+def given_chunk_way(test_gradients: str) -> str:
+    """How a chunk its owner sized (test_chunk_size > 0) holds its gradients: as asked,
+    and kept under "auto", since the owner sized it to the memory."""
+    return "keep" if test_gradients == "auto" else test_gradients
+
+
 def plan_test_side(
     model: nn.Module,
     param_filter: ParamFilter | None,
@@ -209,7 +215,7 @@ def plan_test_side(
     if test_gradients not in ("auto", *TEST_GRADIENTS):
         raise ValueError(f"test_gradients must be auto or one of {TEST_GRADIENTS}")
     if test_chunk_size > 0:
-        return min(test_chunk_size, n_test), "keep" if test_gradients == "auto" else test_gradients
+        return min(test_chunk_size, n_test), given_chunk_way(test_gradients)
     sizes = functools.partial(
         auto_test_chunk, model, param_filter, device, n_test,
         test_lengths=test_lengths, train_length=train_length,
