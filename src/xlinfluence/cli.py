@@ -148,5 +148,54 @@ def ui(port: int | None, experiment: str | None, open_browser: bool) -> None:
         raise click.ClickException(str(err)) from err
 
 
+@cli.group()
+def study() -> None:
+    """Carry a retraining study between stores and machines (docs/cluster.md)."""
+
+
+@study.command("export")
+@click.option(
+    "--run",
+    "run_id",
+    required=True,
+    help="The experiment's run (main with experiment=lds|leave-language-out|...).",
+)
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The bundle folder; an existing bundle of the same study gains the new runs.",
+)
+def study_export(run_id: str, to: Path) -> None:
+    """Write the study's finished runs (scores, outputs, manifests without texts) as a bundle."""
+    from xlinfluence.study.export import export
+
+    tracking.setup()
+    click.echo(_or_one_line(lambda: export(run_id, to)).summary())
+
+
+@study.command("import")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--data-path",
+    default="",
+    help="Where the study's data is on this machine (default: its base run's path).",
+)
+def study_import(directory: Path, data_path: str) -> None:
+    """Make the bundle's runs in the active experiment (MLFLOW_EXPERIMENT_NAME) of
+    MLFLOW_TRACKING_URI; the same `-P experiment=...` command then reuses them."""
+    from xlinfluence.study.importer import import_bundle
+
+    click.echo(_or_one_line(lambda: import_bundle(directory, data_path)).summary())
+
+
+def _or_one_line(action: Callable[[], object]):
+    try:
+        return action()
+    except XlinfluenceError as err:
+        raise click.ClickException(" ".join(str(err).split())) from err
+
+
 if __name__ == "__main__":
     cli()

@@ -1,0 +1,145 @@
+"""A study that outlasts its machine: an lds study killed midway, exported, imported into a
+fresh store elsewhere and continued ends with an uninterrupted study's tables, having run
+only the retrainings the bundle did not hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from xlinfluence import tracking
+from xlinfluence.study import bundle
+from xlinfluence.study.export import IMPORTED_TAG
+
+from ..conftest import SETTING, run_cli, run_step
+
+pytestmark = pytest.mark.slow
+
+STUDY = [*SETTING, "--experiment", "lds", "--experiment-values", "dot-all",
+         "--subsets", "3", "--retrain-seeds", "2", "--workers", "1"]  # fmt: skip
+N_RETRAININGS = 6
+
+
+def _use_store(path: Path, monkeypatch) -> str:
+    uri = f"sqlite:///{path}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _experiment_run(runs: list) -> str:
+    parents = [
+        r for r in runs
+        if tracking.run_params(r).get("experiment") and tracking.PARENT_TAG not in r.data.tags
+    ]  # fmt: skip
+    return max(parents, key=lambda r: r.info.start_time).info.run_id
+
+
+def _is_retraining(run) -> bool:
+    return bool(tracking.run_params(run).get("remove"))  # logged shell-quoted: '' is "''"
+
+
+def _retrainings(status: str | None = None) -> list:
+    runs = MlflowClient().search_runs(["0"], max_results=1000)
+    return [r for r in runs if _is_retraining(r) and (status is None or r.info.status == status)]
+
+
+def _tables(run_id: str) -> pd.DataFrame:
+    table = pd.read_csv(tracking.download(run_id, "experiment/comparison.csv"))
+    return table.sort_values(["method", "target", "test_language"]).reset_index(drop=True)
+
+
+def _kill_midway(root: Path, uri: str) -> None:
+    """Start the study as a user would and SIGKILL it (and every process it started) once
+    two retrainings have finished."""
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri, "XLINFLUENCE_CACHE": str(root / "cache")}
+    study = subprocess.Popen(
+        [sys.executable, "-m", "xlinfluence.cli", "main", *STUDY], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    try:
+        while len(_retrainings("FINISHED")) < 2:
+            assert study.poll() is None, "the study ended before it could be killed"
+            assert time.monotonic() < deadline, "no retraining finished in 10 minutes"
+            time.sleep(1)
+    finally:
+        os.killpg(study.pid, signal.SIGKILL)
+        study.wait()
+
+
+def test_killed_study_exported_imported_and_continued_equals_uninterrupted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XLINFLUENCE_CACHE", str(tmp_path / "cache"))
+
+    _use_store(tmp_path / "whole.db", monkeypatch)
+    run_step("main", *STUDY)
+    whole = _tables(_experiment_run(MlflowClient().search_runs(["0"])))
+
+    killed_uri = _use_store(tmp_path / "killed.db", monkeypatch)
+    _kill_midway(tmp_path, killed_uri)
+    killed_run = _experiment_run(MlflowClient().search_runs(["0"]))
+    assert MlflowClient().get_run(killed_run).info.status == "RUNNING"  # SIGKILL marks nothing
+    finished = len(_retrainings("FINISHED"))
+    assert 2 <= finished < N_RETRAININGS
+    code, output = run_cli("study", "export", "--run", killed_run, "--to", str(tmp_path / "b"))
+    assert code == 0, output
+    assert f"{N_RETRAININGS - finished} setting(s) not finished yet" in output
+
+    # a fresh store on another path, in an experiment named as docs/cluster.md does
+    _use_store(tmp_path / "elsewhere" / "fresh.db", monkeypatch)
+    (tmp_path / "elsewhere").mkdir(exist_ok=True)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "carried")
+    code, output = run_cli("study", "import", str(tmp_path / "b"))
+    assert code == 0, output
+    experiment = MlflowClient().get_experiment_by_name("carried").experiment_id
+    imported = MlflowClient().search_runs([experiment], max_results=1000)
+    assert sum(1 for r in imported if _is_retraining(r)) == finished
+    code, again = run_cli("study", "import", str(tmp_path / "b"))  # idempotent
+    assert code == 0 and "0 run(s) imported" in again
+
+    run_step("main", *STUDY)
+    runs = MlflowClient().search_runs([experiment], max_results=1000)
+    launched = [r for r in runs if _is_retraining(r) and IMPORTED_TAG not in r.data.tags]
+    assert len(launched) == N_RETRAININGS - finished  # only the missing retrainings ran
+    fresh_steps = [
+        r for r in runs
+        if r.data.tags.get(tracking.STEP_TAG) in ("train", "influence", "analyze")
+        and not _is_retraining(r) and IMPORTED_TAG not in r.data.tags
+    ]  # fmt: skip
+    assert fresh_steps == []  # the base pipeline came from the bundle
+    continued = _tables(_experiment_run(runs))
+    pd.testing.assert_frame_equal(continued, whole)
+
+
+def test_a_damaged_or_foreign_bundle_is_refused_in_one_line(tmp_path, monkeypatch):
+    root = tmp_path / "b"
+    bundle.write_sealed({"format": bundle.FORMAT, "version": 99, "files": {}}, root / "bundle.json")
+    code, output = run_cli("study", "import", str(root))
+    assert code != 0 and "version 99" in output.strip().splitlines()[-1]
+
+    header = {"format": bundle.FORMAT, "version": bundle.VERSION,
+              "files": {"manifests/train.parquet": "0" * 64}}  # fmt: skip
+    bundle.write_sealed(header, root / "bundle.json")
+    code, output = run_cli("study", "import", str(root))
+    assert code != 0 and "manifests/train.parquet is missing" in output
+
+    sealed = json.loads((root / "bundle.json").read_text())
+    sealed["content"]["files"] = {}
+    (root / "bundle.json").write_text(json.dumps(sealed))
+    code, output = run_cli("study", "import", str(root))
+    assert code != 0 and "does not match its checksum" in output
+
+    (root / "bundle.json").write_text((root / "bundle.json").read_text()[:40])
+    code, output = run_cli("study", "import", str(root))
+    assert code != 0 and "truncated" in output
