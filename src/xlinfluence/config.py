@@ -252,6 +252,13 @@ class TrainConfig(StepConfig):
         checks.Real(0.0, 1.0),
     )
     max_length: int = _param(128, "maximum tokens per example (truncation)", checks.AtLeast(4))
+    train_precision: str = _param(
+        "fp32",
+        "fine-tuning arithmetic: fp32, or bf16 / fp16 autocast (weights, optimizer state and "
+        "sums in fp32) where the hardware has it natively; a study's base run and its "
+        "retrainings share it",
+        checks.OneOf(PRECISIONS),
+    )
     seed: int = _param(
         42, "seed for data selection, initialisation and shuffling", checks.AtLeast(0)
     )
@@ -280,8 +287,8 @@ class TrainConfig(StepConfig):
     )
     save_checkpoints: bool = _param(
         True,
-        "false: a cheap retraining that logs per-epoch test outputs and the kept rows only "
-        "(no checkpoints, no training state; it cannot be resumed or scored by influence)",
+        "false: a cheap retraining that logs its last epoch's test outputs and the kept rows "
+        "only (no checkpoints, no training state; it cannot be resumed or scored by influence)",
         checks.Flag(),
     )
     threads: int = _threads()
@@ -528,6 +535,7 @@ class MainConfig(StepConfig):
     weight_decay: float = _same(_T, "weight_decay")
     warmup_ratio: float = _same(_T, "warmup_ratio")
     max_length: int = _same(_T, "max_length")
+    train_precision: str = _same(_T, "train_precision")
     seed: int = _same(_T, "seed")
     threads: int = _same(_T, "threads")
     checkpoints: str = _same(_I, "checkpoints")

@@ -18,10 +18,9 @@ import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from xlinfluence import artifacts, modeling, tracking
-from xlinfluence.config import TrainConfig, train_counts
-from xlinfluence.data import load_splits, schema, source_of, subsets
-from xlinfluence.data.params import parse_column_map, parse_languages
+from xlinfluence import artifacts, modeling, provenance, tracking
+from xlinfluence.config import TrainConfig
+from xlinfluence.data import schema, source_of, splits_of, subsets
 from xlinfluence.errors import ConfigError
 from xlinfluence.steps import set_threads
 from xlinfluence.steps.upstream import summed_scores
@@ -29,11 +28,13 @@ from xlinfluence.training import CheckpointInfo, EpochMetrics, fine_tune, state
 
 log = logging.getLogger(__name__)
 STATE = "training_state"
+#: train_precision -> Accelerate's mixed_precision: autocast over fp32 weights and AdamW.
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def run(config: TrainConfig) -> str:
     """Fine-tune per `config`; returns the MLflow run ID."""
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=MIXED_PRECISION[config.train_precision])
     try:
         return _train(config, accelerator)
     finally:
@@ -43,19 +44,8 @@ def run(config: TrainConfig) -> str:
 def _train(config: TrainConfig, accelerator: Accelerator) -> str:
     set_threads(config.threads)
     set_seed(config.training_seed)
-    languages = parse_languages(config.languages)
-    heldout = config.heldout_language.strip() or None
     with accelerator.main_process_first():
-        splits = load_splits(
-            dataset=config.dataset,
-            data_path=config.data_path,
-            column_map=parse_column_map(config.column_map),
-            languages=languages,
-            train_counts=train_counts(config),
-            test_per_language=config.test_per_language,
-            heldout_language=heldout,
-            seed=config.seed,
-        )
+        splits = splits_of(config)
     removed = _removed_ids(config, splits) if config.remove else []
     is_removed = splits.train[schema.ID].isin(removed).to_numpy()
     trained_on = splits.train[~is_removed].reset_index(drop=True)  # the logged manifest
@@ -76,6 +66,12 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         tempfile.TemporaryDirectory(prefix="xlinfluence-train-") as tmp,
     ):
         out = Path(tmp)
+        run.set_tags(
+            {
+                provenance.DATA_TAG: provenance.data_digest(splits.train, splits.test),
+                provenance.MODEL_TAG: provenance.model_digest(config.model),
+            }
+        )
         artifacts.save_manifest(trained_on, out / artifacts.TRAIN_MANIFEST)
         artifacts.save_manifest(splits.test, out / artifacts.TEST_MANIFEST)
         artifacts.write_json(splits.label_names, out / artifacts.LABELS)
@@ -115,15 +111,19 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
         def log_epoch(metrics: EpochMetrics, info: CheckpointInfo, directory: Path) -> None:
             run.log_metrics(
                 {"train_loss": metrics.train_loss, "learning_rate": info.learning_rate}
-                | {"epoch_seconds": metrics.seconds}
+                | {
+                    "epoch_seconds": metrics.seconds,
+                    "evaluation_seconds": metrics.evaluation_seconds,
+                }
                 | {f"accuracy.{lang}": acc for lang, acc in metrics.accuracy.items()}
                 | {f"test_loss.{lang}": loss for lang, loss in metrics.test_loss.items()},
                 step=metrics.epoch,
             )
-            predictions = out / artifacts.predictions(info.name)
-            artifacts.save_predictions(metrics.predictions, splits.test, predictions)
-            run.log_artifact(predictions, artifacts.EVALUATION)
-            if metrics.rng_states is not None:
+            if metrics.predictions is not None:
+                predictions = out / artifacts.predictions(info.name)
+                artifacts.save_predictions(metrics.predictions, splits.test, predictions)
+                run.log_artifact(predictions, artifacts.EVALUATION)
+            if metrics.rng_states is not None and config.save_checkpoints:  # replay reads them
                 rng = out / artifacts.rng_states(info.name)
                 artifacts.save_rng_states(metrics.rng_states, rng)
                 run.log_artifact(rng, artifacts.TRAINING)
@@ -157,6 +157,7 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
             on_state=log_state if config.save_checkpoints else None,
             resume_from=resume.state if resume else None,
             exclude_rows=None if as_own_set else set(np.flatnonzero(is_removed).tolist()),
+            evaluate_every_epoch=config.save_checkpoints,  # a retraining is scored at the end
         )
         run.log_metrics({"artifact_bytes": _size(out)})
         return run.run_id or ""
