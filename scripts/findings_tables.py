@@ -4,6 +4,7 @@
     python scripts/findings_tables.py shares <analyze run>               # sections 1-5
     python scripts/findings_tables.py methods <method>=<analyze run> ...  # section 6a
     python scripts/findings_tables.py retraining <experiment run> ...     # section 7
+    python scripts/findings_tables.py bundle studies/<name>               # from a bundle alone
 
 `shares` prints one analyze run's tables (accuracy, own share per epoch against the
 language-blind null, its paired epoch change, translation share minus its shuffled control,
@@ -16,6 +17,8 @@ cost of its retrainings. Every table names the runs it comes from.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pandas as pd
 
@@ -24,6 +27,7 @@ from xlinfluence.analysis import PROPONENT, agreement, topk_table
 from xlinfluence.errors import XlinfluenceError
 from xlinfluence.steps import attributions, experiment, lds, leave_language_out
 from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.study import tables as study_tables
 
 
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -60,6 +64,10 @@ def matrix(frame: pd.DataFrame, values: str, rows: str, columns: str) -> pd.Data
 
 def lds_report(run_id: str, added: dict[str, str], reference: str = agreement.REFERENCE) -> str:
     tables = lds.recompute(run_id, added, reference)
+    return lds_text(tables, f"LDS experiment run `{run_id}`", reference)
+
+
+def lds_text(tables: dict[str, pd.DataFrame], label: str, reference: str) -> str:
     table, raw = tables["comparison"], tables["retrainings"]
     overall = table[table["test_language"] == "all"].copy()
     overall["LDS [95% CI]"] = interval(overall, "lds", "ci_low", "ci_high")
@@ -72,7 +80,7 @@ def lds_report(run_id: str, added: dict[str, str], reference: str = agreement.RE
         ["mean", "min", "max"]
     ].reset_index()  # fmt: skip
     return "\n\n".join([
-        f"LDS experiment run `{run_id}`: {raw['subset'].nunique()} subsets x "
+        f"{label}: {raw['subset'].nunique()} subsets x "
         f"{raw['train_seed'].nunique()} seeds = {len(raw)} retrainings",
         markdown(shown), "LDS (margin) per test language:", markdown(wide),
         "Retrainings (seconds, artifact bytes, rows kept, accuracy):", markdown(cost, 1),
@@ -81,6 +89,14 @@ def lds_report(run_id: str, added: dict[str, str], reference: str = agreement.RE
 
 def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
     tables = leave_language_out.recompute(run_id, added)
+    settings = attributions.settings_of(run_id)
+    seeds = len({n.split(":seed-")[1] for n in settings if ":seed-" in n})
+    return leave_language_out_text(
+        tables, f"Leave-one-language-out experiment run `{run_id}`", seeds
+    )
+
+
+def leave_language_out_text(tables: dict[str, pd.DataFrame], label: str, seeds: int) -> str:
     effects, agree, shares = tables["comparison"], tables["agreement"], tables["shares"]
     own = tables["own_excess"].copy()
     own["own minus others [95% CI]"] = interval(own, "own_minus_others", "ci_low", "ci_high")
@@ -99,10 +115,8 @@ def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
             share_matrices += [f"{method} top-k share (rows L, columns X):",
                                markdown(matrix(of_method, "share", "test_language",
                                                "train_language"))]  # fmt: skip
-    settings = attributions.settings_of(run_id)
-    seeds = sorted({n.split(":seed-")[1] for n in settings if ":seed-" in n})
     return "\n\n".join([
-        f"Leave-one-language-out experiment run `{run_id}`: {len(seeds)} training seeds",
+        f"{label}: {seeds} training seeds",
         "Change of L's mean test loss without X (rows L, columns X; 95% CI; * Holm p < 0.05):",
         markdown(cells), "Change of L's accuracy without X:", markdown(accuracy),
         "Is the own language special? Loss change without L minus the mean without each "
@@ -292,6 +306,22 @@ def retraining(run_ids: tuple[str, ...], added: tuple[str, ...], reference: str)
                 f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
             )
         click.echo(text + "\n\n" + cost(run_id) + "\n")
+
+
+@main.command("bundle")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data-path", default="", help="where the study's data is on this machine")
+def from_bundle(root: Path, data_path: str) -> None:
+    """ROOT: a study bundle (studies/<name>); its tables, from the bundle alone."""
+    click.echo(bundle_report(root, data_path))
+
+
+def bundle_report(root: Path, data_path: str = "") -> str:
+    config, tables = study_tables.compute(root, data_path)
+    label = f"Study bundle `{Path(root).name}`"
+    if config.experiment == "lds":
+        return lds_text(tables, label, agreement.REFERENCE)
+    return leave_language_out_text(tables, label, config.retrain_seeds)
 
 
 if __name__ == "__main__":

@@ -632,3 +632,29 @@ def create_finished_run(experiment_id: str, record: dict, artifact_dir: Path | N
 
 def set_run_tag(run_id: str, key: str, value: str) -> None:
     MlflowClient().set_tag(run_id, key, value)
+
+
+@contextmanager
+def temporary_store(folder: Path) -> Iterator[str]:
+    """A fresh SQLite store (and download cache) under `folder` for the block, then the
+    tracking URI and cache as they were."""
+    uri = f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MLFLOW_TRACKING_URI", "XLINFLUENCE_CACHE", MLFLOW_EXPERIMENT_NAME.name)
+    }
+    previous = mlflow.get_tracking_uri()
+    os.environ.update(
+        {"MLFLOW_TRACKING_URI": uri, "XLINFLUENCE_CACHE": str(Path(folder) / "cache")}
+    )
+    os.environ.pop(MLFLOW_EXPERIMENT_NAME.name, None)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        mlflow.set_tracking_uri(previous)

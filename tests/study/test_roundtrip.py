@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.study import bundle
+from xlinfluence.study import tables as study_tables
 from xlinfluence.study.export import IMPORTED_TAG
 
 from ..conftest import SETTING, run_cli, run_step
@@ -118,8 +119,18 @@ def test_killed_study_exported_imported_and_continued_equals_uninterrupted(tmp_p
         and not _is_retraining(r) and IMPORTED_TAG not in r.data.tags
     ]  # fmt: skip
     assert fresh_steps == []  # the base pipeline came from the bundle
-    continued = _tables(_experiment_run(runs))
-    pd.testing.assert_frame_equal(continued, whole)
+    continued_run = _experiment_run(runs)
+    pd.testing.assert_frame_equal(_tables(continued_run), whole)
+
+    # the bundle grows by what the continued study added, and then tables on its own
+    with pytest.raises(bundle.BundleError, match=f"holds {finished} of the study's 6"):
+        study_tables.compute(tmp_path / "b")
+    code, output = run_cli("study", "export", "--run", continued_run, "--to", str(tmp_path / "b"))
+    assert code == 0, output
+    assert f"{N_RETRAININGS - finished} run(s) added" in output  # imported runs keep their names
+    _, from_bundle = study_tables.compute(tmp_path / "b")
+    table = from_bundle["comparison"].sort_values(["method", "target", "test_language"])
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), whole, check_dtype=False)
 
 
 def test_a_damaged_or_foreign_bundle_is_refused_in_one_line(tmp_path, monkeypatch):
