@@ -39,6 +39,13 @@ NUMBERS_SOURCES: dict[str, tuple[str, ...]] = {
     # main holds its children's numbers and every experiment's tables
     "main": ("data", "modeling", "training", "tracin", "analysis", "steps"),
 }  # fmt: skip
+#: Files inside those folders that present, check or launch, and compute no number:
+#: figures and the HTML report, refusals of bad input, the fan-out of retrainings, the
+#: orchestration of steps, and the tests' per-example reference.
+PRESENTATION = (
+    "analysis/plots.py", "analysis/report.py", "steps/preflight.py", "steps/retrain.py",
+    "steps/main.py", "tracin/reference.py",
+)  # fmt: skip
 LIBRARIES = ("torch", "transformers", "tokenizers")
 EQUIVALENT_FILE = PACKAGE / "numbers_equivalent.json"
 
@@ -63,6 +70,7 @@ def source_digest(step: str, root: Path = PACKAGE) -> str:
     for entry in NUMBERS_SOURCES[step]:
         path = root / entry
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    files = [f for f in files if f.relative_to(root).as_posix() not in PRESENTATION]
     return _sha(*(part for f in files for part in (f.relative_to(root).as_posix(), f.read_bytes())))
 
 
