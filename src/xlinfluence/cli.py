@@ -190,6 +190,30 @@ def study_import(directory: Path, data_path: str) -> None:
     click.echo(_or_one_line(lambda: import_bundle(directory, data_path)).summary())
 
 
+@study.command("verify")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data-path", default="", help="Where the study's data is on this machine.")
+@click.option("--retrainings", default=2, show_default=True, help="Retrainings to re-run.")
+@click.option(
+    "--record/--no-record",
+    "record",
+    default=False,
+    help="List the bundle's code as equivalent (numbers_equivalent.json) if it holds.",
+)
+def study_verify(directory: Path, data_path: str, retrainings: int, record: bool) -> None:
+    """Re-run the bundle's base runs and some retrainings with this checkout; compare bit
+    for bit (what carries studies across a refactor)."""
+    from xlinfluence.study import verify
+
+    verdict = _or_one_line(lambda: verify.verify(directory, data_path, retrainings))
+    click.echo(verdict.summary())
+    if record:
+        added = _or_one_line(lambda: verify.record(directory, verdict))
+        click.echo(f"listed as equivalent for: {', '.join(sorted(set(added))) or 'nothing new'}")
+    elif not verdict.holds:
+        raise SystemExit(1)
+
+
 def _or_one_line(action: Callable[[], object]):
     try:
         return action()

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from xlinfluence import tracking
-from xlinfluence.study import bundle
+from xlinfluence import provenance, tracking
+from xlinfluence.study import bundle, verify
 from xlinfluence.study import tables as study_tables
 from xlinfluence.study.export import IMPORTED_TAG
 
@@ -131,6 +131,27 @@ def test_killed_study_exported_imported_and_continued_equals_uninterrupted(tmp_p
     _, from_bundle = study_tables.compute(tmp_path / "b")
     table = from_bundle["comparison"].sort_values(["method", "target", "test_language"])
     pd.testing.assert_frame_equal(table.reset_index(drop=True), whole, check_dtype=False)
+
+    # this checkout computes the bundle's numbers bit for bit; after a neutral refactor
+    # (a new source digest) that verdict lists the bundle's code as equivalent
+    verdict = verify.verify(tmp_path / "b", retrainings=1)
+    assert verdict.holds and len(verdict.equal) == 4, verdict.summary()  # train, influence,
+    listed = tmp_path / "numbers_equivalent.json"  # analyze, a retraining
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(provenance, "EQUIVALENT_FILE", listed)
+        patch.setattr(provenance, "source_digest", lambda step, root=None: "refactored")
+        assert set(verify.record(tmp_path / "b", verdict)) == {"train", "influence", "analyze"}
+    assert "study verify b" in listed.read_text()
+
+    # one flipped byte in one retraining's outputs: the whole bundle is refused, nothing made
+    outputs = next((tmp_path / "b" / "runs").glob("*/artifacts/evaluation/*.parquet"))
+    data = bytearray(outputs.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    outputs.write_bytes(bytes(data))
+    _use_store(tmp_path / "third.db", monkeypatch)
+    code, output = run_cli("study", "import", str(tmp_path / "b"))
+    assert code != 0 and "does not match its checksum" in output.strip().splitlines()[-1]
+    assert MlflowClient().search_runs([tracking.active_experiment_id()]) == []
 
 
 def test_a_damaged_or_foreign_bundle_is_refused_in_one_line(tmp_path, monkeypatch):

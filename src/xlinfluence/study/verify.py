@@ -1,0 +1,126 @@
+"""`xlinfluence study verify`: does this checkout still compute a bundle's numbers?
+
+A change to the modules that compute numbers (provenance.NUMBERS_SOURCES) makes every run
+of every study a stranger to reuse, even a refactor that changes no number. This check
+re-runs a bundle's base fine-tuning, each of its influence and analyze runs, and some of
+its retrainings with this checkout, each with the parameters (thread count included) its
+run recorded, in a throwaway store, and compares what they wrote with the bundle's files,
+bit for bit. Where every one is equal, the bundle's source digests are listed in
+numbers_equivalent.json (`--record`), so its runs, and every study made by that code, are
+reused again; where one differs, it says which and by how much.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from safetensors.torch import load_file
+
+from xlinfluence import provenance, tracking
+from xlinfluence.config import STEP_CONFIGS
+from xlinfluence.study import bundle
+from xlinfluence.study.export import remap
+
+
+@dataclass
+class Verdict:
+    equal: list[str] = field(default_factory=list)  # "role name (run)" that matched
+    differ: list[str] = field(default_factory=list)  # with what differed
+
+    @property
+    def holds(self) -> bool:
+        return bool(self.equal) and not self.differ
+
+    def summary(self) -> str:
+        text = f"{len(self.equal)} run(s) equal bit for bit"
+        if self.differ:
+            text += f"; {len(self.differ)} differ: " + "; ".join(self.differ)
+        return text
+
+
+def verify(root: Path, data_path: str = "", retrainings: int = 2) -> Verdict:
+    """Re-run the bundle's base runs and its first `retrainings` retrainings here."""
+    found = bundle.read(Path(root))
+    chosen = [*found.of_role("train"), *found.of_role("influence"), *found.of_role("analyze")]
+    chosen += found.of_role("retraining")[:retrainings]
+    verdict = Verdict()
+    mapping: dict[str, str] = {}  # bundle run ID -> the run made again here
+    with tempfile.TemporaryDirectory(prefix="xlinfluence-verify-") as tmp:
+        with tracking.temporary_store(Path(tmp)):
+            for run in chosen:
+                step = run.record["tags"][tracking.STEP_TAG]
+                params = remap(tracking.params_as_given(run.record["params"]), mapping)
+                if data_path and "data_path" in params:
+                    params["data_path"] = data_path
+                config = STEP_CONFIGS[step].from_params(params)
+                mapping[run.run_id] = _run_step(config)
+                label = f"{run.role} {run.record['name']} ({run.run_id[:8]})"
+                problem = _compare(run, mapping[run.run_id])
+                (verdict.differ if problem else verdict.equal).append(
+                    f"{label}: {problem}" if problem else label
+                )
+    return verdict
+
+
+def _run_step(config) -> str:
+    from xlinfluence.cli import execute
+
+    return execute(config)
+
+
+def _compare(run: bundle.Run, again: str) -> str:
+    """'' where every carried file of `run` equals the re-run's, else what differs."""
+    for name in run.record["files"]:
+        mine = run.artifacts / name
+        theirs = tracking.download(again, name)
+        if name.endswith(".safetensors"):
+            a, b = load_file(str(mine)), load_file(str(theirs))
+            for key in a:
+                if key not in b or not a[key].equal(b[key]):
+                    diff = (a[key] - b[key]).abs().max().item() if key in b else float("nan")
+                    return f"{name}[{key}] differs (largest difference {diff:.3g})"
+        elif name.endswith(".parquet"):
+            a, b = pd.read_parquet(mine), pd.read_parquet(theirs)
+            try:
+                pd.testing.assert_frame_equal(a, b, check_exact=True)
+            except AssertionError as err:
+                return f"{name} differs ({' '.join(str(err).split())[:160]})"
+    return ""
+
+
+def record(root: Path, verdict: Verdict) -> list[str]:
+    """List the bundle's source digests as equivalent to this checkout's (after a verdict
+    that holds); the steps whose entries were added."""
+    if not verdict.holds:
+        raise bundle.BundleError(f"bundle {root}: {verdict.summary()}; nothing recorded.")
+    listed = (
+        json.loads(provenance.EQUIVALENT_FILE.read_text())
+        if provenance.EQUIVALENT_FILE.is_file()
+        else {}
+    )
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=provenance.PACKAGE).stdout.strip() or "unknown"  # fmt: skip
+    shown_by = (
+        f"xlinfluence study verify {Path(root).name} at {commit}, "
+        f"{datetime.now(UTC).date().isoformat()}: {verdict.summary()}"
+    )
+    added = []
+    for run in bundle.read(Path(root)).runs:
+        if run.role == "main":  # cheap to make again; its tables are not re-run here
+            continue
+        tags = run.record["tags"]
+        step, source = tags[tracking.STEP_TAG], tags[provenance.SOURCE_TAG]
+        entries = listed.setdefault(step, [])
+        if source != provenance.source_digest(step) and source not in {
+            e["source"] for e in entries
+        }:
+            entries.append({"source": source, "shown_by": shown_by})
+            added.append(step)
+    provenance.EQUIVALENT_FILE.write_text(json.dumps(listed, indent=1) + "\n")
+    return added

@@ -1,0 +1,60 @@
+"""docs/findings.md is regenerated from the study bundles committed in studies/, by code
+whose numbers equal this checkout's."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from xlinfluence import provenance
+from xlinfluence.study import bundle
+
+from .conftest import shared_data
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ROOT / "studies"
+BUNDLES = sorted(p for p in STUDIES.iterdir() if (p / bundle.BUNDLE_FILE).is_file())
+#: The table of docs/findings.md section 8 that is regenerated from its bundle here.
+CHECKED = "llo-sib200-fp32"
+
+
+def _findings_tables():
+    spec = importlib.util.spec_from_file_location(
+        "findings_tables", ROOT / "scripts" / "findings_tables.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_committed_bundle_is_whole_and_cited():
+    page = (ROOT / "docs" / "findings.md").read_text()
+    assert CHECKED in {p.name for p in BUNDLES}
+    for root in BUNDLES:
+        bundle.read(root)  # every checksum holds
+        assert f"studies/{root.name}" in page, f"docs/findings.md does not cite {root.name}"
+
+
+@pytest.mark.parametrize("root", BUNDLES, ids=lambda p: p.name)
+def test_bundles_were_made_by_code_whose_numbers_equal_this_checkouts(root):
+    """A bundle stays citable only while this checkout computes its runs' numbers the same
+    way: by the same source, or one a bit-for-bit check listed as equivalent."""
+    for run in bundle.read(root).runs:
+        step = run.record["tags"]["xlinfluence.step"]
+        same = {provenance.source_digest(step), *provenance.equivalents(step)}
+        assert run.record["tags"][provenance.SOURCE_TAG] in same, (
+            f"{root.name}: run {run.run_id} ({step}) was made by other numbers code; rebuild "
+            "the bundle, or list its source digest in numbers_equivalent.json after a "
+            "bit-for-bit check"
+        )
+
+
+def test_a_findings_table_is_regenerated_from_its_committed_bundle():
+    data = shared_data("sib200", "data", "annotated")  # the texts are re-read from here
+    report = _findings_tables().bundle_report(STUDIES / CHECKED, str(data))
+    heading = "Change of L's mean test loss without X"
+    table = report.split(heading, 1)[1].split("\n\n")[1]
+    assert table.startswith("| test_language |")
+    assert table in (ROOT / "docs" / "findings.md").read_text()
