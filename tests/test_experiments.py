@@ -158,6 +158,8 @@ def test_lds_scores_every_attribution_against_subset_retraining_and_resumes(main
     }
     assert cheap.data.metrics["n_train"] == 28  # half of en 24, de 16, ru 16
     assert cheap.data.metrics["artifact_bytes"] < full.data.metrics["artifact_bytes"] / 20
+    evaluated = {a.path for a in client.list_artifacts(cheap.info.run_id, "evaluation")}
+    assert evaluated == {"evaluation/epoch-2.parquet"}  # a retraining is scored at its end
     outputs = pd.read_parquet(tracking.download(cheap.info.run_id, "evaluation/epoch-2.parquet"))
     assert {"loss", "margin", "correct", "predicted"} <= set(outputs.columns)
     assert ((outputs["margin"] > 0) == outputs["correct"].astype(bool)).all()

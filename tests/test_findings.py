@@ -15,7 +15,9 @@ from .conftest import shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "studies"
-BUNDLES = sorted(p for p in STUDIES.iterdir() if (p / bundle.BUNDLE_FILE).is_file())
+BUNDLES = sorted(
+    p for p in (STUDIES.iterdir() if STUDIES.is_dir() else []) if (p / bundle.BUNDLE_FILE).is_file()
+)
 #: The table of docs/findings.md section 8 that is regenerated from its bundle here.
 CHECKED = "llo-sib200-fp32"
 

@@ -136,13 +136,18 @@ def model_digest(model: str) -> str:
     return f"hub:{model}@{_hub_snapshot(model)}"
 
 
-@functools.cache
-def _file_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB pieces."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+@functools.cache
+def _file_digest(path: Path) -> str:
+    return file_sha256(path)[:16]
 
 
 def _hub_snapshot(name: str) -> str:

@@ -38,6 +38,7 @@ STEP_TAG = "xlinfluence.step"
 CODE_VERSION_TAG = "xlinfluence.code_version"
 UPSTREAM_TAG = "xlinfluence.upstream_run_id"
 REUSED_TAG = "xlinfluence.reused_run_id"
+THREADS_TAG = "xlinfluence.torch_threads"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -232,10 +233,13 @@ def _open_run(config: StepConfig, system_metrics: bool) -> Iterator[StepRun]:
         missing = {k: v for k, v in config.to_params().items() if k not in logged}
         if missing:
             mlflow.log_params(missing)
+        import torch  # imported by every step already; kept out of `xlinfluence --help`
+
         tags = {
             STEP_TAG: config.step,
             CODE_VERSION_TAG: code_version(),
             RUN_NAME_TAG: config.run_name(),
+            THREADS_TAG: str(torch.get_num_threads()),  # what threads=0 meant here
         } | provenance.tags(config.step)
         if config.upstream_run_id:
             tags[UPSTREAM_TAG] = config.upstream_run_id
@@ -495,38 +499,59 @@ def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
 
     Parameters are compared in canonical string form (so '1e-3' matches '0.001'), which
     includes upstream run IDs; the run's numbers version must be one this checkout accepts
-    (`provenance.accepted`), and a train run's data and model digests those this config
-    selects now.
+    (`provenance.accepted`), and the data and model digests of a train run (of a main
+    run's train child) those this config selects now.
     """
     wanted = _reuse_key(config.to_params())
-    runs = MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{STEP_TAG}` = '{config.step}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-    )
-    accepted = provenance.accepted(config.step)
+    client = MlflowClient()
     digests: dict[str, str] | None = None
-    for run in runs:
-        if run.data.tags.get(provenance.NUMBERS_TAG) not in accepted:
-            continue
-        try:
-            if _reuse_key(type(config).canonical(run_params(run))) != wanted:
+    for version in sorted(provenance.accepted(config.step)):
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`{STEP_TAG}` = '{config.step}' and attributes.status = 'FINISHED' "
+                f"and tags.`{provenance.NUMBERS_TAG}` = '{version}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=50000,
+        )
+        for run in runs:
+            try:
+                if _reuse_key(type(config).canonical(run_params(run))) != wanted:
+                    continue
+            except Exception:  # a run with params from another version: not a match
                 continue
-        except Exception:  # a run with params from another version: not a match
-            continue
-        if digests is None:
-            digests = _expected_digests(config)
-        if all(run.data.tags.get(tag) == value for tag, value in digests.items()):
-            return run.info.run_id
+            if digests is None:
+                digests = _expected_digests(config)
+            if _digests_match(run, digests):
+                return run.info.run_id
     return None
 
 
+def _digests_match(run: Run, digests: dict[str, str]) -> bool:
+    """A train run's digest tags, or a main run's train child's, equal `digests`."""
+    if not digests:
+        return True
+    tags = run.data.tags
+    if _step_of(tags) == "main":
+        child = tags.get("xlinfluence.train_run_id")
+        if not child:
+            return False
+        tags = MlflowClient().get_run(child).data.tags
+    return all(tags.get(tag) == value for tag, value in digests.items())
+
+
 def _expected_digests(config: StepConfig) -> dict[str, str]:
-    """The data and model digests a train run of `config` would record ({} for others,
-    whose upstream run IDs carry them)."""
-    if config.step != "train":
+    """The data and model digests a train run of `config` would record ({} for influence
+    and analyze, whose upstream run IDs carry them)."""
+    if config.step not in ("train", "main"):
         return {}
-    return _selection_digests(tuple(getattr(config, f) for f in _DATA_FIELDS), config.model, config)
+    key = tuple(getattr(config, f) for f in _DATA_FIELDS)
+    path = Path(config.data_path) if config.data_path else None
+    if path is not None and path.exists():  # a file edited in place is other data
+        stat = path.stat()
+        key += (stat.st_mtime_ns, stat.st_size)
+    return _selection_digests(key, config.model, config)
 
 
 _DATA_FIELDS = (
@@ -602,7 +627,9 @@ def active_experiment_id() -> str:
 def runs_tagged(experiment_id: str, tag: str) -> dict[str, str]:
     """tag value -> run ID of every run in the experiment that carries the tag."""
     runs = MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.`{tag}` != ''", max_results=50000
+        [experiment_id],
+        filter_string=f"tags.`{tag}` != '' and attributes.status = 'FINISHED'",
+        max_results=50000,
     )
     return {run.data.tags[tag]: run.info.run_id for run in runs}
 
@@ -610,11 +637,20 @@ def runs_tagged(experiment_id: str, tag: str) -> dict[str, str]:
 def create_finished_run(experiment_id: str, record: dict, artifact_dir: Path | None) -> str:
     """A run made from a record (run_record's shape) with the files under artifact_dir as
     its artifacts, ended with the record's status and times; its new run ID."""
+    client = MlflowClient()
+    run_id = client.create_run(experiment_id, start_time=record["start_time"]).info.run_id
+    try:
+        _fill(client, run_id, record, artifact_dir)
+    except BaseException:  # a run half made is FAILED, so nothing reuses or skips it
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, record["status"], end_time=record["end_time"])
+    return run_id
+
+
+def _fill(client: MlflowClient, run_id: str, record: dict, artifact_dir: Path | None) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    client = MlflowClient()
-    run = client.create_run(experiment_id, start_time=record["start_time"])
-    run_id = run.info.run_id
     params = [Param(k, v) for k, v in record["params"].items()]
     tags = [RunTag(k, v) for k, v in record["tags"].items()]
     metrics = [Metric(k, v, timestamp, step) for k, v, step, timestamp in record["metrics"]]
@@ -626,12 +662,17 @@ def create_finished_run(experiment_id: str, record: dict, artifact_dir: Path | N
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
     if artifact_dir is not None and any(artifact_dir.iterdir()):
         client.log_artifacts(run_id, str(artifact_dir))
-    client.set_terminated(run_id, record["status"], end_time=record["end_time"])
-    return run_id
 
 
 def set_run_tag(run_id: str, key: str, value: str) -> None:
     MlflowClient().set_tag(run_id, key, value)
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return dict(MlflowClient().get_run(run_id).data.tags)
+
+
+TEMPORARY_EXPERIMENT = "xlinfluence-temporary"
 
 
 @contextmanager
@@ -645,10 +686,16 @@ def temporary_store(folder: Path) -> Iterator[str]:
     }
     previous = mlflow.get_tracking_uri()
     os.environ.update(
-        {"MLFLOW_TRACKING_URI": uri, "XLINFLUENCE_CACHE": str(Path(folder) / "cache")}
+        {
+            "MLFLOW_TRACKING_URI": uri,
+            "XLINFLUENCE_CACHE": str(Path(folder) / "cache"),
+            MLFLOW_EXPERIMENT_NAME.name: TEMPORARY_EXPERIMENT,
+        }
     )
-    os.environ.pop(MLFLOW_EXPERIMENT_NAME.name, None)
     mlflow.set_tracking_uri(uri)
+    # artifacts inside the folder too (a new SQLite store's default is ./mlruns of the cwd)
+    artifacts_uri = (Path(folder).resolve() / "artifacts").as_uri()
+    MlflowClient().create_experiment(TEMPORARY_EXPERIMENT, artifact_location=artifacts_uri)
     try:
         yield uri
     finally:

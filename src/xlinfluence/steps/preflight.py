@@ -37,6 +37,7 @@ def check(config: StepConfig) -> None:
         _analyze(config)
     if config.step in ("train", "main"):
         _languages(config)
+        _train_precision(config)
 
 
 def _path(name: str, value: str, rule: PathRef) -> None:
@@ -53,8 +54,28 @@ def _run(name: str, value: str, rule: RunRef) -> None:
         raise refuse(name, value, str(err).rstrip("."), f"give {rule.accepts}") from err
 
 
+def _train_precision(config) -> None:
+    """fp16 autocast is a GPU feature: on a CPU Accelerate would train in fp32 under an
+    fp16 label."""
+    import torch
+
+    if config.train_precision == "fp16" and not torch.cuda.is_available():
+        raise refuse(
+            "train_precision", "fp16", "fp16 autocast needs a CUDA device and none is here",
+            "use bf16 (native on CPUs with AVX512-BF16 or AMX) or fp32",
+        )  # fmt: skip
+
+
 def _influence(config: InfluenceConfig) -> None:
     run = tracking.fetch_run(config.train_run_id, step="train")
+    trained = tracking.run_params(run).get("train_precision", "fp32")
+    if config.method == "metagradient" and trained != "fp32":
+        raise refuse(
+            "method", "metagradient",
+            f"run {config.train_run_id} fine-tuned at train_precision={trained}, and the "
+            "replay differentiates an fp32 run",
+            "fine-tune with train_precision=fp32 to score metagradients",
+        )  # fmt: skip
     n_train = int(run.data.metrics.get("n_train", 0))
     if n_train and config.top_k > n_train:
         raise refuse(

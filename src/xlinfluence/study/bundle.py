@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xlinfluence import provenance
 from xlinfluence.data import schema
 from xlinfluence.errors import XlinfluenceError
 
@@ -48,12 +49,7 @@ class BundleError(XlinfluenceError):
     """A study bundle is missing, truncated, tampered with, or of another version."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_file = provenance.file_sha256
 
 
 def _canonical(content) -> bytes:

@@ -135,6 +135,8 @@ def export(experiment_run_id: str, to: Path) -> Exported:
 
 
 def _settings_tagged(tags: dict[str, str]) -> dict[str, str]:
+    """setting -> run, from an experiment run's tags, finished or not (attributions.
+    settings_of reads a finished one's)."""
     prefix = "xlinfluence.setting."
     return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
 
@@ -142,7 +144,7 @@ def _settings_tagged(tags: dict[str, str]) -> dict[str, str]:
 def _originals(run_ids: list[str]) -> dict[str, str]:
     """run ID here -> its original ID (itself, or the run it was imported from)."""
     return {
-        run_id: tracking.run_record(run_id)["tags"].get(IMPORTED_TAG, run_id)
+        run_id: tracking.run_tags(run_id).get(IMPORTED_TAG, run_id)
         for run_id in dict.fromkeys(run_ids)
     }
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xlinfluence import artifacts, tracking
+from xlinfluence import artifacts, provenance, tracking
 from xlinfluence.config import TrainConfig
 from xlinfluence.data import schema, splits_of
 from xlinfluence.errors import XlinfluenceError
@@ -77,6 +77,13 @@ def _texts(record: dict, found: bundle.Bundle, data_path: str) -> tuple[pd.DataF
             f"the study's data could not be read again ({err}); give --data-path where its "
             "data is on this machine."
         ) from err
+    recorded = record["tags"].get(provenance.DATA_TAG)
+    if recorded and recorded != provenance.data_digest(splits.train, splits.test):
+        raise bundle.BundleError(
+            "the data read again is not the study's selection (its digest differs from the "
+            f"base run's {recorded}); point --data-path at the study's data, or import with "
+            "the xlinfluence version that made it."
+        )
     train = bundle.restore_texts(found.train, splits.train, "training")
     test = bundle.restore_texts(found.test, splits.test, "test")
     for mine, selected, what in ((train, splits.train, "training"), (test, splits.test, "test")):

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from xlinfluence import provenance, tracking
 from xlinfluence.config import STEP_CONFIGS
+from xlinfluence.errors import XlinfluenceError
 from xlinfluence.study import bundle
 from xlinfluence.study.export import remap
 
@@ -32,6 +33,7 @@ from xlinfluence.study.export import remap
 class Verdict:
     equal: list[str] = field(default_factory=list)  # "role name (run)" that matched
     differ: list[str] = field(default_factory=list)  # with what differed
+    verified: list[str] = field(default_factory=list)  # bundle run IDs found equal
 
     @property
     def holds(self) -> bool:
@@ -58,13 +60,18 @@ def verify(root: Path, data_path: str = "", retrainings: int = 2) -> Verdict:
                 params = remap(tracking.params_as_given(run.record["params"]), mapping)
                 if data_path and "data_path" in params:
                     params["data_path"] = data_path
+                threads = run.record["tags"].get(tracking.THREADS_TAG)
+                if params.get("threads") in ("0", "") and threads:  # bit for bit needs them
+                    params["threads"] = threads
                 config = STEP_CONFIGS[step].from_params(params)
                 mapping[run.run_id] = _run_step(config)
                 label = f"{run.role} {run.record['name']} ({run.run_id[:8]})"
                 problem = _compare(run, mapping[run.run_id])
-                (verdict.differ if problem else verdict.equal).append(
-                    f"{label}: {problem}" if problem else label
-                )
+                if problem:
+                    verdict.differ.append(f"{label}: {problem}")
+                else:
+                    verdict.equal.append(label)
+                    verdict.verified.append(run.run_id)
     return verdict
 
 
@@ -78,7 +85,10 @@ def _compare(run: bundle.Run, again: str) -> str:
     """'' where every carried file of `run` equals the re-run's, else what differs."""
     for name in run.record["files"]:
         mine = run.artifacts / name
-        theirs = tracking.download(again, name)
+        try:
+            theirs = tracking.download(again, name)
+        except XlinfluenceError:
+            return f"{name} was not written again"
         if name.endswith(".safetensors"):
             a, b = load_file(str(mine)), load_file(str(theirs))
             for key in a:
@@ -112,7 +122,7 @@ def record(root: Path, verdict: Verdict) -> list[str]:
     )
     added = []
     for run in bundle.read(Path(root)).runs:
-        if run.role == "main":  # cheap to make again; its tables are not re-run here
+        if run.run_id not in verdict.verified:  # listed only what was run again and equal
             continue
         tags = run.record["tags"]
         step, source = tags[tracking.STEP_TAG], tags[provenance.SOURCE_TAG]
