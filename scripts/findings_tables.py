@@ -5,6 +5,7 @@
     python scripts/findings_tables.py methods <method>=<analyze run> ...  # section 6a
     python scripts/findings_tables.py retraining <experiment run> ...     # section 7
     python scripts/findings_tables.py bundle studies/<name>               # from a bundle alone
+    python scripts/findings_tables.py paired studies/<a> studies/<b>       # b minus a, paired
 
 `shares` prints one analyze run's tables (accuracy, own share per epoch against the
 language-blind null, its paired epoch change, translation share minus its shuffled control,
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import click
 import pandas as pd
+from scipy import stats
 
 from xlinfluence import artifacts, tracking
-from xlinfluence.analysis import PROPONENT, agreement, topk_table
+from xlinfluence.analysis import PROPONENT, ablation, agreement, topk_table
 from xlinfluence.errors import XlinfluenceError
 from xlinfluence.steps import attributions, experiment, lds, leave_language_out
 from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.study import bundle
 from xlinfluence.study import tables as study_tables
 
 
@@ -322,6 +325,81 @@ def bundle_report(root: Path, data_path: str = "") -> str:
     if config.experiment == "lds":
         return lds_text(tables, label, agreement.REFERENCE)
     return leave_language_out_text(tables, label, config.retrain_seeds)
+
+
+@main.command("paired")
+@click.argument("reference", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("other", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def paired(reference: Path, other: Path) -> None:
+    """Two leave-language-out bundles of one design (e.g. fp32 and bf16): per (L, X), the
+    change without X in OTHER minus that in REFERENCE, paired by training seed and test
+    example, with the study's own two-level intervals and Holm; and the full retrainings'
+    accuracy per seed."""
+    click.echo(paired_report(reference, other))
+
+
+def paired_report(reference: Path, other: Path) -> str:
+    config = study_tables.experiment_config(reference)
+    if config.experiment != "leave-language-out":
+        raise click.UsageError(
+            f"{reference} is experiment={config.experiment}, not leave-language-out"
+        )
+    ref, oth = _ablation_outputs(reference, config), _ablation_outputs(other, config)
+    test = pd.read_parquet(Path(reference) / "manifests" / "test.parquet")
+    if (
+        pd.read_parquet(Path(other) / "manifests" / "test.parquet")["id"].tolist()
+        != test["id"].tolist()
+    ):
+        raise click.UsageError(
+            "the two bundles test different examples; pair bundles of one design"
+        )
+    languages = list(ref["removed"])
+    differences = {}
+    for column in ("loss", "correct"):
+        a = ablation.deltas(ref["base"], ref["removed"], column)
+        b = ablation.deltas(oth["base"], oth["removed"], column)
+        differences[column] = {x: b[x] - a[x] for x in languages}
+    table = ablation.effect_table(differences["loss"], differences["correct"],
+                                  test["language"].to_numpy(), seed=config.seed)  # fmt: skip
+    table["cell"] = interval(table, "delta_loss", "ci_low", "ci_high") + table["p_holm"].map(
+        lambda p: " *" if p < 0.05 else ""
+    )
+    accuracy = pd.DataFrame({
+        "training seed": range(len(ref["base"])),
+        Path(reference).name: [f["correct"].mean() for f in ref["base"]],
+        Path(other).name: [f["correct"].mean() for f in oth["base"]],
+    })  # fmt: skip
+    gaps = accuracy.iloc[:, 2] - accuracy.iloc[:, 1]  # seeds are the unit
+    low, high = stats.t.interval(0.95, len(gaps) - 1, loc=gaps.mean(), scale=stats.sem(gaps))
+    seeds_line = (
+        f"Accuracy, {Path(other).name} minus {Path(reference).name}, paired by seed: "
+        f"{gaps.mean():+.3f} [{low:+.3f}, {high:+.3f}] (95% t interval over "
+        f"{len(gaps)} seeds); seed spread of {Path(reference).name}: "
+        f"{accuracy.iloc[:, 1].min():.3f}-{accuracy.iloc[:, 1].max():.3f}"
+    )
+    return "\n\n".join([
+        f"`{Path(other).name}` minus `{Path(reference).name}`: change of L's mean test loss "
+        "without X (rows L, columns X; paired by seed and test example; 95% CI; * Holm p < 0.05):",
+        markdown(matrix(table, "cell", "test_language", "train_language")),
+        "Full retrainings' test accuracy per training seed:", markdown(accuracy), seeds_line,
+    ])  # fmt: skip
+
+
+def _ablation_outputs(root: Path, config) -> dict:
+    """The last epoch's outputs of a leave-language-out bundle's retrainings, by seed."""
+    found = bundle.read(Path(root))
+    by_name = {r.record["name"]: r for r in found.of_role("retraining")}
+    epoch = artifacts.predictions(f"epoch-{config.epochs}")
+
+    def outputs(name: str) -> pd.DataFrame:
+        return pd.read_parquet(by_name[name].artifacts / epoch)
+
+    seeds = range(config.retrain_seeds)
+    languages = list(pd.unique(found.train["language"]))
+    return {
+        "base": [outputs(f"full:seed-{s}") for s in seeds],
+        "removed": {x: [outputs(f"without-{x}:seed-{s}") for s in seeds] for x in languages},
+    }
 
 
 if __name__ == "__main__":
