@@ -38,6 +38,17 @@ def tracking_env(tmp_path_factory):
     patch.undo()
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each test meets no Accelerate state left by another (one per process: an
+    Accelerator with another mixed_precision than the first is refused)."""
+    from xlinfluence.cli import fresh_accelerate_state as forget
+
+    forget()
+    yield
+    forget()
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     """Exit code and everything printed (stdout and stderr interleaved)."""
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)

@@ -40,10 +40,23 @@ def execute(config: StepConfig) -> object:
     from xlinfluence.steps import preflight
 
     preflight.check(config)
+    if not os.environ.get(LAUNCHED_ENV):
+        fresh_accelerate_state()
     accelerate_config = getattr(config, "accelerate_config", "")
     if config.step == "main" or not accelerate_config or os.environ.get(LAUNCHED_ENV):
         return _runner(config.step)(config)
     return launch(config, Path(accelerate_config))
+
+
+def fresh_accelerate_state() -> None:
+    """Forget the Accelerate state an earlier step of this process set up. It is one per
+    process, and an Accelerator asking for another mixed_precision (train_precision) than
+    the first one's is refused; steps run in-process one after another (`study verify`,
+    the tests) each start from none. Never under `accelerate launch`, whose state it is."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 def launch(config: StepConfig, accelerate_config: Path) -> str:

@@ -4,6 +4,7 @@ only the retrainings the bundle did not hold."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,18 +65,23 @@ def _kill_midway(root: Path, uri: str) -> None:
     """Start the study as a user would and SIGKILL it (and every process it started) once
     two retrainings have finished."""
     env = os.environ | {"MLFLOW_TRACKING_URI": uri, "XLINFLUENCE_CACHE": str(root / "cache")}
-    study = subprocess.Popen(
-        [sys.executable, "-m", "xlinfluence.cli", "main", *STUDY], cwd=root, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    log = root / "killed-study.log"
+    with log.open("w") as out:
+        study = subprocess.Popen(
+            [sys.executable, "-m", "xlinfluence.cli", "main", *STUDY], cwd=root, env=env,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     deadline = time.monotonic() + 600
     try:
         while len(_retrainings("FINISHED")) < 2:
-            assert study.poll() is None, "the study ended before it could be killed"
+            said = log.read_text()[-2000:]
+            assert study.poll() is None, f"the study ended before it could be killed:\n{said}"
             assert time.monotonic() < deadline, "no retraining finished in 10 minutes"
             time.sleep(1)
     finally:
-        os.killpg(study.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may have ended already
+            os.killpg(study.pid, signal.SIGKILL)
         study.wait()
 
 

@@ -76,7 +76,7 @@ def verify(root: Path, data_path: str = "", retrainings: int = 2) -> Verdict:
 
 
 def _run_step(config) -> str:
-    from xlinfluence.cli import execute
+    from xlinfluence.cli import execute  # which starts each step from a fresh Accelerate state
 
     return execute(config)
 
