@@ -40,10 +40,11 @@ class Imported:
         )
 
 
-def import_bundle(root: Path, data_path: str = "") -> Imported:
+def import_bundle(root: Path, data_path: str = "", found: bundle.Bundle | None = None) -> Imported:
     """Import the bundle at `root`; data_path: where the study's data is on this machine
-    (default: the path its base train run was given)."""
-    found = bundle.read(Path(root))
+    (default: the path its base train run was given); found: the bundle already read and
+    verified (its checksums are not read twice)."""
+    found = found or bundle.read(Path(root))
     (base,) = found.of_role("train") or [None]
     if base is None:
         raise bundle.BundleError(f"bundle {root} holds no base train run; export it again.")

@@ -49,7 +49,7 @@ def compute(root: Path, data_path: str = "") -> tuple[MainConfig, dict[str, pd.D
         tempfile.TemporaryDirectory(prefix="xlinfluence-tables-") as tmp,
         tracking.temporary_store(Path(tmp)),
     ):
-        runs = import_bundle(Path(root), data_path).runs
+        runs = import_bundle(Path(root), data_path, found).runs
         mains = {r.record["name"]: runs[r.run_id] for r in found.of_role("main")}
         base = study.base(config)
         missing = [name for name in base if name not in mains]
