@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from xlinfluence import tracking
+from xlinfluence import artifacts, tracking
 from xlinfluence.config import MainConfig, TrainConfig
 from xlinfluence.errors import XlinfluenceError
 from xlinfluence.steps import attributions, lds, retrain
@@ -272,3 +272,23 @@ def test_a_retraining_that_dies_before_its_entry_point_ends_failed_in_the_store(
     with mlflow.start_run(), pytest.raises(XlinfluenceError, match="1 retraining"):
         retrain.run_all({"one": config}, find_project(), workers=1)
     assert MlflowClient().get_run(launched[0]).info.status == "FAILED"
+
+
+def test_a_removal_keeps_the_full_runs_step_count_unless_asked_not_to(main_runs):
+    """removal_steps=fixed (the default) trains a subset on the full run's batches with the
+    removed rows skipped: as many optimizer steps; proportional: fewer."""
+    train_only = {"--influence-batch-size", "--top-k", "--method"}
+    args = [a for i, a in enumerate(SETTING)
+            if a not in train_only and SETTING[i - 1] not in train_only]  # fmt: skip
+    steps = {}
+    for mode in ("fixed", "proportional"):
+        run_id = run_step("train", *args, "--remove", "subset:0.5:0", "--removal-steps", mode,
+                          "--save-checkpoints", "false")  # fmt: skip
+        steps[mode] = _last_step(run_id)
+    assert steps["fixed"] == _last_step(main_runs["train"]) == 2 * 7  # 56 rows, batches of 8
+    assert steps["proportional"] == 2 * 4  # 28 kept rows
+
+
+def _last_step(train_run_id: str) -> int:
+    index = tracking.download(train_run_id, artifacts.CHECKPOINT_INDEX)
+    return artifacts.load_checkpoint_index(index)[-1]["step"]

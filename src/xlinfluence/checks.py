@@ -214,10 +214,12 @@ REMOVAL = (
     r"(?P<kind>tracin|random):(?P<run>[0-9a-f]{32}):(?P<test>[\w-]+):(?P<train>[\w-]+)"
     r":(?P<k>\d+)(:(?P<draw>\d+))?"
 )
-# A ground-truth selection (data/subsets.py): a random subset or a language removal.
+# A ground-truth selection (data/subsets.py): a random subset, a language removal, or
+# a cut of some languages to a fraction (the language datamodel's compositions).
 SELECTION = (
-    r"subset:(?P<alpha>\d*\.\d+):(?P<subset_draw>\d+)(?P<pairs>:pairs)?"
+    r"subset:(?P<alpha>\d*\.\d+):(?P<subset_draw>\d+)(?P<by>:pairs|:labels)?"
     r"|language:(?P<language>[\w-]+)"
+    r"|fraction:(?P<fraction>\d*\.\d+):(?P<cut>[\w-]+(\+[\w-]+)*):(?P<cut_draw>\d+)"
 )
 
 
@@ -291,7 +293,7 @@ def experiment_values(config) -> None:
             raise refuse(name, given, "ratios must be positive numbers", "give e.g. 1,2,4")
     elif config.experiment == "seeds" and not all(v.isdigit() for v in values):
         raise refuse(name, given, "seeds must be whole numbers >= 0", "give e.g. 1,2,3")
-    elif config.experiment in ("methods", "lds", "leave-language-out"):
+    elif config.experiment in ("methods", "lds", "leave-language-out", "language-datamodel"):
         from xlinfluence.config import ATTRIBUTION_METHODS
 
         unknown = [v for v in values if v not in ATTRIBUTION_METHODS]

@@ -20,10 +20,13 @@ C = TypeVar("C", bound="StepConfig")
 DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
 PRESETS = ("e5-small", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
+TRAIN_CONTENTS = ("parallel", "disjoint")  # data/select.py
+REMOVAL_STEPS = ("fixed", "proportional")  # steps/train.py
 #: Parameters renamed since runs were logged under the old name (old -> new): a logged run
 #: still parses; `similarity` became `method` when EK-FAC made it more than a similarity.
 RENAMED = {"similarity": "method"}
-METHOD_NAMES = ("dot", "cosine", "representation", "ekfac", "metagradient")  # tracin/methods.py
+#: tracin/methods.py
+METHOD_NAMES = ("dot", "cosine", "representation", "ekfac", "metagradient", "label-only")
 TEST_GRADIENTS = ("auto", "keep", "reform")  # tracin/memory.py plan_test_side
 EXPERIMENTS = (
     "zero-shot",
@@ -33,6 +36,7 @@ EXPERIMENTS = (
     "methods",
     "lds",
     "leave-language-out",
+    "language-datamodel",
 )
 BACKENDS = ("local", "kubernetes")
 #: experiment=methods: attribution variants of one fine-tuning run (the train run is shared).
@@ -47,6 +51,7 @@ ATTRIBUTION_METHODS = {
     "representation": {"method": "representation", "params": "all"},
     "ekfac": {"method": "ekfac", "params": "all"},
     "metagradient": {"method": "metagradient", "params": "all"},
+    "label-only": {"method": "label-only", "params": "all"},
 }
 #: Scored only when named in experiment_values (their cost grows with the test set).
 ON_REQUEST = ("metagradient",)
@@ -60,6 +65,10 @@ EXPERIMENT_FIELDS = (
     "subset_fraction",
     "subset_by",
     "retrain_seeds",
+    "removal_steps",
+    "cut_fraction",
+    "design",
+    "pilot_only",
     "workers",
     "backend",
     "backend_config",
@@ -225,6 +234,14 @@ class TrainConfig(StepConfig):
         "zero-shot language: one of `languages`, tested but never trained on",
         checks.Languages(single=True),
     )
+    train_content: str = _param(
+        "parallel",
+        "parallel: every training language gets translations of the same sentences where the "
+        "source is parallel (the paper's setting); disjoint: each language gets sentences no "
+        "other training language has, label-stratified within the language (a language "
+        "then brings content of its own, so removing it can matter)",
+        checks.OneOf(TRAIN_CONTENTS),
+    )
     model: str = _param(
         "e5-small",
         "'e5-small' (pretrained multilingual-e5-small, offline), 'tiny' (random XLM-R-shaped "
@@ -282,8 +299,17 @@ class TrainConfig(StepConfig):
             f"({checks.REMOVAL}|{checks.SELECTION})?",
             "empty, or tracin:<influence run>:<test lang>:<train lang>:<k>, "
             "random:<influence run>:<test lang>:<train lang>:<k>:<draw>, "
-            "subset:<alpha>:<draw>[:pairs] or language:<train lang>",
+            "subset:<alpha>:<draw>[:pairs|:labels], language:<train lang> or "
+            "fraction:<f>:<lang>[+<lang>...]:<draw>",
         ),
+    )
+    removal_steps: str = _param(
+        "fixed",
+        "a retraining without rows (remove=...): fixed keeps the full run's batches, step "
+        "count and learning-rate schedule and skips the removed rows, so it differs from "
+        "the full run by those rows alone; proportional trains the kept rows as a set of "
+        "their own, steps in proportion (fewer steps: less training, not only less data)",
+        checks.OneOf(REMOVAL_STEPS),
     )
     save_checkpoints: bool = _param(
         True,
@@ -527,6 +553,7 @@ class MainConfig(StepConfig):
     train_per_language: str = _same(_T, "train_per_language")
     test_per_language: int = _same(_T, "test_per_language")
     heldout_language: str = _same(_T, "heldout_language")
+    train_content: str = _same(_T, "train_content")
     model: str = _same(_T, "model")
     trim_vocab: bool = _same(_T, "trim_vocab")
     epochs: int = _same(_T, "epochs")
@@ -590,13 +617,35 @@ class MainConfig(StepConfig):
     )
     subset_by: str = _param(
         "rows",
-        "lds: draw subsets by rows, or by translation groups (pairs: pair_id)",
-        checks.OneOf(("rows", "pairs")),
+        "lds: draw subsets by rows of each language, by translation groups (pairs: "
+        "pair_id), or by rows of each (language, label) cell (labels: every subset keeps the "
+        "label proportions, so a score that counts same-label rows cannot predict it)",
+        checks.OneOf(("rows", "pairs", "labels")),
     )
     retrain_seeds: int = _param(
         3,
         "lds, leave-language-out: training seeds per retraining (train_seed 0..S-1)",
         checks.AtLeast(1),
+    )
+    removal_steps: str = _same(_T, "removal_steps")
+    cut_fraction: float = _param(
+        0.25,
+        "language-datamodel: the fraction of a training language kept where the design cuts "
+        "it (label-stratified, a fresh draw per composition)",
+        checks.Real(0.0, 1.0, strict_low=True),
+    )
+    design: str = _param(
+        "auto",
+        "language-datamodel: two-level design over the training languages: full (2^k "
+        "compositions), half (2^(k-1), resolution k), quarter (2^(k-2)), or auto (full up to "
+        "4 languages, else half)",
+        checks.OneOf(("auto", "full", "half", "quarter")),
+    )
+    pilot_only: bool = _param(
+        False,
+        "language-datamodel: run the pilot (full and all-cut compositions, 4 seeds each) and "
+        "its power analysis only, to choose retrain_seeds before the design",
+        checks.Flag(),
     )
     workers: int = _param(
         0,
@@ -631,6 +680,10 @@ class MainConfig(StepConfig):
                 "the kubernetes backend needs its config (kube-job-template-path, repository-uri)",
                 "give configs/kubernetes/backend_config.json, edited (docs/cluster.md)",
             )
+        if self.experiment == "language-datamodel":
+            from xlinfluence.analysis import design  # refuse a design before any run
+
+            design.resolve(self.design, len(train_counts(self)))
         total = sum(train_counts(self).values())
         if self.top_k > total:
             raise refuse(

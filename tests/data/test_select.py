@@ -164,3 +164,31 @@ def test_partially_parallel_data_keeps_the_parallel_languages_parallel():
         assert len(pairs(test, lang)) == 5  # sampled on their own
     assert not set(train.pair_id) & set(test.pair_id)  # test content kept out of training
     assert train.language.value_counts().to_dict() == dict.fromkeys(langs, 10)
+
+
+def _disjoint(pools, counts, seed=0):
+    return select(pools, train_languages=list(counts), test_languages=list(counts),
+                  train_counts=counts, test_per_language=5, seed=seed, where="t",
+                  train_content="disjoint")  # fmt: skip
+
+
+def test_disjoint_training_sets_share_no_sentence_and_keep_each_languages_labels():
+    pool = parallel_pool(n=90)
+    train, test = _disjoint(Pools(pool, None, ["a", "b", "c"]), {"en": 24, "de": 24, "fr": 24})
+    per_language = {lang: set(pairs(train, lang)) for lang in LANGS}
+    assert all(len(p) == 24 for p in per_language.values())
+    for a in LANGS:
+        for b in LANGS:
+            assert a == b or per_language[a].isdisjoint(per_language[b])
+    assert set(train["pair_id"]).isdisjoint(set(test["pair_id"]))
+    counts = train.groupby(["language", "label"]).size().unstack()
+    assert (counts == 8).all().all()  # the pool's labels are a third each
+    again, _ = _disjoint(Pools(pool.sample(frac=1, random_state=1), None, ["a", "b", "c"]),
+                         {"en": 24, "de": 24, "fr": 24})  # fmt: skip
+    assert train["id"].tolist() == again["id"].tolist()  # row order of the pool is irrelevant
+
+
+def test_disjoint_training_sets_that_the_pool_cannot_fill_are_refused_with_the_fix():
+    pool = parallel_pool(n=60)
+    with pytest.raises(DataError, match="train_content=disjoint.*Lower train_per_language"):
+        _disjoint(Pools(pool, None, ["a", "b", "c"]), {"en": 20, "de": 20, "fr": 20})

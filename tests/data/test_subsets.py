@@ -58,3 +58,30 @@ def test_language_removal_drops_exactly_that_language():
         subsets.kept_mask(subsets.Selection.parse("language:ru"), train, seed=0)
     with pytest.raises(DataError, match="no training data"):
         subsets.kept_mask(subsets.Selection.parse("language:en"), _train(languages=("en",)), 0)
+
+
+def test_label_subsets_keep_every_languages_label_proportions():
+    train = _train(per_language=30)
+    selection = subsets.Selection.parse("subset:0.5:2:labels")
+    assert selection.spec == "subset:0.5:2:labels" and selection.by == "labels"
+    keep = subsets.kept_mask(selection, train, seed=0)
+    kept = train[keep].groupby(["language", "label"]).size()
+    assert (kept == 5).all()  # half of every (language, label) cell of 10
+
+
+def test_fractions_cut_the_named_languages_label_stratified_and_leave_the_rest():
+    train = _train(per_language=40)
+    selection = subsets.Selection.parse("fraction:0.25:en+fr:5")
+    assert selection.spec == "fraction:0.25:en+fr:5" and selection.cut == ("en", "fr")
+    keep = subsets.kept_mask(selection, train, seed=0)
+    kept = train[keep]
+    assert kept.groupby("language").size().to_dict() == {"de": 40, "en": 10, "fr": 10}
+    # labels 0, 1, 2 hold 14, 13, 13 rows of a language: quotas 3.5, 3.25, 3.25 -> 4, 3, 3
+    assert kept[kept["language"] == "en"].groupby("label").size().tolist() == [4, 3, 3]
+    assert np.array_equal(keep, subsets.kept_mask(selection, train, seed=0))
+    other = subsets.kept_mask(subsets.Selection.parse("fraction:0.25:en+fr:6"), train, seed=0)
+    assert not np.array_equal(keep, other)  # a fresh draw per composition
+    with pytest.raises(DataError, match=r"\['xx'\]"):
+        subsets.kept_mask(subsets.Selection.parse("fraction:0.25:xx:0"), train, seed=0)
+    with pytest.raises(ConfigError, match="cut twice"):
+        subsets.Selection.parse("fraction:0.5:en+en:0")

@@ -149,6 +149,7 @@ def load_splits(
     test_per_language: int,
     heldout_language: str | None = None,
     seed: int = 0,
+    train_content: str = "parallel",
 ) -> Splits:
     """Train and test examples of `languages` (plus the zero-shot `heldout_language`).
 
@@ -156,6 +157,8 @@ def load_splits(
     data_path), "xnli", "paws-x", "marc" (hub, or saved copies under data_path), or
     "local" (data_path is a file or a folder with train and test files).
     train_counts: examples per training language; test_per_language: per test language.
+    train_content: "parallel" (translations of the same sentences where the source has
+    them) or "disjoint" (each language its own sentences, label-stratified; select.py).
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
@@ -180,6 +183,7 @@ def load_splits(
         test_per_language=test_per_language,
         seed=seed,
         where=dataset if dataset != "local" else f"local ({data_path})",
+        train_content=train_content,
     )
     return Splits(train=train, test=test, label_names=list(pools.label_names))
 
@@ -200,6 +204,7 @@ def splits_of(config) -> Splits:
         test_per_language=config.test_per_language,
         heldout_language=config.heldout_language.strip() or None,
         seed=config.seed,
+        train_content=config.train_content,
     )
 
 

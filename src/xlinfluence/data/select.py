@@ -10,6 +10,10 @@ are scored too (reinforcing vs complementary influence). A language whose pair_i
 other language holds is sampled on its own (partially parallel data). Training sets are
 made as parallel as possible: pair_ids present in every training language come first, in
 one shuffled order, so a language with a smaller count takes a prefix of a larger one's.
+With train_content="disjoint" they are the opposite: each training language takes keys no
+other training language has, label-stratified within the language, so every language
+brings content of its own and removing one removes something the others cannot replace
+(the language datamodel's ground truth needs that; on parallel sets it is flat by design).
 """
 
 from __future__ import annotations
@@ -203,6 +207,50 @@ def _select_train(
     return _take(cand, languages, _order(cand.key, seed, coverage), counts, too_few)
 
 
+def _select_disjoint(
+    pool: pd.DataFrame,
+    drop: np.ndarray,
+    languages: Sequence[str],
+    counts: Mapping[str, int],
+    seed: int,
+    where: str,
+) -> np.ndarray:
+    """Pool rows: per language (given order), counts[lang] rows whose keys no earlier
+    language took, label-stratified: each label gets the language's count times its share
+    of the language's candidates (largest remainder), filled in the seeded key order."""
+    cand = _Candidates(pool, languages, drop)
+    labels = pool[schema.LABEL].to_numpy()[cand.rows]
+    position = _order(cand.key, seed)
+    used: set = set()
+    chosen = []
+    for lang in languages:
+        mine = np.flatnonzero(cand.of(lang))
+        values, sizes = np.unique(labels[mine], return_counts=True)
+        quota = counts[lang] * sizes / sizes.sum()
+        wanted = np.floor(quota).astype(int)
+        short = counts[lang] - wanted.sum()
+        wanted[np.lexsort((-sizes, -(quota - wanted)))[:short]] += 1
+        for value, n in zip(values, wanted, strict=True):
+            rows = mine[labels[mine] == value]
+            free = rows[[k not in used for k in cand.key[rows]]]
+            if len(free) < n:
+                raise DataError(
+                    f"{where}: train_content=disjoint needs {n} {lang!r} training example(s) "
+                    f"of label {value!r} that no earlier training language has, but only "
+                    f"{len(free)} are left. Lower train_per_language (the languages share "
+                    f"one pool of {len(set(cand.key))} sentences), or use "
+                    "train_content=parallel."
+                )
+            picked = free[np.argsort(position[free], kind="stable")[:n]]
+            used.update(cand.key[picked])
+            chosen.append(picked)
+    rows = np.concatenate(chosen)
+    # order within a language: the seeded key order, as for parallel sets
+    language_of = cand.language[rows]
+    order = np.lexsort((position[rows], [list(languages).index(x) for x in language_of]))
+    return cand.rows[rows[order]]
+
+
 def select(
     pools: Pools,
     *,
@@ -212,6 +260,7 @@ def select(
     test_per_language: int,
     seed: int,
     where: str,
+    train_content: str = "parallel",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, test) frames, schema-valid, ordered by language then shuffled key order."""
     single = pools.test is None
@@ -224,7 +273,12 @@ def select(
     if single:
         drop[test_rows] = True
     reserved = test_per_language if single else 0
-    rows = _select_train(pools.train, drop, train_languages, train_counts, seed, where, reserved)
+    if train_content == "disjoint":
+        rows = _select_disjoint(pools.train, drop, train_languages, train_counts, seed, where)
+    else:
+        rows = _select_train(
+            pools.train, drop, train_languages, train_counts, seed, where, reserved
+        )
     train = pools.train.iloc[rows]
     if train.empty or test.empty:
         raise DataError(f"{where}: empty selection; ask for at least one example per language.")

@@ -36,6 +36,7 @@ RETRAINING_DRIVERS = {
     "counterfactual": "xlinfluence.steps.counterfactual",
     "lds": "xlinfluence.steps.lds",
     "leave-language-out": "xlinfluence.steps.leave_language_out",
+    "language-datamodel": "xlinfluence.steps.language_datamodel",
 }
 
 

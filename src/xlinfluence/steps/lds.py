@@ -34,7 +34,7 @@ def selections(config: MainConfig) -> list[subsets.Selection]:
                 subsets.SUBSET,
                 alpha=config.subset_fraction,
                 draw=draw,
-                pairs=config.subset_by == "pairs",
+                by=config.subset_by,
             ).spec
         )
         for draw in range(config.subsets)

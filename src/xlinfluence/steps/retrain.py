@@ -57,7 +57,10 @@ def cheap_base(config) -> TrainConfig:
         threads_per_worker(workers) if config.backend == "local" and workers > 1 else 0
     )
     return dataclasses.replace(
-        config.without_experiment().train(), save_checkpoints=False, threads=threads
+        config.without_experiment().train(),
+        save_checkpoints=False,
+        threads=threads,
+        removal_steps=config.removal_steps,
     )
 
 

@@ -49,10 +49,12 @@ def _train(config: TrainConfig, accelerator: Accelerator) -> str:
     removed = _removed_ids(config, splits) if config.remove else []
     is_removed = splits.train[schema.ID].isin(removed).to_numpy()
     trained_on = splits.train[~is_removed].reset_index(drop=True)  # the logged manifest
-    # A subset or a left-out language is a training set of its own: full batches of the
-    # kept rows, steps in proportion. A counterfactual removal of a few rows keeps every
-    # other batch of the full run instead, so the two runs differ by those rows alone.
-    as_own_set = subsets.is_selection(config.remove)
+    # By default (removal_steps=fixed) a retraining keeps every batch of the full run, its
+    # step count and schedule, and skips the removed rows, so the two runs differ by those
+    # rows alone. removal_steps=proportional trains a subset, a left-out language or a cut
+    # as a set of its own: full batches of the kept rows, steps in proportion (fewer steps
+    # is then part of what a removal does). A counterfactual removal is always fixed.
+    as_own_set = subsets.is_selection(config.remove) and config.removal_steps == "proportional"
     built = modeling.build(
         config.model,
         num_labels=len(splits.label_names),

@@ -22,6 +22,7 @@ from torch import nn
 from xlinfluence.tracin.ekfac import EKFACScorer
 from xlinfluence.tracin.engine import Batch, CheckpointScorer
 from xlinfluence.tracin.hooks import ParamFilter
+from xlinfluence.tracin.label_only import LabelOnlyScorer
 from xlinfluence.tracin.representation import RepresentationScorer
 
 #: (model, param_filter, compute dtype, training batches, test_gradients) -> a scorer context
@@ -57,6 +58,10 @@ def _representation(model, param_filter, compute_dtype, train_batches, test_grad
     return RepresentationScorer(model, compute_dtype=compute_dtype)
 
 
+def _label_only(model, param_filter, compute_dtype, train_batches, test_gradients):
+    return LabelOnlyScorer(model)
+
+
 def _ekfac(model, param_filter, compute_dtype, train_batches, test_gradients):
     return EKFACScorer(model, param_filter, train_batches)
 
@@ -71,5 +76,6 @@ METHODS = {
         Method("representation", _representation, chunks="representation", self_scores=False),
         Method("ekfac", _ekfac, chunks="ekfac influence", fits=True),
         Method("metagradient", None, chunks="metagradient", self_scores=False),
+        Method("label-only", _label_only, chunks="label-only", self_scores=False),
     )
 }

@@ -1,0 +1,192 @@
+"""The language-level ground truth against simulated designs whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xlinfluence.analysis import design, lds
+from xlinfluence.analysis import language_truth as lt
+from xlinfluence.errors import ConfigError
+
+LANGUAGES = ["aa", "bb", "cc", "dd", "ee"]
+TESTS = [*LANGUAGES, "zz"]  # zz: a zero-shot test language
+
+
+def _outcomes(beta: np.ndarray, *, seeds: int, noise: float, rng, cuts=None) -> pd.DataFrame:
+    """Per (composition, seed, test language) mean loss = base + sum_X beta[L, X] cut_X +
+    seed effect + noise; margin = -loss (so both targets carry the same beta)."""
+    cuts = design.cut_matrix("half", len(LANGUAGES)) if cuts is None else cuts
+    seed_effect = rng.normal(0, 0.3, seeds)
+    rows = []
+    for cut in cuts:
+        name = "cut-" + ("+".join(np.asarray(LANGUAGES)[cut]) or "none")
+        for s in range(seeds):
+            for i, lang in enumerate(TESTS):
+                loss = 1.0 + 0.1 * i + beta[i] @ cut + seed_effect[s] + rng.normal(0, noise)
+                rows.append({"composition": name, "seed": s, "test_language": lang}
+                            | {f"cut.{x}": int(c) for x, c in zip(LANGUAGES, cut, strict=True)}
+                            | {"loss": loss, "margin": -loss})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _beta(own: float, other: float) -> np.ndarray:
+    beta = np.full((len(TESTS), len(LANGUAGES)), other)
+    for i in range(len(LANGUAGES)):
+        beta[i, i] = own
+    return beta
+
+
+def test_designs_are_balanced_orthogonal_and_hold_the_whole_set():
+    for name, k, runs in (("full", 3, 8), ("half", 5, 16), ("quarter", 5, 8), ("auto", 5, 16)):
+        cuts = design.cut_matrix(name, k)
+        assert cuts.shape == (runs, k) and not cuts[0].any()
+        design.check_orthogonal(cuts)
+        assert len({tuple(c) for c in cuts}) == runs
+    with pytest.raises(ConfigError, match="design=full"):
+        design.cut_matrix("quarter", 4)
+
+
+def test_the_regression_recovers_beta_within_its_intervals():
+    rng = np.random.default_rng(0)
+    beta = rng.uniform(0, 0.2, (len(TESTS), len(LANGUAGES)))
+    fit = lt.fit_truth(_outcomes(beta, seeds=3, noise=0.02, rng=rng), LANGUAGES)
+    table = fit.table[fit.table["target"] == "loss"]
+    measured = table.pivot(index="test_language", columns="train_language", values="beta")
+    np.testing.assert_allclose(measured.loc[TESTS, LANGUAGES], beta, atol=0.03)
+    covered = (table["low"] <= beta.ravel()) & (beta.ravel() <= table["high"])
+    assert covered.mean() >= 0.85  # 95% intervals over 30 cells
+    assert (table["df"] == 16 * 3 - 1 - 5 - 2).all()
+    margin = fit.table[fit.table["target"] == "margin"]["beta"].to_numpy()
+    np.testing.assert_allclose(margin, table["beta"].to_numpy())  # margin negated: same sign
+
+
+def test_the_premium_is_found_refuted_as_equivalent_or_left_open():
+    rng = np.random.default_rng(1)
+    margins = {"loss": 0.02, "margin": 0.02}
+    found = lt.premium(lt.fit_truth(_outcomes(_beta(0.2, 0.05), seeds=3, noise=0.01, rng=rng),
+                                    LANGUAGES), LANGUAGES, margins)  # fmt: skip
+    loss = found[found["target"] == "loss"]
+    assert list(loss["test_language"]) == LANGUAGES  # zz has no own language
+    assert (loss["verdict"] == "premium").all()
+    np.testing.assert_allclose(loss["premium"], 0.15, atol=0.02)
+    none = lt.premium(lt.fit_truth(_outcomes(_beta(0.05, 0.05), seeds=3, noise=0.005, rng=rng),
+                                   LANGUAGES), LANGUAGES, margins)  # fmt: skip
+    assert (none["verdict"] == "equivalent (no premium beyond the margin)").all()
+    noisy = lt.premium(lt.fit_truth(_outcomes(_beta(0.05, 0.05), seeds=3, noise=0.5, rng=rng),
+                                    LANGUAGES), LANGUAGES, margins)  # fmt: skip
+    assert (noisy["verdict"] == "inconclusive").all()
+    assert (noisy["p_holm"] >= noisy["p"]).all() and (noisy["p_tost_holm"] >= noisy["p_tost"]).all()
+
+
+def test_the_power_analysis_reads_the_pilots_spread():
+    rng = np.random.default_rng(2)
+    k = len(LANGUAGES)
+    pilot_cuts = np.array([[False] * k, [True] * k])
+    pilot = _outcomes(_beta(0.1, 0.1), seeds=4, noise=0.02, rng=rng, cuts=pilot_cuts)
+    margins = lt.equivalence_margins(pilot, k)
+    assert margins["loss"] == pytest.approx(0.5 * 0.1, abs=0.01)  # all cut: 0.5 = 5 x 0.1
+    power = lt.power_table(pilot, n_languages=k, n_compositions=16)
+    loss = power[power["target"] == "loss"]
+    assert loss["seed_sd"].iloc[0] == pytest.approx(0.02, rel=0.5)
+    assert loss["power_premium"].is_monotonic_increasing
+    assert loss["se_beta"].iloc[0] == pytest.approx(2 * loss["seed_sd"].iloc[0] / np.sqrt(32))
+    assert loss["chosen"].sum() == 1 and loss[loss["chosen"]]["seeds"].iloc[0] >= 3
+    noisy = lt.power_table(
+        _outcomes(_beta(0.1, 0.1), seeds=4, noise=1.0, rng=rng, cuts=pilot_cuts),
+        n_languages=k, n_compositions=16,
+    )  # fmt: skip
+    assert noisy["power_equivalence"].max() < lt.POWER_GOAL and not noisy["chosen"].any()
+
+
+def test_double_centring_ignores_row_and_column_effects():
+    rng = np.random.default_rng(3)
+    measured = rng.normal(size=(6, 5))
+    shifted = 3 * measured + rng.normal(size=(6, 1)) + rng.normal(size=(1, 5))
+    assert lt.double_centred_correlation(shifted, measured) == pytest.approx(1.0)
+    only_rows = rng.normal(size=(6, 1)) + np.zeros((6, 5))
+    assert np.isnan(lt.double_centred_correlation(only_rows, measured))
+
+
+def _scores_frames(n_per_language=20, n_test=8, n_labels=4, seed=4):
+    rng = np.random.default_rng(seed)
+    train = pd.DataFrame(
+        {
+            "language": np.repeat(LANGUAGES, n_per_language),
+            "label": rng.integers(0, n_labels, len(LANGUAGES) * n_per_language),
+        }
+    )
+    test = pd.DataFrame({"language": np.repeat(TESTS, n_test),
+                         "label": rng.integers(0, n_labels, len(TESTS) * n_test)})  # fmt: skip
+    return train, test
+
+
+def test_an_attribution_that_knows_beta_agrees_and_random_scores_do_not():
+    rng = np.random.default_rng(5)
+    beta = rng.uniform(0, 0.2, (len(TESTS), len(LANGUAGES)))
+    fit = lt.fit_truth(_outcomes(beta, seeds=3, noise=0.005, rng=rng), LANGUAGES)
+    train, test = _scores_frames()
+    # an oracle: every row of X scores beta[L, X] / rows for every test example of L
+    oracle = np.stack([beta[TESTS.index(t), [LANGUAGES.index(x) for x in train["language"]]]
+                       for t in test["language"]]) / 20  # fmt: skip
+    table = lt.agreement(fit, {"oracle": oracle, lds.RANDOM: oracle}, train, test,
+                         cut_fraction=0.25, top_k=10, n_draws=300, n_random=50)  # fmt: skip
+    summed = table[(table["prediction"] == "summed") & (table["target"] == "loss")]
+    by = summed.set_index("method")
+    assert by.loc["oracle", "agreement"] > 0.95 and by.loc["oracle", "low"] > 0.8
+    assert by.loc["random", "low"] < 0 < by.loc["random", "high"]
+    assert abs(by.loc["random", "agreement"]) < 0.2
+    assert {"label-only", "language-only", "random"} <= set(by.index)
+    assert by.loc["oracle", "diff_low"] > 0  # paired over beta's draws, vs label-only
+
+
+def test_label_only_lds_on_a_label_count_case_is_its_known_value_and_random_is_near_zero():
+    """Outputs that are exactly 'same-label rows kept minus the others' share' are what
+    label-only predicts: Spearman 1 on every test example. Random scores: about 0."""
+    rng = np.random.default_rng(6)
+    train, test = _scores_frames(n_per_language=30, n_labels=3)
+    scores = lt.label_only_scores(train, test, 3)
+    masks = rng.random((40, len(train))) < rng.uniform(0.2, 0.8, (40, 1))  # label counts vary
+    truth = lds.predicted_outputs(scores, masks)
+    seeds = np.repeat(truth[:, None], 2, axis=1)
+    outputs = {"margin": seeds, "loss": -seeds}
+    random = lds.random_scores(len(test), len(train), seed=1)
+    table = lds.lds_table({"label-only": scores, "random": random}, masks, outputs,
+                          test["language"].to_numpy(), n_resamples=200)  # fmt: skip
+    overall = table[table["test_language"] == lds.ALL].set_index(["method", "target"])["lds"]
+    assert overall[("label-only", "margin")] == pytest.approx(1.0)
+    assert overall[("label-only", "loss")] == pytest.approx(1.0)
+    assert abs(overall[("random", "margin")]) < 0.1
+
+
+def test_partialled_lds_credits_what_is_known_beyond_the_language_amounts():
+    rng = np.random.default_rng(7)
+    train, test = _scores_frames(n_per_language=24, n_labels=3)
+    cuts = design.cut_matrix("half", len(LANGUAGES))
+    language = train["language"].to_numpy()
+    kept = np.ones((len(cuts), len(train)), dtype=bool)
+    for r, cut in enumerate(cuts):  # a fresh random quarter of every cut language
+        for x, is_cut in zip(LANGUAGES, cut, strict=True):
+            if is_cut:
+                rows = np.flatnonzero(language == x)
+                kept[r, rows] = False
+                kept[r, rng.choice(rows, 6, replace=False)] = True
+    informed = rng.normal(size=(len(test), len(train)))
+    signal = lds.predicted_outputs(informed, kept)
+    outputs = {
+        "margin": signal[:, None] + rng.normal(0, 0.5, (len(cuts), 3, len(test))),
+        "loss": -signal[:, None] + rng.normal(0, 0.5, (len(cuts), 3, len(test))),
+    }
+    # label-only on label-stratified cuts would be flat; here a per-language constant is
+    language_only = np.stack([(language == t).astype(float) for t in test["language"]])
+    table = lt.partialled_lds({"informed": informed, "language-amounts": language_only,
+                               lds.RANDOM: lds.random_scores(len(test), len(train))},
+                              kept, outputs, cuts, test["language"].to_numpy())  # fmt: skip
+    overall = table[(table["test_language"] == lds.ALL) & (table["target"] == "margin")]
+    by = overall.set_index("method")
+    assert by.loc["informed", "lds"] > 0.5 and by.loc["informed", "low"] > 0.4
+    assert np.isnan(by.loc["language-amounts", "lds"])  # nothing beyond the amounts
+    assert abs(by.loc["random", "lds"]) < 0.15
+    assert 0 < by.loc["informed", "fraction_of_ceiling"]
+    assert by.loc[lds.CEILING_MEAN, "lds"] > 0.5
