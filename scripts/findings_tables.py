@@ -131,6 +131,51 @@ def leave_language_out_text(tables: dict[str, pd.DataFrame], label: str, seeds: 
     ])  # fmt: skip
 
 
+def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
+    """The language datamodel's tables as docs/findings.md shows them."""
+    truth = tables["language_truth"].copy()
+    seeds = tables["retrainings"]["seed"].nunique()
+    compositions = tables["retrainings"]["composition"].nunique()
+    truth["cell"] = interval(truth, "beta", "low", "high") + truth["p_holm"].map(
+        lambda p: " *" if p < 0.05 else ""
+    )
+    premium = tables["premium"]
+    premium = premium[premium["target"] == "loss"].copy()
+    premium["premium [95% CI]"] = interval(premium, "premium", "low", "high")
+    agree = tables["language_agreement"]
+    agree = agree[agree["target"] == "loss"].copy()
+    agree["agreement [95% CI]"] = interval(agree, "agreement", "low", "high")
+    agree["minus label-only [95% CI]"] = interval(agree, "diff_vs_label_only", "diff_low",
+                                                  "diff_high")  # fmt: skip
+    wide = agree.pivot(index="method", columns="prediction", values="agreement [95% CI]")
+    lds_table = tables["lds_partialled"]
+    lds_table = lds_table[lds_table["test_language"] == "all"].copy()
+    lds_table["LDS [95% CI]"] = interval(lds_table, "lds", "low", "high")
+    lds_wide = lds_table.pivot(index="method", columns="target", values="LDS [95% CI]")
+    fraction = lds_table.pivot(index="method", columns="target", values="fraction_of_ceiling")
+    lds_wide = lds_wide.join(fraction.add_prefix("fraction of ceiling, "))
+    power = tables["power"]
+    power = power[(power["target"] == "loss") & (power["seeds"].isin([3, seeds]) | power["chosen"])]
+    return "\n\n".join([
+        f"{label}: {compositions} compositions x {seeds} seeds = {compositions * seeds} "
+        "retrainings, beside the pilot",
+        "beta(L, X): L's mean test loss increase when X is cut (rows L, columns X; 95% CI; "
+        "* Holm p < 0.05 over the cells):",
+        markdown(matrix(truth, "cell", "test_language", "train_language")),
+        "Own-language premium, beta(L, L) minus the mean beta(L, X), X != L (Holm over L; "
+        "TOST within the pilot's margin):",
+        markdown(premium[["test_language", "premium [95% CI]", "p_holm", "margin",
+                          "p_tost_holm", "verdict"]]),  # fmt: skip
+        "Agreement with beta (double-centred correlation; interval over beta's uncertainty):",
+        markdown(wide.reset_index()),
+        "Example-level LDS over the compositions, language amounts partialled out:",
+        markdown(lds_wide.reset_index()),
+        "Power (pilot's seed spread; loss):",
+        markdown(power[["seeds", "retrainings", "seed_sd", "margin", "se_beta",
+                        "power_premium", "power_equivalence", "power_cell", "chosen"]]),
+    ])  # fmt: skip
+
+
 def cost(run_id: str) -> str:
     """Seconds and artifact bytes of the cheap retrainings against the full train run."""
     settings = attributions.settings_of(run_id)
@@ -324,6 +369,8 @@ def bundle_report(root: Path, data_path: str = "") -> str:
     label = f"Study bundle `{Path(root).name}`"
     if config.experiment == "lds":
         return lds_text(tables, label, agreement.REFERENCE)
+    if config.experiment == "language-datamodel":
+        return language_datamodel_text(tables, label)
     return leave_language_out_text(tables, label, config.retrain_seeds)
 
 

@@ -305,10 +305,11 @@ class TrainConfig(StepConfig):
     )
     removal_steps: str = _param(
         "fixed",
-        "a retraining without rows (remove=...): fixed keeps the full run's batches, step "
-        "count and learning-rate schedule and skips the removed rows, so it differs from "
-        "the full run by those rows alone; proportional trains the kept rows as a set of "
-        "their own, steps in proportion (fewer steps: less training, not only less data)",
+        "a retraining without rows (remove=...): fixed keeps the full run's batches and "
+        "learning-rate schedule and skips the removed rows (a batch left empty is skipped), "
+        "so it differs from the full run by those rows alone; proportional trains the kept "
+        "rows as a set of their own, steps in proportion (fewer steps: less training, not "
+        "only less data)",
         checks.OneOf(REMOVAL_STEPS),
     )
     save_checkpoints: bool = _param(

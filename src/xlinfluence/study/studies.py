@@ -14,7 +14,13 @@ import pandas as pd
 
 from xlinfluence.config import MainConfig, TrainConfig
 from xlinfluence.data import schema
-from xlinfluence.steps import attributions, counterfactual, lds, leave_language_out
+from xlinfluence.steps import (
+    attributions,
+    counterfactual,
+    language_datamodel,
+    lds,
+    leave_language_out,
+)
 from xlinfluence.steps.experiment import chosen_methods, method_settings
 
 
@@ -62,9 +68,16 @@ def _llo_compute(config, found, runs: dict[str, str]) -> dict[str, pd.DataFrame]
     )
 
 
+def _ldm_retrainings(config, train, influence) -> dict[str, TrainConfig]:
+    """The pilot's and the design's retrainings (the pilot's power analysis is a table of
+    the study, and its all-cut composition is in no design)."""
+    return language_datamodel.pilot_settings(config) | language_datamodel.design_settings(config)
+
+
 STUDIES: dict[str, Study] = {
     "lds": Study(_methods, _lds_retrainings, _lds_compute),
     "leave-language-out": Study(_methods, _llo_retrainings, _llo_compute),
+    "language-datamodel": Study(_methods, _ldm_retrainings, language_datamodel.compute),
     "counterfactual": Study(
         lambda config: {"base": config.without_experiment()},
         lambda config, train, influence: counterfactual.settings(config, influence),
