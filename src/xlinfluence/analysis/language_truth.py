@@ -42,7 +42,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from scipy import stats
 
 from xlinfluence.analysis import ablation, lds
@@ -424,40 +423,3 @@ def partialled_lds(
                              "n_compositions": len(kept), "n_seeds": n_seeds,
                              "n_test": len(valid)})  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def figure(tables: dict[str, pd.DataFrame]) -> Figure:
-    """beta (loss) as a heatmap with the premium per row, and the agreement per method."""
-    truth = tables["language_truth_all"]
-    loss = truth[truth["target"] == "loss"].pivot(
-        index="test_language", columns="train_language", values="beta"
-    )
-    agree = tables["language_agreement"]
-    agree = agree[(agree["target"] == "loss") & (agree["prediction"] == "summed")]
-    agree = agree.sort_values("agreement")
-    fig = Figure(figsize=(11, 0.5 * max(len(loss), len(agree)) + 2))
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})
-    image = left.imshow(loss.to_numpy(), cmap="RdBu_r",
-                        vmin=-np.nanmax(np.abs(loss.to_numpy())),
-                        vmax=np.nanmax(np.abs(loss.to_numpy())))  # fmt: skip
-    left.set_xticks(range(loss.shape[1]), loss.columns)
-    left.set_yticks(range(loss.shape[0]), loss.index)
-    for (i, j), value in np.ndenumerate(loss.to_numpy()):
-        left.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
-    left.set_xlabel("training language X cut")
-    left.set_ylabel("test language L")
-    left.set_title("beta: L's loss increase when X is cut")
-    fig.colorbar(image, ax=left, shrink=0.8)
-    y = np.arange(len(agree))
-    right.errorbar(
-        agree["agreement"],
-        y,
-        fmt="o",
-        capsize=3,
-        xerr=[agree["agreement"] - agree["low"], agree["high"] - agree["agreement"]],
-    )
-    right.set_yticks(y, agree["method"])
-    right.axvline(0, color="grey", lw=0.8)
-    right.set_xlabel("agreement with beta (double-centred r; 95% over beta's uncertainty)")
-    fig.tight_layout()
-    return fig

@@ -292,3 +292,40 @@ def share_bars(
 def _percent(value: float) -> str:
     """Whole percent, rounding halves up (f"{0.125:.0%}" would give the banker's "12%")."""
     return f"{int(np.floor(100 * value + 0.5))}%"
+
+
+def language_truth_figure(tables: dict[str, pd.DataFrame]) -> Figure:
+    """beta (loss) as a heatmap with the premium per row, and the agreement per method."""
+    truth = tables["language_truth_all"]
+    loss = truth[truth["target"] == "loss"].pivot(
+        index="test_language", columns="train_language", values="beta"
+    )
+    agree = tables["language_agreement"]
+    agree = agree[(agree["target"] == "loss") & (agree["prediction"] == "summed")]
+    agree = agree.sort_values("agreement")
+    fig = Figure(figsize=(11, 0.5 * max(len(loss), len(agree)) + 2))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})
+    image = left.imshow(loss.to_numpy(), cmap="RdBu_r",
+                        vmin=-np.nanmax(np.abs(loss.to_numpy())),
+                        vmax=np.nanmax(np.abs(loss.to_numpy())))  # fmt: skip
+    left.set_xticks(range(loss.shape[1]), loss.columns)
+    left.set_yticks(range(loss.shape[0]), loss.index)
+    for (i, j), value in np.ndenumerate(loss.to_numpy()):
+        left.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
+    left.set_xlabel("training language X cut")
+    left.set_ylabel("test language L")
+    left.set_title("beta: L's loss increase when X is cut")
+    fig.colorbar(image, ax=left, shrink=0.8)
+    y = np.arange(len(agree))
+    right.errorbar(
+        agree["agreement"],
+        y,
+        fmt="o",
+        capsize=3,
+        xerr=[agree["agreement"] - agree["low"], agree["high"] - agree["agreement"]],
+    )
+    right.set_yticks(y, agree["method"])
+    right.axvline(0, color="grey", lw=0.8)
+    right.set_xlabel("agreement with beta (double-centred r; 95% over beta's uncertainty)")
+    fig.tight_layout()
+    return fig

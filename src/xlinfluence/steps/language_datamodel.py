@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from xlinfluence import tracking
-from xlinfluence.analysis import design, language_truth
+from xlinfluence.analysis import design, language_truth, plots
 from xlinfluence.config import MainConfig, TrainConfig, train_counts
 from xlinfluence.data import subsets
 from xlinfluence.steps import attributions, retrain
@@ -105,7 +105,7 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     runs = retrain.run_settings(config, design_settings(config), project, parent)
     tables = compute(config, found, pilot | runs)
     parent.log_frames(tables, "experiment")
-    parent.log_figure(language_truth.figure(tables), "experiment/comparison.png")
+    parent.log_figure(plots.language_truth_figure(tables), "experiment/comparison.png")
     agree = tables["language_agreement"]
     headline = agree[(agree["target"] == "loss") & (agree["prediction"] == "summed")]
     parent.log_metrics(
