@@ -145,9 +145,8 @@ def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
     agree = tables["language_agreement"]
     agree = agree[agree["target"] == "loss"].copy()
     agree["agreement [95% CI]"] = interval(agree, "agreement", "low", "high")
-    agree["minus label-only [95% CI]"] = interval(agree, "diff_vs_label_only", "diff_low",
-                                                  "diff_high")  # fmt: skip
-    wide = agree.pivot(index="method", columns="prediction", values="agreement [95% CI]")
+    agree["column"] = agree["prediction"] + ", " + agree["centring"] + "-centred"
+    wide = agree.pivot(index="method", columns="column", values="agreement [95% CI]")
     lds_table = tables["lds_partialled"]
     lds_table = lds_table[lds_table["test_language"] == "all"].copy()
     lds_table["LDS [95% CI]"] = interval(lds_table, "lds", "low", "high")
@@ -166,7 +165,8 @@ def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
         "TOST within the pilot's margin):",
         markdown(premium[["test_language", "premium [95% CI]", "p_holm", "margin",
                           "p_tost_holm", "verdict"]]),  # fmt: skip
-        "Agreement with beta (double-centred correlation; interval over beta's uncertainty):",
+        "Agreement with beta (correlation of the centred L x X matrices, loss; interval over "
+        "beta's uncertainty; random: the mean and 95% range of 200 draws of random scores):",
         markdown(wide.reset_index()),
         "Example-level LDS over the compositions, language amounts partialled out:",
         markdown(lds_wide.reset_index()),

@@ -79,7 +79,10 @@ def test_cutting_the_teaching_language_costs_the_planted_test_language(plant):
 
     agreement = _table(parent, "language_agreement")
     assert {"method", "agreement", "low", "high"} <= set(agreement.columns)
-    summed = agreement[(agreement["target"] == "loss") & (agreement["prediction"] == "summed")]
+    summed = agreement[
+        (agreement["target"] == "loss") & (agreement["prediction"] == "summed")
+        & (agreement["centring"] == "double")
+    ]  # fmt: skip
     by = summed.set_index("method")
     assert {"dot-all", "cosine", "label-only", "language-only", "random"} <= set(by.index)
     # an attribution that traces the plant agrees (observed 0.98 [0.89, 0.995]); with three

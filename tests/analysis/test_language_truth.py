@@ -132,13 +132,18 @@ def test_an_attribution_that_knows_beta_agrees_and_random_scores_do_not():
                        for t in test["language"]]) / 20  # fmt: skip
     table = lt.agreement(fit, {"oracle": oracle, lds.RANDOM: oracle}, train, test,
                          cut_fraction=0.25, top_k=10, n_draws=300, n_random=50)  # fmt: skip
-    summed = table[(table["prediction"] == "summed") & (table["target"] == "loss")]
+    summed = table[
+        (table["prediction"] == "summed") & (table["target"] == "loss")
+        & (table["centring"] == "double")
+    ]  # fmt: skip
     by = summed.set_index("method")
     assert by.loc["oracle", "agreement"] > 0.95 and by.loc["oracle", "low"] > 0.8
     assert by.loc["random", "low"] < 0 < by.loc["random", "high"]
     assert abs(by.loc["random", "agreement"]) < 0.2
     assert {"label-only", "language-only", "random"} <= set(by.index)
     assert by.loc["oracle", "diff_low"] > 0  # paired over beta's draws, vs label-only
+    rows = table[(table["centring"] == "rows") & (table["prediction"] == "summed")]
+    assert rows.set_index(["target", "method"]).loc[("loss", "oracle"), "agreement"] > 0.95
 
 
 def test_label_only_lds_on_a_label_count_case_is_its_known_value_and_random_is_near_zero():

@@ -22,7 +22,10 @@ over X's rows, times the fraction removed (TracIn's first-order loss change; pos
 scores are proponents), or by X's top-k share. Predicted and measured matrices are both
 double-centred (row and column means removed: a method that knows only that some test
 languages are harder, or that some training languages help everyone, gets no credit) and
-correlated. The interval carries beta's own uncertainty (draws of B from its sampling
+correlated (`centring=double`, the pre-registered agreement). Beside it `centring=rows`
+removes only the row means: within each test language, which training languages matter
+more, so a training language that helps every test language counts. The interval carries
+beta's own uncertainty (draws of B from its sampling
 distribution); it does not resample test examples. Baselines that know nothing of
 examples: random scores (the null spread of many draws), label-only (+1 for a training
 row of the test example's label, -1/(C-1) otherwise) and language-only (own language 1,
@@ -247,13 +250,30 @@ def _pilot_sigma(pilot: pd.DataFrame, target: str) -> float:
     return float(np.sqrt(ss / df))
 
 
+CENTRINGS = ("double", "rows")
+
+
 def double_centred_correlation(predicted: np.ndarray, measured: np.ndarray) -> float:
     """Pearson correlation of two (L, X) matrices after removing row and column means."""
-    a, b = _double_centre(predicted), _double_centre(measured)
+    return centred_correlation(predicted, measured, "double")
+
+
+def centred_correlation(predicted: np.ndarray, measured: np.ndarray, centring: str) -> float:
+    """Pearson correlation of two (L, X) matrices after removing row and column means
+    (double: what L relies on beyond how hard L is and how useful X is to everyone), or row
+    means only (rows: within each test language, which training languages matter more;
+    a training language useful to every test language counts)."""
+    centre = _double_centre if centring == "double" else _row_centre
+    a, b = centre(predicted), centre(measured)
     for centred, raw in ((a, predicted), (b, measured)):  # nothing but row/column effects
         if np.abs(centred).max() <= 1e-12 * max(np.abs(np.asarray(raw)).max(), 1e-300):
             return np.nan
     return float((a * b).sum() / np.sqrt((a**2).sum() * (b**2).sum()))
+
+
+def _row_centre(matrix: np.ndarray) -> np.ndarray:
+    m = np.asarray(matrix, dtype=float)
+    return m - m.mean(axis=1, keepdims=True)
 
 
 def _double_centre(matrix: np.ndarray) -> np.ndarray:
@@ -324,31 +344,39 @@ def agreement(
     rows = []
     for target, tf in fit.targets.items():
         draws = _beta_draws(tf, n_draws, rng)  # (D, L, X)
-        for prediction in PREDICTIONS:
-            drawn = {
-                name: np.array([double_centred_correlation(p[prediction], d) for d in draws])
-                for name, p in methods.items()
-            }
-            reference = drawn[LABEL_ONLY]
-            for name, p in methods.items():
-                value = double_centred_correlation(p[prediction], tf.beta.to_numpy())
-                diff = drawn[name] - reference
-                rows.append({"method": name, "prediction": prediction, "target": target,
-                             "agreement": value,
-                             "low": _quantile(drawn[name], ALPHA / 2),
-                             "high": _quantile(drawn[name], 1 - ALPHA / 2),
-                             "diff_vs_label_only": value - double_centred_correlation(
-                                 methods[LABEL_ONLY][prediction], tf.beta.to_numpy()),
-                             "diff_low": _quantile(diff, ALPHA / 2),
-                             "diff_high": _quantile(diff, 1 - ALPHA / 2)})  # fmt: skip
-            null = np.array(
-                [double_centred_correlation(r[prediction], tf.beta.to_numpy()) for r in randoms]
-            )
-            rows.append({"method": RANDOM, "prediction": prediction, "target": target,
-                         "agreement": float(np.nanmean(null)),
-                         "low": _quantile(null, ALPHA / 2),
-                         "high": _quantile(null, 1 - ALPHA / 2)})  # fmt: skip
+        measured = tf.beta.to_numpy()
+        for centring in CENTRINGS:
+            for prediction in PREDICTIONS:
+                rows += _agreement_rows(methods, randoms, draws, measured, target, centring,
+                                        prediction)  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _agreement_rows(methods, randoms, draws, measured, target, centring, prediction):
+    """One row per method and the random baseline, for one (target, centring, prediction)."""
+
+    def corr(predicted, against):
+        return centred_correlation(predicted, against, centring)
+
+    drawn = {name: np.array([corr(p[prediction], d) for d in draws]) for name, p in methods.items()}
+    reference = methods[LABEL_ONLY][prediction]
+    rows = []
+    for name, p in methods.items():
+        value = corr(p[prediction], measured)
+        diff = drawn[name] - drawn[LABEL_ONLY]
+        rows.append({"method": name, "prediction": prediction, "target": target,
+                     "centring": centring, "agreement": value,
+                     "low": _quantile(drawn[name], ALPHA / 2),
+                     "high": _quantile(drawn[name], 1 - ALPHA / 2),
+                     "diff_vs_label_only": value - corr(reference, measured),
+                     "diff_low": _quantile(diff, ALPHA / 2),
+                     "diff_high": _quantile(diff, 1 - ALPHA / 2)})  # fmt: skip
+    null = np.array([corr(r[prediction], measured) for r in randoms])
+    rows.append({"method": RANDOM, "prediction": prediction, "target": target,
+                 "centring": centring, "agreement": float(np.nanmean(null)),
+                 "low": _quantile(null, ALPHA / 2),
+                 "high": _quantile(null, 1 - ALPHA / 2)})  # fmt: skip
+    return rows
 
 
 def _quantile(values: np.ndarray, q: float) -> float:

@@ -301,7 +301,10 @@ def language_truth_figure(tables: dict[str, pd.DataFrame]) -> Figure:
         index="test_language", columns="train_language", values="beta"
     )
     agree = tables["language_agreement"]
-    agree = agree[(agree["target"] == "loss") & (agree["prediction"] == "summed")]
+    agree = agree[
+        (agree["target"] == "loss") & (agree["prediction"] == "summed")
+        & (agree["centring"] == "double")
+    ]  # fmt: skip
     agree = agree.sort_values("agreement")
     fig = Figure(figsize=(11, 0.5 * max(len(loss), len(agree)) + 2))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})

@@ -107,7 +107,10 @@ def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str
     parent.log_frames(tables, "experiment")
     parent.log_figure(plots.language_truth_figure(tables), "experiment/comparison.png")
     agree = tables["language_agreement"]
-    headline = agree[(agree["target"] == "loss") & (agree["prediction"] == "summed")]
+    headline = agree[
+        (agree["target"] == "loss") & (agree["prediction"] == "summed")
+        & (agree["centring"] == "double")
+    ]  # fmt: skip
     parent.log_metrics(
         {
             f"agreement.{r.method}": r.agreement
