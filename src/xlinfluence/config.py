@@ -407,11 +407,14 @@ class InfluenceConfig(StepConfig):
     method: str = _param(
         "cosine",
         "cosine (TracIn with each gradient normalised to unit length per checkpoint: the "
-        "default, as it predicts retraining best, docs/findings.md 7), dot (TracIn as in the "
+        "default, as it predicts retraining best at the level of examples, docs/findings.md "
+        "1f), dot (TracIn as in the "
         "paper), representation (cosine of the <s> hidden states: a gradient-free baseline), "
         "ekfac (influence functions with EK-FAC curvature over the selection's Linear layers), "
-        "or metagradient (exact data-weight gradients of each test loss through the whole "
-        "fine-tuning, replayed: about 3 trainings per test example)",
+        "metagradient (exact data-weight gradients of each test loss through the whole "
+        "fine-tuning, replayed: about 3 trainings per test example), or label-only (+1 for a "
+        "training row of the test example's label, -1/(C-1) otherwise: the label-count "
+        "baseline)",
         checks.OneOf(METHOD_NAMES),
     )
     store_scores: bool = _param(
