@@ -3,7 +3,7 @@
     export MLFLOW_TRACKING_URI=sqlite:////path/to/store.db
     python scripts/findings_tables.py shares <analyze run>               # sections 1-5
     python scripts/findings_tables.py methods <method>=<analyze run> ...  # section 6a
-    python scripts/findings_tables.py retraining <experiment run> ...     # section 7
+    python scripts/findings_tables.py retraining <experiment run> ...     # an lds or leave-language-out run
     python scripts/findings_tables.py bundle studies/<name>               # from a bundle alone
     python scripts/findings_tables.py paired studies/<a> studies/<b>       # b minus a, paired
 

@@ -238,7 +238,7 @@ def test_counterfactual_retraining_finds_the_loanword_plant(tmp_path):
     > 0.5; TracIn's top-8 holds >= 6 carriers and hurts src more than every control draw by
     > 0.2; for iso, which shares nothing, TracIn's removal is not above every control draw
     by that margin. The default dot-all attribution does not name the carriers (its top-8
-    holds them at 1.5x their base rate) and is not asserted on: docs/findings.md, 6c.
+    holds them at 1.5x their base rate) and is not asserted on: docs/findings.md, section 4.
     """
     from accelerate import Accelerator
 
