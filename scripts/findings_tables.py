@@ -1,11 +1,11 @@
-"""Every table of docs/findings.md, from the tracking store.
+"""Every table of docs/findings.md, from a study bundle or a tracking store.
 
-    export MLFLOW_TRACKING_URI=sqlite:////path/to/store.db
-    python scripts/findings_tables.py shares <analyze run>               # sections 1-5
-    python scripts/findings_tables.py methods <method>=<analyze run> ...  # section 6a
-    python scripts/findings_tables.py retraining <experiment run> ...     # an lds or leave-language-out run
     python scripts/findings_tables.py bundle studies/<name>               # from a bundle alone
     python scripts/findings_tables.py paired studies/<a> studies/<b>       # b minus a, paired
+    export MLFLOW_TRACKING_URI=sqlite:////path/to/store.db
+    python scripts/findings_tables.py shares <analyze run>               # one analyze run
+    python scripts/findings_tables.py methods <method>=<analyze run> ...  # methods' agreement
+    python scripts/findings_tables.py retraining <experiment run> ...     # lds, leave-language-out
 
 `shares` prints one analyze run's tables (accuracy, own share per epoch against the
 language-blind null, its paired epoch change, translation share minus its shuffled control,
