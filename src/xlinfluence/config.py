@@ -628,7 +628,8 @@ class MainConfig(StepConfig):
     )
     retrain_seeds: int = _param(
         3,
-        "lds, leave-language-out: training seeds per retraining (train_seed 0..S-1)",
+        "lds, leave-language-out, language-datamodel: training seeds per retraining "
+        "(train_seed 0..S-1)",
         checks.AtLeast(1),
     )
     removal_steps: str = _same(_T, "removal_steps")
