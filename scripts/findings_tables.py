@@ -2,6 +2,7 @@
 
     python scripts/findings_tables.py bundle studies/<name>               # from a bundle alone
     python scripts/findings_tables.py paired studies/<a> studies/<b>       # b minus a, paired
+    python scripts/findings_tables.py figure studies/<name> --out FILE.png  # language datamodel
     export MLFLOW_TRACKING_URI=sqlite:////path/to/store.db
     python scripts/findings_tables.py shares <analyze run>               # one analyze run
     python scripts/findings_tables.py methods <method>=<analyze run> ...  # methods' agreement
@@ -25,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from xlinfluence import artifacts, tracking
-from xlinfluence.analysis import PROPONENT, ablation, agreement, topk_table
+from xlinfluence.analysis import PROPONENT, ablation, agreement, plots, topk_table
 from xlinfluence.errors import XlinfluenceError
 from xlinfluence.steps import attributions, experiment, lds, leave_language_out
 from xlinfluence.steps.upstream import train_manifests
@@ -372,6 +373,23 @@ def bundle_report(root: Path, data_path: str = "") -> str:
     if config.experiment == "language-datamodel":
         return language_datamodel_text(tables, label)
     return leave_language_out_text(tables, label, config.retrain_seeds)
+
+
+@main.command("figure")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data-path", default="", help="where the study's data is on this machine")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="the PNG to write")  # fmt: skip
+def figure(root: Path, data_path: str, out: Path) -> None:
+    """ROOT: a language-datamodel bundle; its figure (beta(L, X) and each attribution's
+    agreement with it, as the experiment run logs it), from the bundle alone."""
+    experiment_name = study_tables.experiment_config(root).experiment
+    if experiment_name != "language-datamodel":
+        raise click.UsageError(f"{root} is experiment={experiment_name}, not language-datamodel")
+    _, tables = study_tables.compute(root, data_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plots.language_truth_figure(tables).savefig(out, dpi=110, bbox_inches="tight")
+    click.echo(f"wrote {out}")
 
 
 @main.command("paired")

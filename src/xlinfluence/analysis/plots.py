@@ -329,6 +329,9 @@ def language_truth_figure(tables: dict[str, pd.DataFrame]) -> Figure:
     )
     right.set_yticks(y, agree["method"])
     right.axvline(0, color="grey", lw=0.8)
-    right.set_xlabel("agreement with beta (double-centred r; 95% over beta's uncertainty)")
+    right.set_xlabel(
+        "agreement with beta (double-centred r); 95% over beta's uncertainty,\n"
+        "for random the range of its draws"
+    )
     fig.tight_layout()
     return fig
