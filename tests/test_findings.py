@@ -25,9 +25,10 @@ ARCHIVED = sorted(
     p for p in (ARCHIVE.iterdir() if ARCHIVE.is_dir() else []) if (p / bundle.BUNDLE_FILE).is_file()
 )
 #: Tables of docs/findings.md regenerated from their bundles here: bundle -> the sentence
-#: that heads the table.
+#: that heads the one table checked, or None for every table of the bundle's report (the
+#: current studies; an archived one is checked where today's code still reads it the same).
 CHECKED = {
-    STUDIES / "ldm-sib200-a": "beta(L, X): L's mean test loss increase when X is cut",
+    STUDIES / "ldm-sib200-a": None,
     ARCHIVE / "llo-sib200-fp32": "Change of L's mean test loss without X",
 }
 
@@ -53,8 +54,15 @@ def test_every_committed_bundle_is_whole_and_cited():
 @pytest.mark.parametrize("root", BUNDLES, ids=lambda p: p.name)
 def test_bundles_were_made_by_code_whose_numbers_equal_this_checkouts(root):
     """A bundle stays citable only while this checkout computes its runs' numbers the same
-    way: by the same source, or one a bit-for-bit check listed as equivalent."""
+    way: by the same source, or one a bit-for-bit check listed as equivalent.
+
+    A run that carries no files (a `main` run: the bundle keeps no table of its) is left
+    out: the tables docs/findings.md cites are not its but this checkout's, remade from
+    the carried runs (next test), so a change to how an experiment aggregates needs no
+    rerun of the study to stay checked."""
     for run in bundle.read(root).runs:
+        if not run.record["files"]:
+            continue
         step = run.record["tags"]["xlinfluence.step"]
         same = {provenance.source_digest(step), *provenance.equivalents(step)}
         assert run.record["tags"][provenance.SOURCE_TAG] in same, (
@@ -68,6 +76,11 @@ def test_bundles_were_made_by_code_whose_numbers_equal_this_checkouts(root):
 def test_a_findings_table_is_regenerated_from_its_committed_bundle(root):
     data = shared_data("sib200", "data", "annotated")  # the texts are re-read from here
     report = _findings_tables().bundle_report(root, str(data))
-    table = report.split(CHECKED[root], 1)[1].split("\n\n")[1]
-    assert table.startswith("| test_language |")
-    assert table in (ROOT / "docs" / "findings.md").read_text()
+    page = (ROOT / "docs" / "findings.md").read_text()
+    if CHECKED[root]:
+        tables = [report.split(CHECKED[root], 1)[1].split("\n\n")[1]]
+    else:
+        tables = [block for block in report.split("\n\n") if block.startswith("| ")]
+    assert tables and all(table.startswith("| ") for table in tables)
+    for table in tables:
+        assert table in page, f"docs/findings.md lacks this table of {root.name}:\n{table}"

@@ -148,6 +148,11 @@ def test_killed_study_exported_imported_and_continued_equals_uninterrupted(tmp_p
         patch.setattr(provenance, "source_digest", lambda step, root=None: "refactored")
         assert set(verify.record(tmp_path / "b", verdict)) == {"train", "influence", "analyze"}
     assert "study verify b" in listed.read_text()
+    # the analysis alone, against the bundle's own scores: seconds, no fine-tuning
+    verdict = verify.verify(tmp_path / "b", steps=("analyze",))
+    assert verdict.holds and [v.split()[0] for v in verdict.equal] == ["analyze"]
+    with pytest.raises(bundle.BundleError, match="name some of those"):
+        verify.verify(tmp_path / "b", steps=("retrain",))
 
     # one flipped byte in one retraining's outputs: the whole bundle is refused, nothing made
     outputs = next((tmp_path / "b" / "runs").glob("*/artifacts/evaluation/*.parquet"))

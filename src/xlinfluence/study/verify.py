@@ -2,12 +2,17 @@
 
 A change to the modules that compute numbers (provenance.NUMBERS_SOURCES) makes every run
 of every study a stranger to reuse, even a refactor that changes no number. This check
-re-runs a bundle's base fine-tuning, each of its influence and analyze runs, and some of
-its retrainings with this checkout, each with the parameters (thread count included) its
-run recorded, in a throwaway store, and compares what they wrote with the bundle's files,
-bit for bit. Where every one is equal, the bundle's source digests are listed in
-numbers_equivalent.json (`--record`), so its runs, and every study made by that code, are
-reused again; where one differs, it says which and by how much.
+imports the bundle into a throwaway store, re-runs the chosen steps of its runs with this
+checkout, each against the bundle's own upstream runs and with the parameters (thread
+count included) its run recorded, and compares what they wrote with the bundle's files,
+bit for bit. Where every one is equal, the bundle's source digests of those steps are
+listed in numbers_equivalent.json (`--record`), so its runs, and every study made by that
+code, are reused again; where one differs, it says which and by how much.
+
+Steps are chosen because their costs differ a hundredfold: an analyze run takes seconds
+from the bundle's scores, a retraining a minute or two, an influence run the most (it
+needs its train run made again, for the checkpoints a bundle does not carry). A change
+to the analysis modules only needs `--steps analyze`.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ import pandas as pd
 from safetensors.torch import load_file
 
 from xlinfluence import provenance, tracking
-from xlinfluence.config import STEP_CONFIGS
+from xlinfluence.config.main import STEP_CONFIGS
 from xlinfluence.errors import XlinfluenceError
-from xlinfluence.study import bundle
+from xlinfluence.study import bundle, importer
 from xlinfluence.study.export import remap
 
 
@@ -46,15 +51,32 @@ class Verdict:
         return text
 
 
-def verify(root: Path, data_path: str = "", retrainings: int = 2) -> Verdict:
-    """Re-run the bundle's base runs and its first `retrainings` retrainings here."""
+#: The steps whose runs a bundle carries numbers of, in the order they are made.
+STEPS = ("train", "influence", "analyze")
+
+
+def verify(
+    root: Path, data_path: str = "", retrainings: int = 2, steps: tuple[str, ...] = STEPS
+) -> Verdict:
+    """Re-run the bundle's runs of `steps` here (of train: the base run and the first
+    `retrainings` retrainings) against its own upstream runs, imported."""
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown or not steps:
+        raise bundle.BundleError(
+            f"steps {unknown or 'none'}: a bundle's runs of {', '.join(STEPS)} can be verified; "
+            "name some of those."
+        )
     found = bundle.read(Path(root))
-    chosen = [*found.of_role("train"), *found.of_role("influence"), *found.of_role("analyze")]
-    chosen += found.of_role("retraining")[:retrainings]
+    chosen = [run for step in STEPS if step in steps for run in found.of_role(step)]
+    if "train" in steps:
+        chosen += found.of_role("retraining")[:retrainings]
+    elif "influence" in steps:  # its checkpoints are made again; a bundle carries none
+        chosen = found.of_role("train") + chosen
     verdict = Verdict()
-    mapping: dict[str, str] = {}  # bundle run ID -> the run made again here
     with tempfile.TemporaryDirectory(prefix="xlinfluence-verify-") as tmp:
         with tracking.temporary_store(Path(tmp)):
+            # bundle run ID -> its run here: imported, then the one made again
+            mapping = dict(importer.import_bundle(Path(root), data_path, found).runs)
             for run in chosen:
                 step = run.record["tags"][tracking.STEP_TAG]
                 params = remap(tracking.params_as_given(run.record["params"]), mapping)
