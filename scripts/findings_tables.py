@@ -13,7 +13,7 @@ language-blind null, its paired epoch change, translation share minus its shuffl
 language distance); `methods` compares the analyze runs of several attributions of the same
 fine-tuning against dot-all (top-k sets recomputed from each influence run's scores);
 `retraining` recomputes an lds / leave-language-out experiment's tables with this
-checkout's analysis code (steps/lds.py, steps/leave_language_out.py `recompute`) and the
+checkout's analysis code (experiments/lds.py, experiments/leave_language_out.py `recompute`) and the
 cost of its retrainings. Every table names the runs it comes from.
 """
 
@@ -27,8 +27,10 @@ from scipy import stats
 
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import PROPONENT, ablation, agreement, plots, topk_table
+from xlinfluence.config.main import MainConfig
 from xlinfluence.errors import XlinfluenceError
-from xlinfluence.steps import attributions, experiment, lds, leave_language_out
+from xlinfluence.experiments import lds, leave_language_out
+from xlinfluence.experiments.base import final_accuracy, settings_of
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.study import bundle
 from xlinfluence.study import tables as study_tables
@@ -66,8 +68,14 @@ def matrix(frame: pd.DataFrame, values: str, rows: str, columns: str) -> pd.Data
     return wide.reset_index()
 
 
+def _config(experiment_run_id: str) -> MainConfig:
+    """The parameters of a finished experiment run."""
+    run = tracking.fetch_run(experiment_run_id, step="main")
+    return MainConfig.from_params(tracking.run_params(run))
+
+
 def lds_report(run_id: str, added: dict[str, str], reference: str = agreement.REFERENCE) -> str:
-    tables = lds.recompute(run_id, added, reference)
+    tables = lds.recompute(_config(run_id), run_id, added, reference)
     return lds_text(tables, f"LDS experiment run `{run_id}`", reference)
 
 
@@ -92,8 +100,8 @@ def lds_text(tables: dict[str, pd.DataFrame], label: str, reference: str) -> str
 
 
 def leave_language_out_report(run_id: str, added: dict[str, str]) -> str:
-    tables = leave_language_out.recompute(run_id, added)
-    settings = attributions.settings_of(run_id)
+    tables = leave_language_out.recompute(_config(run_id), run_id, added)
+    settings = settings_of(run_id)
     seeds = len({n.split(":seed-")[1] for n in settings if ":seed-" in n})
     return leave_language_out_text(
         tables, f"Leave-one-language-out experiment run `{run_id}`", seeds
@@ -154,6 +162,16 @@ def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
     lds_wide = lds_table.pivot(index="method", columns="target", values="LDS [95% CI]")
     fraction = lds_table.pivot(index="method", columns="target", values="fraction_of_ceiling")
     lds_wide = lds_wide.join(fraction.add_prefix("fraction of ceiling, "))
+    paired = tables["lds_partialled_differences"]
+    paired = paired[paired["test_language"] == "all"].copy()
+    reference = paired["reference"].iloc[0]
+    paired[f"minus {reference} [95% CI]"] = interval(paired, "diff", "low", "high")
+    paired["by one seed's outputs"] = paired.apply(
+        lambda r: f"{r.seed_low:+.3f} to {r.seed_high:+.3f}", axis=1
+    )
+    paired["seeds agreeing"] = (
+        paired["seeds_agreeing"].astype(str) + "/" + paired["n_seeds"].astype(str)
+    )
     power = tables["power"]
     power = power[(power["target"] == "loss") & (power["seeds"].isin([3, seeds]) | power["chosen"])]
     return "\n\n".join([
@@ -171,6 +189,10 @@ def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
         markdown(wide.reset_index()),
         "Example-level LDS over the compositions, language amounts partialled out:",
         markdown(lds_wide.reset_index()),
+        f"Each method's partialled LDS minus {reference}'s, paired over the test examples "
+        "(bootstrap over test examples; Holm over the methods, per target):",
+        markdown(paired[["method", "target", f"minus {reference} [95% CI]", "p_holm",
+                         "by one seed's outputs", "seeds agreeing"]]),  # fmt: skip
         "Power (pilot's seed spread; loss):",
         markdown(power[["seeds", "retrainings", "seed_sd", "margin", "se_beta",
                         "power_premium", "power_equivalence", "power_cell", "chosen"]]),
@@ -179,7 +201,7 @@ def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
 
 def cost(run_id: str) -> str:
     """Seconds and artifact bytes of the cheap retrainings against the full train run."""
-    settings = attributions.settings_of(run_id)
+    settings = settings_of(run_id)
     base_main = settings["dot-all"]
     base_train = tracking.fetch_run(base_main, step="main").data.tags["xlinfluence.train_run_id"]
     rows = []
@@ -218,7 +240,7 @@ def upstream(analyze_run: str) -> tuple[str, str]:
 
 def shares_report(analyze_run: str) -> str:
     influence_run, train_run = upstream(analyze_run)
-    accuracy = pd.DataFrame([experiment.final_accuracy(train_run)])
+    accuracy = pd.DataFrame([final_accuracy(train_run)])
     shares = analysis_table(analyze_run, "shares")
     shares = shares[shares["kind"] == PROPONENT]
     own = shares[shares["test_language"] == shares["train_language"]].copy()
@@ -343,17 +365,17 @@ def methods(runs: tuple[str, ...], top_k: int, figure: str) -> None:
 @click.option("--reference", default=agreement.REFERENCE, show_default=True,
               help="lds: the method every other is paired against")  # fmt: skip
 def retraining(run_ids: tuple[str, ...], added: tuple[str, ...], reference: str) -> None:
+    reports = {
+        "lds": lambda run_id, methods: lds_report(run_id, methods, reference),
+        "leave-language-out": leave_language_out_report,
+    }
     for run_id in run_ids:
-        experiment = tracking.run_params(tracking.fetch_run(run_id, step="main"))["experiment"]
-        methods = _pairs(added, "--method")
-        if experiment == "lds":
-            text = lds_report(run_id, methods, reference)
-        elif experiment == "leave-language-out":
-            text = leave_language_out_report(run_id, methods)
-        else:
+        experiment = _config(run_id).experiment
+        if experiment not in reports:
             raise click.UsageError(
-                f"run {run_id} is experiment={experiment!r}, not lds or leave-language-out"
+                f"run {run_id} is experiment={experiment!r}, not {' or '.join(reports)}"
             )
+        text = reports[experiment](run_id, _pairs(added, "--method"))
         click.echo(text + "\n\n" + cost(run_id) + "\n")
 
 
@@ -368,11 +390,12 @@ def from_bundle(root: Path, data_path: str) -> None:
 def bundle_report(root: Path, data_path: str = "") -> str:
     config, tables = study_tables.compute(root, data_path)
     label = f"Study bundle `{Path(root).name}`"
-    if config.experiment == "lds":
-        return lds_text(tables, label, agreement.REFERENCE)
-    if config.experiment == "language-datamodel":
-        return language_datamodel_text(tables, label)
-    return leave_language_out_text(tables, label, config.retrain_seeds)
+    texts = {
+        "lds": lambda: lds_text(tables, label, agreement.REFERENCE),
+        "language-datamodel": lambda: language_datamodel_text(tables, label),
+        "leave-language-out": lambda: leave_language_out_text(tables, label, config.retrain_seeds),
+    }
+    return texts[config.experiment]()
 
 
 @main.command("figure")

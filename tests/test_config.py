@@ -4,13 +4,8 @@ import dataclasses
 
 import pytest
 
-from xlinfluence.config import (
-    STEP_CONFIGS,
-    AnalyzeConfig,
-    InfluenceConfig,
-    MainConfig,
-    TrainConfig,
-)
+from xlinfluence.config import AnalyzeConfig, InfluenceConfig, TrainConfig
+from xlinfluence.config.main import STEP_CONFIGS, MainConfig
 from xlinfluence.errors import ConfigError
 
 R1, R2 = "1" * 32, "2" * 32  # well-formed run IDs

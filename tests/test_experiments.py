@@ -12,9 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, tracking
-from xlinfluence.config import MainConfig, TrainConfig
+from xlinfluence.config import TrainConfig
+from xlinfluence.config.main import MainConfig
 from xlinfluence.errors import XlinfluenceError
-from xlinfluence.steps import attributions, lds, retrain
+from xlinfluence.experiments import attributions, lds
+from xlinfluence.steps import retrain
 from xlinfluence.steps.main import find_project
 
 from .conftest import SETTING, run_cli, run_step
@@ -190,7 +192,8 @@ def test_lds_scores_every_attribution_against_subset_retraining_and_resumes(main
     by_influence = attributions.read(config, {"dot-all": main_runs["influence"]})
     assert by_influence.base_train == by_main.base_train == main_runs["train"]
     np.testing.assert_array_equal(by_influence.scores["dot-all"], by_main.scores["dot-all"])
-    added = lds.recompute(again, {"added": main_runs["influence"]})["comparison"]
+    study = MainConfig.from_params(tracking.run_params(tracking.fetch_run(again, step="main")))
+    added = lds.recompute(study, again, {"added": main_runs["influence"]})["comparison"]
     same = added[added["method"].isin(["dot-all", "added"])].pivot_table(
         index=["target", "test_language"], columns="method", values="lds"
     )

@@ -11,9 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, tracking
+from xlinfluence.config.main import MainConfig
 from xlinfluence.data import schema
 from xlinfluence.data.planted import ISOLATED, SOURCE, TRANSLATION, planted_splits
-from xlinfluence.steps import language_datamodel
+from xlinfluence.experiments import language_datamodel
 
 from .conftest import run_cli, run_step
 
@@ -121,7 +122,8 @@ def test_cutting_the_teaching_language_costs_the_planted_test_language(plant):
     kept = cut.data.metrics["n_train"]
     assert kept == whole.data.metrics["n_train"] - 48  # 64 tra rows cut to 16
 
-    again = language_datamodel.recompute(parent)
+    config = MainConfig.from_params(tracking.run_params(tracking.fetch_run(parent, step="main")))
+    again = language_datamodel.recompute(config, parent)
     pd.testing.assert_frame_equal(
         again["language_truth"].reset_index(drop=True),
         _table(parent, "language_truth"), check_dtype=False, atol=1e-9,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from xlinfluence.config import STEP_CONFIGS
+from xlinfluence.config.main import STEP_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
 

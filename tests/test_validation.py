@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import checks, cli
-from xlinfluence.config import STEP_CONFIGS, MainConfig, TrainConfig, check_of
+from xlinfluence.config import TrainConfig, check_of
+from xlinfluence.config.main import STEP_CONFIGS, MainConfig
 
 NO_RUN = "0123456789abcdef0123456789abcdef"  # a well-formed ID no store holds
 

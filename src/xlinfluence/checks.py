@@ -1,4 +1,4 @@
-"""What each parameter may hold: one small check per field, declared next to it in config.py.
+"""What each parameter may hold: one small check per field, declared next to it in config/.
 
 A step config refuses a bad value when it is built (so before any data is read or any run
 is created) with one ConfigError line naming the parameter, the value and the fix. Checks
@@ -263,77 +263,3 @@ class ModelRef(Check):
             return
         if value.startswith((".", "/", "~")) or not HUB_ID.fullmatch(value):
             raise refuse(name, value, "no such preset, folder or hub ID", f"give {self.accepts}")
-
-
-def experiment_values(config) -> None:
-    """experiment_values must suit the experiment (a MainConfig's two fields)."""
-    values = [v.strip() for v in config.experiment_values.split(",") if v.strip()]
-    languages = [c.strip() for c in config.languages.split(",")]
-    name, given = "experiment_values", config.experiment_values
-    if not config.experiment and values:
-        raise refuse(name, given, "set without an experiment", "set experiment, or leave it empty")
-    if config.experiment == "zero-shot":
-        unknown = [v for v in values if v not in languages]
-        if unknown:
-            raise refuse(
-                name,
-                given,
-                f"{unknown} are not among languages={config.languages!r}",
-                "hold out languages from that list",
-            )
-    elif config.experiment == "imbalance":
-        if "=" in config.train_per_language:
-            raise refuse(
-                "train_per_language",
-                config.train_per_language,
-                "imbalance sets per-language counts itself",
-                "give one number (the first language's count)",
-            )
-        if not all(_positive_number(v) for v in values):
-            raise refuse(name, given, "ratios must be positive numbers", "give e.g. 1,2,4")
-    elif config.experiment == "seeds" and not all(v.isdigit() for v in values):
-        raise refuse(name, given, "seeds must be whole numbers >= 0", "give e.g. 1,2,3")
-    elif config.experiment in ("methods", "lds", "leave-language-out", "language-datamodel"):
-        from xlinfluence.config import ATTRIBUTION_METHODS
-
-        unknown = [v for v in values if v not in ATTRIBUTION_METHODS]
-        if unknown:
-            raise refuse(
-                name,
-                given,
-                f"{unknown} are not attribution methods",
-                f"give some of {', '.join(ATTRIBUTION_METHODS)}, or nothing for the default",
-            )
-        if config.experiment != "methods" and not config.store_scores:
-            raise refuse(
-                "store_scores",
-                False,
-                f"{config.experiment} reads every method's summed scores",
-                "keep store_scores=true",
-            )
-    elif config.experiment == "counterfactual":
-        if not config.store_scores:
-            raise refuse(
-                "store_scores",
-                False,
-                "counterfactual ranks training examples by their summed scores",
-                "keep store_scores=true",
-            )
-        for value in values:
-            test, _, train = value.partition(":")
-            unknown = [lang for lang in (test, train) if lang and lang not in languages]
-            if unknown or not test:
-                raise refuse(
-                    name,
-                    given,
-                    f"cannot read {value!r} (languages {unknown})",
-                    "give test languages L, or L:X pairs, from languages",
-                )
-
-
-def _positive_number(text: str) -> bool:
-    try:
-        number = float(text)
-    except ValueError:
-        return False
-    return math.isfinite(number) and number > 0

@@ -19,7 +19,8 @@ import click
 import yaml
 
 from xlinfluence import tracking
-from xlinfluence.config import STEP_CONFIGS, StepConfig, check_of
+from xlinfluence.config import StepConfig, check_of
+from xlinfluence.config.main import STEP_CONFIGS
 from xlinfluence.errors import ConfigError, XlinfluenceError
 from xlinfluence.server import commands as server_commands
 
@@ -208,17 +209,26 @@ def study_import(directory: Path, data_path: str) -> None:
 @click.option("--data-path", default="", help="Where the study's data is on this machine.")
 @click.option("--retrainings", default=2, show_default=True, help="Retrainings to re-run.")
 @click.option(
+    "--steps",
+    default="train,influence,analyze",
+    show_default=True,
+    help="Which steps' runs to re-run: analyze takes seconds, influence the longest.",
+)
+@click.option(
     "--record/--no-record",
     "record",
     default=False,
     help="List the bundle's code as equivalent (numbers_equivalent.json) if it holds.",
 )
-def study_verify(directory: Path, data_path: str, retrainings: int, record: bool) -> None:
+def study_verify(
+    directory: Path, data_path: str, retrainings: int, steps: str, record: bool
+) -> None:
     """Re-run the bundle's base runs and some retrainings with this checkout; compare bit
     for bit (what carries studies across a refactor)."""
     from xlinfluence.study import verify
 
-    verdict = _or_one_line(lambda: verify.verify(directory, data_path, retrainings))
+    chosen = tuple(step.strip() for step in steps.split(",") if step.strip())
+    verdict = _or_one_line(lambda: verify.verify(directory, data_path, retrainings, chosen))
     click.echo(verdict.summary())
     if record:
         added = _or_one_line(lambda: verify.record(directory, verdict))

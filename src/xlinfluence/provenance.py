@@ -37,7 +37,7 @@ NUMBERS_SOURCES: dict[str, tuple[str, ...]] = {
     ),
     "analyze": ("data", "analysis", "steps/analyze.py", "steps/upstream.py"),
     # main holds its children's numbers and every experiment's tables
-    "main": ("data", "modeling", "training", "tracin", "analysis", "steps"),
+    "main": ("data", "modeling", "training", "tracin", "analysis", "steps", "experiments"),
 }  # fmt: skip
 #: Files inside those folders that present, check or launch, and compute no number:
 #: figures and the HTML report, refusals of bad input, the fan-out of retrainings, the

@@ -36,7 +36,7 @@ def test_seeds_pools_and_draws():
     assert (
         (table["ci_low"] <= table["self_share"]) & (table["self_share"] <= table["ci_high"])
     ).all()
-    compare.comparison_figure(table, "seeds").savefig(io.BytesIO(), format="png")
+    compare.seeds_figure(table).savefig(io.BytesIO(), format="png")
 
 
 def test_zero_shot_lines_up_seen_and_heldout_sources():
@@ -54,7 +54,7 @@ def test_zero_shot_lines_up_seen_and_heldout_sources():
     assert (table["seen_ci_low"] <= table["seen_share"]).all()
     assert (table["seen_share"] <= table["seen_ci_high"]).all()
     assert table[["seen_accuracy", "unseen_accuracy"]].iloc[0].tolist() == [0.8, 0.5]
-    compare.comparison_figure(table, "zero-shot").savefig(io.BytesIO(), format="png")
+    compare.zero_shot_figure(table).savefig(io.BytesIO(), format="png")
 
 
 def test_imbalance_tracks_the_first_language_share():
@@ -72,4 +72,4 @@ def test_imbalance_tracks_the_first_language_share():
     assert set(table["test_language"]) == {"en", "de"}
     assert table["share"].between(0, 1).all()
     assert ((table["ci_low"] <= table["share"]) & (table["share"] <= table["ci_high"])).all()
-    compare.comparison_figure(table, "imbalance").savefig(io.BytesIO(), format="png")
+    compare.imbalance_figure(table).savefig(io.BytesIO(), format="png")

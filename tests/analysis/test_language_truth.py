@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xlinfluence.analysis import design, lds
+from xlinfluence.analysis import design, lds, partialled_lds
 from xlinfluence.analysis import language_truth as lt
 from xlinfluence.errors import ConfigError
 
@@ -165,8 +165,10 @@ def test_label_only_lds_on_a_label_count_case_is_its_known_value_and_random_is_n
     assert abs(overall[("random", "margin")]) < 0.1
 
 
-def test_partialled_lds_credits_what_is_known_beyond_the_language_amounts():
-    rng = np.random.default_rng(7)
+def _partialled_case(seed: int = 7):
+    """A half design over LANGUAGES with a fresh random quarter of every cut language, and
+    outputs that follow one 'informed' score matrix plus seed noise."""
+    rng = np.random.default_rng(seed)
     train, test = _scores_frames(n_per_language=24, n_labels=3)
     cuts = design.cut_matrix("half", len(LANGUAGES))
     language = train["language"].to_numpy()
@@ -183,9 +185,15 @@ def test_partialled_lds_credits_what_is_known_beyond_the_language_amounts():
         "margin": signal[:, None] + rng.normal(0, 0.5, (len(cuts), 3, len(test))),
         "loss": -signal[:, None] + rng.normal(0, 0.5, (len(cuts), 3, len(test))),
     }
+    return train, test, cuts, kept, informed, outputs
+
+
+def test_partialled_lds_credits_what_is_known_beyond_the_language_amounts():
+    train, test, cuts, kept, informed, outputs = _partialled_case()
+    language = train["language"].to_numpy()
     # label-only on label-stratified cuts would be flat; here a per-language constant is
     language_only = np.stack([(language == t).astype(float) for t in test["language"]])
-    table = lt.partialled_lds({"informed": informed, "language-amounts": language_only,
+    table = partialled_lds.partialled_lds({"informed": informed, "language-amounts": language_only,
                                lds.RANDOM: lds.random_scores(len(test), len(train))},
                               kept, outputs, cuts, test["language"].to_numpy())  # fmt: skip
     overall = table[(table["test_language"] == lds.ALL) & (table["target"] == "margin")]
@@ -195,3 +203,46 @@ def test_partialled_lds_credits_what_is_known_beyond_the_language_amounts():
     assert abs(by.loc["random", "lds"]) < 0.15
     assert 0 < by.loc["informed", "fraction_of_ceiling"]
     assert by.loc[lds.CEILING_MEAN, "lds"] > 0.5
+
+
+def test_paired_partialled_differences_match_a_plain_per_example_computation():
+    """diff is the mean over test examples of (method's Spearman - reference's) after the
+    cut indicators are regressed out, computed here by lstsq and scipy, one example at a
+    time; an informed method beats noise with an interval above 0 in every seed."""
+    from scipy import stats
+
+    train, test, cuts, kept, informed, outputs = _partialled_case()
+    noisy = informed + np.random.default_rng(3).normal(0, 3.0, informed.shape)
+    scores = {"informed": informed, "noisy": noisy,
+              lds.RANDOM: lds.random_scores(len(test), len(train))}  # fmt: skip
+    table = partialled_lds.partialled_differences(
+        scores, kept, outputs, cuts, test["language"].to_numpy(), reference="informed",
+        n_resamples=2000,
+    )  # fmt: skip
+    z = np.column_stack([np.ones(len(cuts)), cuts])
+
+    def partialled(y):
+        return y - z @ np.linalg.lstsq(z, y, rcond=None)[0]
+
+    outcome = partialled(outputs["margin"].mean(axis=1))
+    expected = {}
+    for name in ("noisy", lds.RANDOM):
+        mine = partialled(kept.astype(float) @ scores[name].T)
+        ref = partialled(kept.astype(float) @ informed.T)
+        rho = stats.spearmanr
+        per_example = [
+            rho(mine[:, i], outcome[:, i])[0] - rho(ref[:, i], outcome[:, i])[0]
+            for i in range(len(test))
+        ]
+        expected[name] = np.mean(per_example)
+    rows = table[(table["target"] == "margin") & (table["test_language"] == lds.ALL)]
+    by = rows.set_index("method")
+    assert "informed" not in by.index  # the reference is not paired with itself
+    for name, value in expected.items():
+        assert by.loc[name, "diff"] == pytest.approx(value, abs=1e-9)
+        assert by.loc[name, "high"] < 0 and by.loc[name, "p_holm"] < 0.05
+        assert by.loc[name, "seeds_agreeing"] == by.loc[name, "n_seeds"] == 3
+        assert by.loc[name, "seed_low"] <= by.loc[name, "seed_high"] < 0
+    assert by.loc[lds.RANDOM, "diff"] < by.loc["noisy", "diff"]
+    families = table.groupby(["target", "test_language"])["method"].apply(set)
+    assert all(f == {"noisy", lds.RANDOM} for f in families)  # Holm over these two

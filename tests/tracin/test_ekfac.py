@@ -180,7 +180,8 @@ def test_sampled_fisher_is_seeded_and_close_to_the_expected_one(setup):
 
 
 def test_every_method_the_config_accepts_is_a_registered_method():
-    from xlinfluence.config import ATTRIBUTION_METHODS, METHOD_NAMES
+    from xlinfluence.config import METHOD_NAMES
+    from xlinfluence.experiments.attributions import ATTRIBUTION_METHODS
     from xlinfluence.tracin.methods import METHODS
 
     assert set(METHOD_NAMES) == set(METHODS)

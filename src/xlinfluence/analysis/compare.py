@@ -111,42 +111,49 @@ def seeds(per_example_shares: dict[str, pd.DataFrame]) -> pd.DataFrame:
     ].reset_index(drop=True)
 
 
-def comparison_figure(table: pd.DataFrame, experiment: str) -> Figure:
-    """One figure per experiment, readable without the table; error bars are the
-    bootstrap intervals of the table."""
-    if experiment == "zero-shot":
-        return _zero_shot_figure(table)
+def imbalance_figure(table: pd.DataFrame) -> Figure:
+    """The over-represented language's share per test language against the ratio, beside
+    its share of the data; error bars are the table's bootstrap intervals."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    if experiment == "imbalance":
-        for lang, group in table.groupby("test_language", sort=False):
-            ax.errorbar(
-                group["ratio"], group[SHARE], yerr=_yerr(group, SHARE), marker="o", capsize=3,
-                label=lang,
-            )  # fmt: skip
-        data = table.drop_duplicates("ratio").sort_values("ratio")
-        ax.plot(data["ratio"], data["data_share"], "k--", label="its share of the data")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(
-            sorted(table["ratio"].unique()), [f"{r:g}" for r in sorted(table["ratio"].unique())]
-        )
-        ax.set_xlabel("over-representation ratio of the first language")
-        ax.set_ylabel("its share of the top-k proponents")
-        ax.set_title("Share of the over-represented language, per test language (95% CI)")
-        ax.legend(fontsize=8, title="test language")
-    else:
-        x = np.arange(len(table))
-        ax.bar(x, table["self_share"], yerr=_yerr(table, "self_share"), capsize=4)
-        ax.set_xticks(x, table["test_language"])
-        ax.set_ylabel("own-language share of top-k proponents")
-        ax.set_title("Own-language share pooled over seeds (95% hierarchical bootstrap CI)")
+    for lang, group in table.groupby("test_language", sort=False):
+        ax.errorbar(
+            group["ratio"], group[SHARE], yerr=_yerr(group, SHARE), marker="o", capsize=3,
+            label=lang,
+        )  # fmt: skip
+    data = table.drop_duplicates("ratio").sort_values("ratio")
+    ax.plot(data["ratio"], data["data_share"], "k--", label="its share of the data")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(
+        sorted(table["ratio"].unique()), [f"{r:g}" for r in sorted(table["ratio"].unique())]
+    )
+    ax.set_xlabel("over-representation ratio of the first language")
+    ax.set_ylabel("its share of the top-k proponents")
+    ax.set_title("Share of the over-represented language, per test language (95% CI)")
+    ax.legend(fontsize=8, title="test language")
+    return _finish(fig, ax)
+
+
+def seeds_figure(table: pd.DataFrame) -> Figure:
+    """Own-language share per test language pooled over seeds, with its interval."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    x = np.arange(len(table))
+    ax.bar(x, table["self_share"], yerr=_yerr(table, "self_share"), capsize=4)
+    ax.set_xticks(x, table["test_language"])
+    ax.set_ylabel("own-language share of top-k proponents")
+    ax.set_title("Own-language share pooled over seeds (95% hierarchical bootstrap CI)")
+    return _finish(fig, ax)
+
+
+def _finish(fig: Figure, ax) -> Figure:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
 
 
-def _zero_shot_figure(table: pd.DataFrame) -> Figure:
+def zero_shot_figure(table: pd.DataFrame) -> Figure:
     """One panel per held-out language: its top-k by training language, seen vs held out."""
     languages = list(dict.fromkeys(table["test_language"]))
     fig = Figure(figsize=(2.6 * len(languages) + 0.8, 3.6))

@@ -1,6 +1,6 @@
 """Two-level designs over the training languages: which languages each composition cuts.
 
-The language datamodel (steps/language_datamodel.py) retrains on compositions in which
+The language datamodel (experiments/language_datamodel.py) retrains on compositions in which
 each training language is either whole or cut to a fraction. A full factorial over k
 languages has 2^k compositions; a regular fraction 2^(k-p) keeps the main effects
 estimable and orthogonal with far fewer runs: the first k-p languages take every

@@ -31,12 +31,8 @@ examples: random scores (the null spread of many draws), label-only (+1 for a tr
 row of the test example's label, -1/(C-1) otherwise) and language-only (own language 1,
 others 0).
 
-Example-level LDS. Each composition keeps a fresh random draw of every cut language, so
-an attribution's summed prediction varies within a design cell; with the cut indicators
-partialled out of both the prediction and the realised output (mean over seeds), the
-per-test-example Spearman over compositions measures what the attribution knows beyond
-the language amounts. Beside it the seed ceiling for the seed mean, and each method's LDS
-as a fraction of it.
+The example-level LDS over the same retrainings, with the language amounts partialled
+out, is analysis/partialled_lds.py.
 """
 
 from __future__ import annotations
@@ -391,63 +387,3 @@ def _beta_draws(tf: TargetFit, n: int, rng: np.random.Generator) -> np.ndarray:
     c = np.linalg.cholesky(tf.sigma + 1e-15 * np.eye(len(tf.sigma)))
     z = rng.standard_normal((n, a.shape[0], c.shape[0]))
     return tf.beta.to_numpy()[None] + np.einsum("ij,njk,lk->nli", a, z, c)
-
-
-def partialled_lds(
-    scores: dict[str, np.ndarray],
-    kept: np.ndarray,
-    outputs: dict[str, np.ndarray],
-    cuts: np.ndarray,
-    test_languages: np.ndarray,
-    *,
-    seed: int = 0,
-    n_resamples: int = 2000,
-) -> pd.DataFrame:
-    """Example-level LDS over the compositions with the cut indicators partialled out of
-    prediction and outcome (module doc). kept: (R, n_train); outputs: target -> (R, S,
-    n_test); cuts: (R, k). A prediction with nothing left after partialling (a label-only
-    score on label-stratified cuts) gets NaN: it knows nothing beyond the amounts."""
-    z = np.column_stack([np.ones(len(cuts)), cuts.astype(float)])
-    residual_maker = np.eye(len(z)) - z @ np.linalg.pinv(z)
-    rng = np.random.default_rng([seed, 41])
-    groups = {lds.ALL: np.arange(len(test_languages))} | {
-        lang: np.flatnonzero(test_languages == lang) for lang in pd.unique(test_languages)
-    }
-    rows = []
-    for target in lds.TARGETS:
-        values = lds.realised(outputs, target)  # (R, S, n), larger = better
-        outcome = residual_maker @ values.mean(axis=1)
-        per_method = {}
-        for method, method_scores in scores.items():
-            predicted = lds.predicted_outputs(method_scores, kept)
-            left = residual_maker @ predicted
-            scale = np.abs(predicted - predicted.mean(axis=0)).max(axis=0)
-            flat = np.abs(left).max(axis=0) <= 1e-9 * np.maximum(scale, 1e-300)
-            value = lds.column_spearman(left, outcome)
-            per_method[method] = np.where(flat, np.nan, value)
-        n_seeds = values.shape[1]
-        if n_seeds >= 2:
-            single = np.mean(
-                [lds.column_spearman(residual_maker @ values[:, a], residual_maker @ values[:, b])
-                 for a in range(n_seeds) for b in range(a + 1, n_seeds)], axis=0,
-            )  # fmt: skip
-            per_method[lds.CEILING_MEAN] = lds._mean_of_seeds(single, n_seeds)
-        ceiling = per_method.get(lds.CEILING_MEAN)
-        for method, per_example in per_method.items():
-            for language, idx in groups.items():
-                sample = per_example[idx]
-                valid = sample[np.isfinite(sample)]
-                boot = (
-                    rng.choice(valid, size=(n_resamples, len(valid))).mean(axis=1)
-                    if len(valid) else np.full(n_resamples, np.nan)
-                )  # fmt: skip
-                point = float(valid.mean()) if len(valid) else np.nan
-                roof = float(np.nanmean(ceiling[idx])) if ceiling is not None else np.nan
-                rows.append({"method": method, "target": target, "test_language": language,
-                             "lds": point, "low": _quantile(boot, ALPHA / 2),
-                             "high": _quantile(boot, 1 - ALPHA / 2),
-                             "ceiling": roof, "fraction_of_ceiling": point / roof
-                             if method != lds.CEILING_MEAN and roof > 0 else np.nan,
-                             "n_compositions": len(kept), "n_seeds": n_seeds,
-                             "n_test": len(valid)})  # fmt: skip
-    return pd.DataFrame(rows)

@@ -1,16 +1,19 @@
 """Every attribution of one fine-tuning run, and the retrainings' outputs, for the
-ground-truth experiments (lds, leave-language-out).
+experiments that compare attributions (methods) or score them against retraining (lds,
+leave-language-out, language-datamodel).
 
-The attributions are the influence runs of experiment=methods on the base pipeline (each
-an ordinary, reused main run), the reference's single checkpoints, and random scores,
-which every method must beat. Retrainings are read back as their last epoch's per-test
-example outputs.
+The attributions are named variants of the influence step (`ATTRIBUTION_METHODS`), each
+the base pipeline under that method (an ordinary, reused main run), plus the reference's
+single checkpoints and random scores, which every method must beat. Retrainings are read
+back as their last epoch's per-test-example outputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,12 +21,78 @@ import pandas as pd
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
-from xlinfluence.config import ATTRIBUTION_METHODS, InfluenceConfig, MainConfig
+from xlinfluence.checks import refuse
+from xlinfluence.config import InfluenceConfig
 from xlinfluence.data import schema
 from xlinfluence.errors import ArtifactError, ConfigError
-from xlinfluence.steps.experiment import child_runs, chosen_methods, method_settings
+from xlinfluence.experiments.base import (
+    child_runs,
+    settings_of,
+    values_of,
+)
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.training import checkpoint_name
+
+if TYPE_CHECKING:
+    from xlinfluence.config.main import MainConfig
+
+#: Attribution variants of one fine-tuning run (the train run is shared), the reference
+#: first. Each names its method and parameters in full, whatever the run's own settings.
+ATTRIBUTION_METHODS = {
+    "dot-all": {"method": "dot", "params": "all"},
+    "cosine": {"method": "cosine", "params": "all"},
+    "last-layer": {"method": "dot", "params": "last-layer"},
+    "embeddings-only": {"method": "dot", "params": "embeddings"},
+    "no-embeddings": {"method": "dot", "params": "^(?!.*embeddings)"},
+    "cosine-word-embeddings": {"method": "cosine", "params": "word_embeddings"},
+    "representation": {"method": "representation", "params": "all"},
+    "ekfac": {"method": "ekfac", "params": "all"},
+    "metagradient": {"method": "metagradient", "params": "all"},
+    "label-only": {"method": "label-only", "params": "all"},
+}
+#: Scored only when named in experiment_values (their cost grows with the test set).
+ON_REQUEST = ("metagradient",)
+#: What experiment_values means for the experiments that take attributions.
+VALUES_HELP = (
+    "the attribution methods to score (default all but metagradient, which is scored when named)"
+)
+
+
+def check_methods(config: MainConfig) -> None:
+    """experiment_values must name attribution variants."""
+    unknown = [v for v in values_of(config) if v not in ATTRIBUTION_METHODS]
+    if unknown:
+        raise refuse(
+            "experiment_values",
+            config.experiment_values,
+            f"{unknown} are not attribution methods",
+            f"give some of {', '.join(ATTRIBUTION_METHODS)}, or nothing for the default",
+        )
+
+
+def chosen_methods(config: MainConfig) -> list[str]:
+    """experiment_values as attribution method names, the reference first. Default: every
+    method but those scored on request only (ON_REQUEST: metagradient, about 3 trainings per
+    test example)."""
+    chosen = values_of(config) or [m for m in ATTRIBUTION_METHODS if m not in ON_REQUEST]
+    return [REFERENCE, *[m for m in chosen if m != REFERENCE]]
+
+
+def method_settings(config: MainConfig, names: list[str]) -> dict[str, MainConfig]:
+    """The base pipeline under each named attribution method (one shared train run)."""
+    base = config.without_experiment()
+    return {name: dataclasses.replace(base, **ATTRIBUTION_METHODS[name]) for name in names}
+
+
+def base_pipelines(config: MainConfig) -> dict[str, MainConfig]:
+    """A study's base pipelines: one per chosen method."""
+    return method_settings(config, chosen_methods(config))
+
+
+def reference_method(base: dict[str, MainConfig]) -> str:
+    """The base setting whose influence run the retrainings are drawn from (dot TracIn in
+    method studies, the one base pipeline otherwise)."""
+    return REFERENCE if REFERENCE in base else next(iter(base))
 
 
 @dataclass
@@ -38,9 +107,9 @@ class Attributions:
 def collect(config: MainConfig, project: Path, parent: tracking.StepRun) -> Attributions:
     """Run or reuse the base pipeline under each chosen method; read every score matrix."""
 
-    settings = method_settings(config, chosen_methods(config))
+    settings = base_pipelines(config)
     main_runs = {name: tracking.run_or_reuse(s, project) for name, s in settings.items()}
-    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in main_runs.items()})
+    parent.set_tags({f"{tracking.SETTING_TAG}.{name}": run for name, run in main_runs.items()})
     return read(config, main_runs)
 
 
@@ -96,13 +165,11 @@ def kept_rows(run_id: str, train: pd.DataFrame) -> np.ndarray:
 
 
 def study_methods(
-    experiment_run_id: str, added: dict[str, str] | None = None
-) -> tuple[MainConfig, dict[str, str], dict[str, str]]:
-    """(config, settings, method -> run) of a finished lds / leave-language-out run, with
-    methods scored after it (`added`: name -> main or influence run) beside its own."""
-    config = MainConfig.from_params(
-        tracking.run_params(tracking.fetch_run(experiment_run_id, step="main"))
-    )
+    config: MainConfig, experiment_run_id: str, added: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(settings, method -> run) of a finished lds / leave-language-out / language-datamodel
+    run of `config`, with methods scored after it (`added`: name -> main or influence run)
+    beside its own."""
     settings = settings_of(experiment_run_id)
     # the methods the study scored (its tags), whatever today's default set is; the
     # reference comes first in ATTRIBUTION_METHODS
@@ -113,11 +180,4 @@ def study_methods(
             f"added method name(s) {taken} clash with the study's own methods "
             f"({', '.join(methods)}), 'random' or a checkpoint name (with '@'); rename them."
         )
-    return config, settings, methods | (added or {})
-
-
-def settings_of(experiment_run_id: str) -> dict[str, str]:
-    """setting name -> run ID, from a finished experiment run's tags."""
-    tags = tracking.fetch_run(experiment_run_id, step="main").data.tags
-    prefix = "xlinfluence.setting."
-    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
+    return settings, methods | (added or {})

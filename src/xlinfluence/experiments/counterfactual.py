@@ -12,21 +12,34 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import counterfactual
 from xlinfluence.analysis.counterfactual import RANDOM, TRACIN, Removal
-from xlinfluence.config import MainConfig, TrainConfig
+from xlinfluence.checks import refuse
+from xlinfluence.config import TrainConfig
+from xlinfluence.experiments.base import (
+    Experiment,
+    Study,
+    child_runs,
+    languages_of,
+    require_scores,
+    values_of,
+)
 from xlinfluence.steps.upstream import summed_scores, train_manifests
+
+if TYPE_CHECKING:  # config.main takes the experiment registry
+    from xlinfluence.config.main import MainConfig
 
 
 def pairs(config: MainConfig) -> list[tuple[str, str]]:
     """(L, X) pairs from experiment_values ("L" means every training language X)."""
-    languages = [c.strip() for c in config.languages.split(",")]
+    languages = languages_of(config)
     train = [lang for lang in languages if lang != config.heldout_language]
-    values = [v.strip() for v in config.experiment_values.split(",") if v.strip()] or languages
+    values = values_of(config) or languages
     out = []
     for value in values:
         test, _, source = value.partition(":")
@@ -49,16 +62,16 @@ def settings(config: MainConfig, influence_run_id: str) -> dict[str, TrainConfig
 def run(config: MainConfig, project: Path, parent: tracking.StepRun) -> dict[str, str]:
     base = config.without_experiment()
     base_main = tracking.run_or_reuse(base, project)
-    tags = tracking.fetch_run(base_main, step="main").data.tags
-    base_train, influence = tags["xlinfluence.train_run_id"], tags["xlinfluence.influence_run_id"]
+    children = child_runs(base_main)
+    base_train, influence = children["train"], children["influence"]
     chosen = settings(config, influence)
     _check_removals(influence, chosen)  # refuse a bad k before any retraining
     retrainings = {
         name: tracking.run_or_reuse(setting, project) for name, setting in chosen.items()
     }
     parent.set_tags(
-        {"xlinfluence.setting.base": base_main}
-        | {f"xlinfluence.setting.{name}": run_id for name, run_id in retrainings.items()}
+        {f"{tracking.SETTING_TAG}.base": base_main}
+        | {f"{tracking.SETTING_TAG}.{name}": run_id for name, run_id in retrainings.items()}
     )
     raw = effects(base_train, retrainings)
     table = counterfactual.effects_table(raw.to_dict("records"))
@@ -108,3 +121,32 @@ def _predictions(train_run_id: str, checkpoint: str, test: pd.DataFrame) -> pd.D
     return artifacts.load_predictions(
         tracking.download(train_run_id, artifacts.predictions(checkpoint)), test
     )
+
+
+def _check(config: MainConfig) -> None:
+    require_scores(config, "counterfactual ranks training examples by their summed scores")
+    languages = languages_of(config)
+    for value in values_of(config):
+        test, _, train = value.partition(":")
+        unknown = [lang for lang in (test, train) if lang and lang not in languages]
+        if unknown or not test:
+            raise refuse(
+                "experiment_values",
+                config.experiment_values,
+                f"cannot read {value!r} (languages {unknown})",
+                "give test languages L, or L:X pairs, from languages",
+            )
+
+
+EXPERIMENT = Experiment(
+    name="counterfactual",
+    summary="retrains without TracIn's top-k of X for L, against label-matched random removals",
+    values="test languages L or L:X pairs (default every pair)",
+    check=_check,
+    run=run,
+    study=Study(
+        lambda config: {"base": config.without_experiment()},
+        lambda config, train, influence: settings(config, influence),
+        None,
+    ),
+)

@@ -19,17 +19,27 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from xlinfluence import tracking
-from xlinfluence.analysis import design, language_truth, plots
-from xlinfluence.config import MainConfig, TrainConfig, train_counts
+from xlinfluence.analysis import design, language_truth, partialled_lds, plots
+from xlinfluence.analysis.agreement import REFERENCE
+from xlinfluence.config import TrainConfig, train_counts
 from xlinfluence.data import subsets
-from xlinfluence.steps import attributions, retrain
+from xlinfluence.experiments import attributions
+from xlinfluence.experiments.base import Experiment, Study, require_scores
+from xlinfluence.steps import retrain
+
+if TYPE_CHECKING:  # config.main takes the experiment registry
+    from xlinfluence.config.main import MainConfig
 
 PILOT_SEEDS = 4
+#: The attribution every other is paired against in the partialled LDS: the influence
+#: step's default (cosine TracIn over all parameters), whose choice the study tests.
+DEFAULT = "cosine"
 NONE = "none"
 
 
@@ -146,6 +156,7 @@ def compute(
     margins = language_truth.equivalence_margins(pilot, len(languages))
     example = _example_outputs(config, runs, chosen, config.retrain_seeds, found)
     cuts = np.array([[lang in c.cut for lang in languages] for c in chosen])
+    test_languages = found.test["language"].to_numpy()
     truth = fit.table
     return {
         "power": language_truth.power_table(
@@ -163,21 +174,30 @@ def compute(
             top_k=config.top_k,
             seed=config.seed,
         ),  # fmt: skip
-        "lds_partialled": language_truth.partialled_lds(
+        "lds_partialled": partialled_lds.partialled_lds(
             found.scores,
             example["kept"],
             example["outputs"],
             cuts,
-            found.test["language"].to_numpy(),
+            test_languages,
+            seed=config.seed,
+        ),  # fmt: skip
+        "lds_partialled_differences": partialled_lds.partialled_differences(
+            found.scores,
+            example["kept"],
+            example["outputs"],
+            cuts,
+            test_languages,
+            reference=DEFAULT if DEFAULT in found.scores else REFERENCE,
             seed=config.seed,
         ),  # fmt: skip
         "retrainings": outcomes,
     }
 
 
-def recompute(experiment_run_id: str, added: dict[str, str] | None = None):
+def recompute(config: MainConfig, experiment_run_id: str, added: dict[str, str] | None = None):
     """compute() for a finished experiment run (scripts/findings_tables.py)."""
-    config, settings, methods = attributions.study_methods(experiment_run_id, added)
+    settings, methods = attributions.study_methods(config, experiment_run_id, added)
     found = attributions.read(config, methods)
     names = pilot_settings(config) | design_settings(config)
     return compute(config, found, {name: settings[name] for name in names})
@@ -229,3 +249,26 @@ def _example_outputs(config, runs, chosen, seeds, found) -> dict[str, np.ndarray
             for target in outputs:
                 outputs[target][i, seed] = frame[target].to_numpy(dtype=float)
     return {"kept": kept, "outputs": outputs}
+
+
+def _study_retrainings(config, train, influence) -> dict[str, TrainConfig]:
+    """The pilot's and the design's retrainings (the pilot's power analysis is a table of
+    the study, and its all-cut composition is in no design)."""
+    return pilot_settings(config) | design_settings(config)
+
+
+def _check(config: MainConfig) -> None:
+    attributions.check_methods(config)
+    require_scores(config, "language-datamodel reads every method's summed scores")
+    design.resolve(config.design, len(train_counts(config)))  # a design it cannot carry
+
+
+EXPERIMENT = Experiment(
+    name="language-datamodel",
+    summary="cuts training languages in a designed set of compositions; what L loses when "
+    "X is cut, beside every attribution",
+    values=attributions.VALUES_HELP,
+    check=_check,
+    run=run,
+    study=Study(attributions.base_pipelines, _study_retrainings, compute),
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,15 @@ import pandas as pd
 from xlinfluence import tracking
 from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
-from xlinfluence.config import MainConfig, TrainConfig
+from xlinfluence.config import TrainConfig
 from xlinfluence.data import schema, subsets
 from xlinfluence.errors import ArtifactError, ConfigError
-from xlinfluence.steps import attributions, retrain
+from xlinfluence.experiments import attributions
+from xlinfluence.experiments.base import Experiment, Study, require_scores
+from xlinfluence.steps import retrain
+
+if TYPE_CHECKING:  # config.main takes the experiment registry
+    from xlinfluence.config.main import MainConfig
 
 
 def selections(config: MainConfig) -> list[subsets.Selection]:
@@ -101,13 +107,16 @@ def compute(
 
 
 def recompute(
-    experiment_run_id: str, added: dict[str, str] | None = None, reference: str = REFERENCE
+    config: MainConfig,
+    experiment_run_id: str,
+    added: dict[str, str] | None = None,
+    reference: str = REFERENCE,
 ) -> dict[str, pd.DataFrame]:
     """compute() for a finished experiment run, from its setting tags (this code's
     analysis of that run's retrainings; scripts/findings_tables.py retraining). `added`:
     methods scored after the study (name -> main or influence run of the same fine-tuning),
     judged against the same retrainings."""
-    config, settings, methods = attributions.study_methods(experiment_run_id, added)
+    settings, methods = attributions.study_methods(config, experiment_run_id, added)
     runs = {key: settings[setting_name(key)] for key in retraining_settings(config)}
     found = attributions.read(config, methods)
     if reference not in found.scores:
@@ -145,3 +154,27 @@ def _outputs(config, found, masks, runs) -> tuple[dict[str, np.ndarray], pd.Data
             }
         )
     return values, pd.DataFrame(rows).sort_values(["subset", "train_seed"])
+
+
+def _study_retrainings(config, train, influence) -> dict[str, TrainConfig]:
+    return {setting_name(k): s for k, s in retraining_settings(config).items()}
+
+
+def _study_compute(config, found, runs: dict[str, str]) -> dict[str, pd.DataFrame]:
+    keys = {setting_name(k): k for k in retraining_settings(config)}
+    return compute(config, found, {keys[name]: run for name, run in runs.items()})
+
+
+def _check(config: MainConfig) -> None:
+    attributions.check_methods(config)
+    require_scores(config, "lds reads every method's summed scores")
+
+
+EXPERIMENT = Experiment(
+    name="lds",
+    summary="retrains on random subsets; the linear datamodeling score of every attribution",
+    values=attributions.VALUES_HELP,
+    check=_check,
+    run=run,
+    study=Study(attributions.base_pipelines, _study_retrainings, _study_compute),
+)

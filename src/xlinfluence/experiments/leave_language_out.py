@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,9 +22,14 @@ import pandas as pd
 from xlinfluence import tracking
 from xlinfluence.analysis import ablation
 from xlinfluence.analysis.agreement import REFERENCE
-from xlinfluence.config import MainConfig, TrainConfig
+from xlinfluence.config import TrainConfig
 from xlinfluence.data import schema, subsets
-from xlinfluence.steps import attributions, retrain
+from xlinfluence.experiments import attributions
+from xlinfluence.experiments.base import Experiment, Study, require_scores
+from xlinfluence.steps import retrain
+
+if TYPE_CHECKING:  # config.main takes the experiment registry
+    from xlinfluence.config.main import MainConfig
 
 FULL = "full"
 
@@ -104,10 +110,10 @@ def compute(
 
 
 def recompute(
-    experiment_run_id: str, added: dict[str, str] | None = None
+    config: MainConfig, experiment_run_id: str, added: dict[str, str] | None = None
 ) -> dict[str, pd.DataFrame]:
     """compute() for a finished experiment run; `added` as in lds.recompute."""
-    config, settings, methods = attributions.study_methods(experiment_run_id, added)
+    settings, methods = attributions.study_methods(config, experiment_run_id, added)
     found = attributions.read(config, methods)
     languages = list(pd.unique(found.train[schema.LANGUAGE]))
     keys = retraining_settings(config, languages)
@@ -124,3 +130,30 @@ def _share_frame(share: np.ndarray, test_languages, train_languages) -> pd.DataF
             for x, v in zip(train_languages, mean, strict=True)
         ]
     return pd.DataFrame(rows)
+
+
+def _study_retrainings(config, train, influence) -> dict[str, TrainConfig]:
+    languages = list(pd.unique(train[schema.LANGUAGE]))
+    return {setting_name(k): s for k, s in retraining_settings(config, languages).items()}
+
+
+def _study_compute(config, found, runs: dict[str, str]) -> dict[str, pd.DataFrame]:
+    languages = list(pd.unique(found.train[schema.LANGUAGE]))
+    keys = {setting_name(k): k for k in retraining_settings(config, languages)}
+    return compute(config, found, {keys[name]: run for name, run in runs.items()})
+
+
+def _check(config: MainConfig) -> None:
+    attributions.check_methods(config)
+    require_scores(config, "leave-language-out reads every method's summed scores")
+
+
+EXPERIMENT = Experiment(
+    name="leave-language-out",
+    summary="retrains without each training language; L's paired loss change beside every "
+    "attribution",
+    values=attributions.VALUES_HELP,
+    check=_check,
+    run=run,
+    study=Study(attributions.base_pipelines, _study_retrainings, _study_compute),
+)

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from xlinfluence import tracking
-from xlinfluence.config import MainConfig
+from xlinfluence.config.main import MainConfig
 from xlinfluence.errors import ConfigError
+from xlinfluence.experiments import EXPERIMENTS
 
 PROJECT_FILE = "MLproject"
 
@@ -26,14 +27,15 @@ def run(config: MainConfig) -> dict[str, str]:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with tracking.step_run(config) as parent:
         if config.experiment:
-            from xlinfluence.steps import experiment
-
-            return {"main": parent.run_id} | experiment.run(config, project, parent)
+            runs = EXPERIMENTS[config.experiment].run(config, project, parent)
+            return {"main": parent.run_id} | runs
         train_id = tracking.run_or_reuse(config.train(), project)
         influence_id = tracking.run_or_reuse(config.influence(train_id), project)
         analyze_id = tracking.run_or_reuse(config.analyze(influence_id), project)
         runs = {"train": train_id, "influence": influence_id, "analyze": analyze_id}
-        parent.set_tags({f"xlinfluence.{step}_run_id": run_id for step, run_id in runs.items()})
+        parent.set_tags(
+            {tracking.CHILD_TAG.format(step=step): run_id for step, run_id in runs.items()}
+        )
         parent.log_metrics(headline_metrics(runs))
     return {"main": parent.run_id} | runs
 

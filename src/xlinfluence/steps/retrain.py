@@ -17,8 +17,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
-from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
 from xlinfluence import tracking
@@ -73,7 +71,7 @@ def run_settings(config, settings: dict[str, TrainConfig], project: Path, parent
         backend=config.backend,
         backend_config=config.backend_config,
     )
-    parent.set_tags({f"xlinfluence.setting.{name}": run for name, run in runs.items()})
+    parent.set_tags({f"{tracking.SETTING_TAG}.{name}": run for name, run in runs.items()})
     return runs
 
 
@@ -89,11 +87,11 @@ def run_all(
 
     Raises XlinfluenceError naming every failed retraining once all have ended (the
     finished ones stay and are reused when the experiment is run again)."""
-    experiment_id = mlflow.active_run().info.experiment_id
-    if backend != "local" and mlflow.get_tracking_uri().startswith(("sqlite:", "file:")):
+    experiment_id = tracking.active_run_experiment_id()
+    if backend != "local" and tracking.store_is_local():
         raise XlinfluenceError(
             f"backend={backend!r} runs retrainings on other machines, which cannot reach the "
-            f"local store {mlflow.get_tracking_uri()}; set MLFLOW_TRACKING_URI to a tracking "
+            f"local store {tracking.setup()}; set MLFLOW_TRACKING_URI to a tracking "
             "server they reach (`xlinfluence server start`, docs/team.md)."
         )
     done: dict[str, str] = {}
@@ -159,9 +157,7 @@ def _end_in_store(run_id: str, status: str) -> None:
     refusing its arguments, a missing environment) leaves the run MLflow created for it
     RUNNING in the store for good; end it as its process ended, so the UI does not show a
     study's dead retrainings as running."""
-    client = MlflowClient()
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, status)
+    tracking.end_if_running(run_id, status)
 
 
 def _backend_config(path: str) -> dict | None:

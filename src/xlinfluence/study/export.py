@@ -19,15 +19,16 @@ import pandas as pd
 
 import xlinfluence
 from xlinfluence import artifacts, tracking
-from xlinfluence.config import MainConfig
+from xlinfluence.config.main import MainConfig
 from xlinfluence.data import schema
-from xlinfluence.steps.experiment import child_runs
+from xlinfluence.experiments import EXPERIMENTS
+from xlinfluence.experiments.attributions import reference_method
+from xlinfluence.experiments.base import Study, child_runs
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.study import bundle
-from xlinfluence.study.studies import STUDIES, reference_method
 
 IMPORTED_TAG = "xlinfluence.imported_from"  # on an imported run: its original run ID
-EXPERIMENTS = "experiments"  # experiments/<original run id>.json: an experiment's params
+EXPERIMENT_RECORDS = "experiments"  # experiments/<original run id>.json: an experiment's params
 _RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
 #: role -> artifact folders or files of a run that a bundle carries (manifests apart).
 CARRIED = {
@@ -73,16 +74,24 @@ def remap(value, mapping: dict[str, str]):
     return value
 
 
+def study_of(config: MainConfig, what: str) -> Study:
+    """What a bundle of `config`'s experiment carries, or a BundleError naming those that
+    have retrainings to carry."""
+    experiment = EXPERIMENTS.get(config.experiment)
+    if experiment is None or experiment.study is None:
+        retraining = "|".join(n for n, e in EXPERIMENTS.items() if e.study)
+        raise bundle.BundleError(
+            f"{what} is experiment={config.experiment or 'none'!r}, which has no retrainings "
+            f"to carry; export a run of experiment={retraining}."
+        )
+    return experiment.study
+
+
 def export(experiment_run_id: str, to: Path) -> Exported:
     """Add every finished run of the study `experiment_run_id` names to the bundle `to`."""
     experiment_run = tracking.fetch_run(experiment_run_id, step="main", finished=False)
     config = MainConfig.from_params(tracking.run_params(experiment_run))
-    if config.experiment not in STUDIES:
-        raise bundle.BundleError(
-            f"run {experiment_run_id} is experiment={config.experiment or 'none'!r}, which has "
-            f"no retrainings to carry; export a run of experiment={'|'.join(STUDIES)}."
-        )
-    study = STUDIES[config.experiment]
+    study = study_of(config, f"run {experiment_run_id}")
     experiment_id = experiment_run.info.experiment_id
     tagged = _settings_tagged(experiment_run.data.tags)
     done = Exported(Path(to))
@@ -137,7 +146,7 @@ def export(experiment_run_id: str, to: Path) -> Exported:
 def _settings_tagged(tags: dict[str, str]) -> dict[str, str]:
     """setting -> run, from an experiment run's tags, finished or not (attributions.
     settings_of reads a finished one's)."""
-    prefix = "xlinfluence.setting."
+    prefix = f"{tracking.SETTING_TAG}."
     return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
 
 
@@ -182,7 +191,7 @@ def _write_header(root: Path, base_train: str, train: pd.DataFrame, test: pd.Dat
 def _write_experiment(root: Path, run_id: str, originals: dict[str, str]) -> None:
     """The experiment run's parameters, once per experiment run (what a bundle's tables
     are recomputed with)."""
-    path = root / EXPERIMENTS / f"{originals[run_id]}.json"
+    path = root / EXPERIMENT_RECORDS / f"{originals[run_id]}.json"
     if not path.exists():
         record = tracking.run_record(run_id)
         bundle.write_sealed(

@@ -1,7 +1,7 @@
 """A bundle's experiment tables, computed by this checkout's analysis code.
 
 The bundle is imported into a throwaway store and its runs are read back through the
-experiment's own `compute` (steps/lds.py, steps/leave_language_out.py), so a table of
+experiment's own `compute` (its Study in xlinfluence/experiments/), so a table of
 docs/findings.md is regenerated from the repository alone: `python
 scripts/findings_tables.py bundle studies/<name>`.
 """
@@ -14,20 +14,19 @@ from pathlib import Path
 import pandas as pd
 
 from xlinfluence import tracking
-from xlinfluence.config import MainConfig
-from xlinfluence.steps import attributions
-from xlinfluence.steps.experiment import child_runs
+from xlinfluence.config.main import MainConfig
+from xlinfluence.experiments import attributions
+from xlinfluence.experiments.base import child_runs
 from xlinfluence.study import bundle
-from xlinfluence.study.export import EXPERIMENTS
+from xlinfluence.study.export import EXPERIMENT_RECORDS, study_of
 from xlinfluence.study.importer import import_bundle
-from xlinfluence.study.studies import STUDIES, reference_method
 
 
 def experiment_config(root: Path) -> MainConfig:
     """The parameters of the bundle's latest experiment run (the largest study)."""
     records = [
         bundle.read_sealed(path, Path(root))
-        for path in sorted((Path(root) / EXPERIMENTS).glob("*.json"))
+        for path in sorted((Path(root) / EXPERIMENT_RECORDS).glob("*.json"))
     ]
     if not records:
         raise bundle.BundleError(f"bundle {root} names no experiment run; export it again.")
@@ -38,7 +37,7 @@ def experiment_config(root: Path) -> MainConfig:
 def compute(root: Path, data_path: str = "") -> tuple[MainConfig, dict[str, pd.DataFrame]]:
     """(experiment config, its tables) from the bundle at `root` alone."""
     config = experiment_config(root)
-    study = STUDIES[config.experiment]
+    study = study_of(config, f"bundle {root}")
     if study.compute is None:
         raise bundle.BundleError(
             f"experiment={config.experiment} is tabled against its base run's predictions, "
@@ -58,7 +57,7 @@ def compute(root: Path, data_path: str = "") -> tuple[MainConfig, dict[str, pd.D
                 f"bundle {root} lacks the base runs of {missing}; continue the study."
             )
         attributed = attributions.read(config, {name: mains[name] for name in base})
-        reference = child_runs(mains[reference_method(base)])["influence"]
+        reference = child_runs(mains[attributions.reference_method(base)])["influence"]
         wanted = study.retrainings(config, attributed.train, reference)
         held = {r.record["name"]: runs[r.run_id] for r in found.of_role("retraining")}
         absent = [name for name in wanted if name not in held]

@@ -1,0 +1,107 @@
+"""Reading a run's artifacts onto this machine: the per-run download cache and listings.
+
+Kept apart because every step reads its upstream runs' artifacts this way, and the
+cache's rules (only a FINISHED run's artifacts are cached; a folder counts only once its
+download completed) are one concern of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from xlinfluence.errors import RunLookupError
+from xlinfluence.tracking.store import refused
+
+
+def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None) -> Path:
+    """Download a run's artifact (file or folder) once into a per-run local cache.
+
+    The cache (XLINFLUENCE_CACHE, default ~/.cache/xlinfluence) makes repeated and
+    multi-process reads free; a folder is only used once its download completed. Only a
+    FINISHED run's artifacts are cached: an unfinished run (one being resumed in place) can
+    still change them, so those are downloaded afresh each time, into a temporary folder.
+    """
+    root = cache_root or Path(
+        os.environ.get("XLINFLUENCE_CACHE", Path.home() / ".cache" / "xlinfluence")
+    )
+    target = root / run_id / artifact_path
+    done = target.parent / f".{target.name}.complete"
+    if done.exists() and target.exists():
+        return target
+    if _status(run_id) != "FINISHED":
+        return _fetch(run_id, artifact_path, Path(tempfile.mkdtemp(prefix="xlinfluence-run-")))
+    staging = Path(tempfile.mkdtemp(dir=_ensure(root / run_id), prefix=".download-"))
+    local = _fetch(run_id, artifact_path, staging)
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    local.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    done.touch()
+    return target
+
+
+def _status(run_id: str) -> str:
+    try:
+        return MlflowClient().get_run(run_id).info.status
+    except MlflowException as err:
+        raise refused(err) or RunLookupError(
+            f"run {run_id} cannot be read ({err}); check the run ID."
+        ) from err
+
+
+def _fetch(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """The artifact downloaded under dst (removed again if the download fails)."""
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+            )
+        )
+    except (MlflowException, OSError) as err:
+        shutil.rmtree(dst, ignore_errors=True)
+        if isinstance(err, MlflowException) and (error := refused(err)):
+            raise error from err
+        raise RunLookupError(
+            f"run {run_id} has no artifact {artifact_path!r} ({err}); the run is incomplete "
+            "or from an older version: re-run it."
+        ) from err
+
+
+def download_partial(run_id: str, artifact_path: str, dst: Path) -> Path | None:
+    """A possibly unfinished run's artifact (file or folder), copied under dst; None if the
+    run has none.
+
+    Not cached: an interrupted run's artifacts are what a resume is about to extend.
+    """
+    if artifact_path not in artifact_names(run_id, str(Path(artifact_path).parent)):
+        return None
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+            )
+        )
+    except MlflowException:
+        return None
+
+
+def artifact_names(run_id: str, folder: str) -> list[str]:
+    """Paths of the artifacts directly in a run's folder ('.' for the top); [] if none."""
+    try:
+        listed = MlflowClient().list_artifacts(run_id, None if folder in ("", ".") else folder)
+    except MlflowException:
+        return []
+    return [info.path for info in listed]
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
