@@ -238,11 +238,11 @@ class InfluenceConfig(StepConfig):
         checks.AtLeast(1),
     )
     method: str = param(
-        "cosine",
-        "cosine (TracIn with each gradient normalised to unit length per checkpoint: the "
-        "default, as it predicts retraining best at the level of examples, docs/findings.md "
-        "1f), dot (TracIn as in the "
-        "paper), representation (cosine of the <s> hidden states: a gradient-free baseline), "
+        "dot",
+        "dot (TracIn as in the paper: the default; no other method predicted retraining "
+        "better on both settings of docs/findings.md section 1), cosine (TracIn with each "
+        "gradient normalised to unit length per checkpoint), representation (cosine of the "
+        "<s> hidden states: a gradient-free baseline), "
         "ekfac (influence functions with EK-FAC curvature over the selection's Linear layers), "
         "metagradient (exact data-weight gradients of each test loss through the whole "
         "fine-tuning, replayed: about 3 trainings per test example), or label-only (+1 for a "

@@ -37,9 +37,6 @@ if TYPE_CHECKING:  # config.main takes the experiment registry
     from xlinfluence.config.main import MainConfig
 
 PILOT_SEEDS = 4
-#: The attribution every other is paired against in the partialled LDS: the influence
-#: step's default (cosine TracIn over all parameters), whose choice the study tests.
-DEFAULT = "cosine"
 NONE = "none"
 
 
@@ -188,7 +185,7 @@ def compute(
             example["outputs"],
             cuts,
             test_languages,
-            reference=DEFAULT if DEFAULT in found.scores else REFERENCE,
+            reference=REFERENCE,
             seed=config.seed,
         ),  # fmt: skip
         "retrainings": outcomes,
