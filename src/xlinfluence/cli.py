@@ -237,6 +237,69 @@ def study_verify(
         raise SystemExit(1)
 
 
+@cli.command("explain")
+@click.option(
+    "--run",
+    "run_id",
+    required=True,
+    help="An influence or analyze run (or a main run: its influence child).",
+)
+@click.option("--test-id", default=None, help="The test example to explain.")
+@click.option(
+    "--language",
+    default=None,
+    help="Instead: this test language's strongest cases (largest summed top proponent score).",
+)
+@click.option(
+    "--checkpoint",
+    default="total",
+    show_default=True,
+    help="Which scores: a checkpoint name (epoch-2) or total, the lr-weighted sum.",
+)
+@click.option("--top", default="10", show_default=True, help="Proponents and opponents shown.")
+@click.option("--cases", default=None, help="With --language: how many test examples [--top].")
+@click.option(
+    "--format",
+    "output_format",
+    default="table",
+    show_default=True,
+    help="table (terminal), json, or csv (one row per proponent/opponent).",
+)
+def explain_command(
+    run_id: str,
+    test_id: str | None,
+    language: str | None,
+    checkpoint: str,
+    top: str,
+    cases: str | None,
+    output_format: str,
+) -> None:
+    """A test example's top proponents and opponents: text, language, label, score, and
+    which own-language proponent each cross-lingual one translates (docs/guide.md)."""
+    from xlinfluence import explain
+
+    # options are read as text and checked here, so a bad value ends in one line
+    _or_one_line(lambda: explain.check_format(output_format))
+    influence, explanations = _or_one_line(
+        lambda: explain.explain(
+            run_id,
+            test_id=test_id,
+            language=language,
+            checkpoint=checkpoint,
+            top=top,
+            cases=cases,
+        )  # fmt: skip
+    )
+    if output_format == "json":
+        click.echo(explain.to_json(explanations, one=test_id is not None))
+    elif output_format == "csv":
+        click.echo(explain.to_csv(explanations), nl=False)
+    else:
+        from rich.console import Console
+
+        explain.render(influence, explanations, checkpoint, Console(highlight=False))
+
+
 def _or_one_line(action: Callable[[], object]):
     try:
         return action()

@@ -43,8 +43,8 @@ NUMBERS_SOURCES: dict[str, tuple[str, ...]] = {
 #: figures and the HTML report, refusals of bad input, the fan-out of retrainings, the
 #: orchestration of steps, and the tests' per-example reference.
 PRESENTATION = (
-    "analysis/plots.py", "analysis/report.py", "steps/preflight.py", "steps/retrain.py",
-    "steps/main.py", "tracin/reference.py",
+    "analysis/plots.py", "analysis/report.py", "analysis/report_summary.py",
+    "steps/preflight.py", "steps/retrain.py", "steps/main.py", "tracin/reference.py",
 )  # fmt: skip
 LIBRARIES = ("torch", "transformers", "tokenizers")
 EQUIVALENT_FILE = PACKAGE / "numbers_equivalent.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xlinfluence import artifacts, tracking
+from xlinfluence import artifacts, explain, tracking
 from xlinfluence.analysis import (
     OPPONENT,
     PROPONENT,
@@ -120,10 +120,11 @@ def run(config: AnalyzeConfig) -> str:
                 | {f"influence.{k}": str(v) for k, v in manifest.items() if k in _SHOWN}
                 | {"languages": ", ".join(train_languages)},
                 figures=figures,
-                tables={"Own-language shares": own, "Translation shares": translation,
-                        "Language shares": shares},
+                tables=tables,
+                examples=explain.ReportExamples.of(train_run_id, train, test, table),
+                top_k=config.top_k,
             )
-        )  # fmt: skip
+        )
         run.log_artifacts(out, artifacts.ANALYSIS)
         if "distance_correlations" in tables:
             run.log_metrics(
