@@ -52,3 +52,12 @@ def test_committed_errors_doc_is_the_rendered_one():
     assert (ROOT / "docs" / "errors.md").read_text() == render.errors(), (
         "docs/errors.md is out of date: run `python -m xlinfluence.render errors > docs/errors.md`"
     )
+
+
+def test_the_command_says_its_version_and_the_package_agrees():
+    import xlinfluence
+
+    from .conftest import run_cli
+
+    code, output = run_cli("--version")
+    assert code == 0 and output.strip() == f"xlinfluence, version {xlinfluence.__version__}"

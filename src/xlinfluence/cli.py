@@ -131,6 +131,7 @@ def _make_command(config_cls: type[StepConfig]) -> click.Command:
 
 
 @click.group()
+@click.version_option(package_name="xlinfluence", prog_name="xlinfluence")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """Which languages' training data does a multilingual model learn from?"""
