@@ -30,6 +30,7 @@ ARCHIVED = sorted(
 CHECKED = {
     STUDIES / "ldm-sib200-a": None,
     STUDIES / "ldm-sib200-b": None,
+    STUDIES / "lds-sib200-a-rows": None,
     ARCHIVE / "llo-sib200-fp32": "Change of L's mean test loss without X",
 }
 
