@@ -27,6 +27,7 @@ from xlinfluence.data import schema
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.experiments.base import (
     child_runs,
+    require_scores,
     settings_of,
     values_of,
 )
@@ -68,6 +69,13 @@ def check_methods(config: MainConfig) -> None:
             f"{unknown} are not attribution methods",
             f"give some of {', '.join(ATTRIBUTION_METHODS)}, or nothing for the default",
         )
+
+
+def check_scored_methods(config: MainConfig) -> None:
+    """The check of an experiment that scores attributions against retraining: named
+    variants, and the full score matrices it reads kept."""
+    check_methods(config)
+    require_scores(config, f"{config.experiment} reads every method's summed scores")
 
 
 def chosen_methods(config: MainConfig) -> list[str]:

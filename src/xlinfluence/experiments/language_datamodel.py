@@ -30,7 +30,7 @@ from xlinfluence.analysis.agreement import REFERENCE
 from xlinfluence.config import TrainConfig, train_counts
 from xlinfluence.data import subsets
 from xlinfluence.experiments import attributions
-from xlinfluence.experiments.base import Experiment, Study, require_scores
+from xlinfluence.experiments.base import Experiment, Study
 from xlinfluence.steps import retrain
 
 if TYPE_CHECKING:  # config.main takes the experiment registry
@@ -255,8 +255,7 @@ def _study_retrainings(config, train, influence) -> dict[str, TrainConfig]:
 
 
 def _check(config: MainConfig) -> None:
-    attributions.check_methods(config)
-    require_scores(config, "language-datamodel reads every method's summed scores")
+    attributions.check_scored_methods(config)
     design.resolve(config.design, len(train_counts(config)))  # a design it cannot carry
 
 

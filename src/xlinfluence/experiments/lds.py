@@ -25,7 +25,7 @@ from xlinfluence.config import TrainConfig
 from xlinfluence.data import schema, subsets
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.experiments import attributions
-from xlinfluence.experiments.base import Experiment, Study, require_scores
+from xlinfluence.experiments.base import Experiment, Study
 from xlinfluence.steps import retrain
 
 if TYPE_CHECKING:  # config.main takes the experiment registry
@@ -165,16 +165,11 @@ def _study_compute(config, found, runs: dict[str, str]) -> dict[str, pd.DataFram
     return compute(config, found, {keys[name]: run for name, run in runs.items()})
 
 
-def _check(config: MainConfig) -> None:
-    attributions.check_methods(config)
-    require_scores(config, "lds reads every method's summed scores")
-
-
 EXPERIMENT = Experiment(
     name="lds",
     summary="retrains on random subsets; the linear datamodeling score of every attribution",
     values=attributions.VALUES_HELP,
-    check=_check,
+    check=attributions.check_scored_methods,
     run=run,
     study=Study(attributions.base_pipelines, _study_retrainings, _study_compute),
 )

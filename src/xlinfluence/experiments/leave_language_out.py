@@ -25,7 +25,7 @@ from xlinfluence.analysis.agreement import REFERENCE
 from xlinfluence.config import TrainConfig
 from xlinfluence.data import schema, subsets
 from xlinfluence.experiments import attributions
-from xlinfluence.experiments.base import Experiment, Study, require_scores
+from xlinfluence.experiments.base import Experiment, Study
 from xlinfluence.steps import retrain
 
 if TYPE_CHECKING:  # config.main takes the experiment registry
@@ -143,17 +143,12 @@ def _study_compute(config, found, runs: dict[str, str]) -> dict[str, pd.DataFram
     return compute(config, found, {keys[name]: run for name, run in runs.items()})
 
 
-def _check(config: MainConfig) -> None:
-    attributions.check_methods(config)
-    require_scores(config, "leave-language-out reads every method's summed scores")
-
-
 EXPERIMENT = Experiment(
     name="leave-language-out",
     summary="retrains without each training language; L's paired loss change beside every "
     "attribution",
     values=attributions.VALUES_HELP,
-    check=_check,
+    check=attributions.check_scored_methods,
     run=run,
     study=Study(attributions.base_pipelines, _study_retrainings, _study_compute),
 )
