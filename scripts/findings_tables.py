@@ -158,6 +158,8 @@ def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
     wide = agree.pivot(index="method", columns="column", values="agreement [95% CI]")
     lds_table = tables["lds_partialled"]
     lds_table = lds_table[lds_table["test_language"] == "all"].copy()
+    flat = sorted(lds_table.loc[lds_table["n_test"] == 0, "method"].unique())
+    lds_table = lds_table[~lds_table["method"].isin(flat)]
     lds_table["LDS [95% CI]"] = interval(lds_table, "lds", "low", "high")
     lds_wide = lds_table.pivot(index="method", columns="target", values="LDS [95% CI]")
     fraction = lds_table.pivot(index="method", columns="target", values="fraction_of_ceiling")
@@ -187,7 +189,9 @@ def language_datamodel_text(tables: dict[str, pd.DataFrame], label: str) -> str:
         "Agreement with beta (correlation of the centred L x X matrices, loss; interval over "
         "beta's uncertainty; random: the mean and 95% range of 200 draws of random scores):",
         markdown(wide.reset_index()),
-        "Example-level LDS over the compositions, language amounts partialled out:",
+        "Example-level LDS over the compositions, language amounts partialled out"
+        + (f" ({', '.join(flat)}: nothing left once the amounts are partialled out, no score)"
+           if flat else "") + ":",
         markdown(lds_wide.reset_index()),
         f"Each method's partialled LDS minus {reference}'s, paired over the test examples "
         "(bootstrap over test examples; Holm over the methods, per target):",

@@ -193,9 +193,10 @@ def test_partialled_lds_credits_what_is_known_beyond_the_language_amounts():
     language = train["language"].to_numpy()
     # label-only on label-stratified cuts would be flat; here a per-language constant is
     language_only = np.stack([(language == t).astype(float) for t in test["language"]])
-    table = partialled_lds.partialled_lds({"informed": informed, "language-amounts": language_only,
-                               lds.RANDOM: lds.random_scores(len(test), len(train))},
-                              kept, outputs, cuts, test["language"].to_numpy())  # fmt: skip
+    scores = {"informed": informed, "language-amounts": language_only,
+              lds.RANDOM: lds.random_scores(len(test), len(train))}  # fmt: skip
+    examples = partialled_lds.per_example(scores, kept, outputs, cuts)
+    table = partialled_lds.partialled_lds(examples, test["language"].to_numpy())
     overall = table[(table["test_language"] == lds.ALL) & (table["target"] == "margin")]
     by = overall.set_index("method")
     assert by.loc["informed", "lds"] > 0.5 and by.loc["informed", "low"] > 0.4
@@ -216,8 +217,8 @@ def test_paired_partialled_differences_match_a_plain_per_example_computation():
     scores = {"informed": informed, "noisy": noisy,
               lds.RANDOM: lds.random_scores(len(test), len(train))}  # fmt: skip
     table = partialled_lds.partialled_differences(
-        scores, kept, outputs, cuts, test["language"].to_numpy(), reference="informed",
-        n_resamples=2000,
+        partialled_lds.per_example(scores, kept, outputs, cuts), test["language"].to_numpy(),
+        reference="informed", n_resamples=2000,
     )  # fmt: skip
     z = np.column_stack([np.ones(len(cuts)), cuts])
 
@@ -246,3 +247,63 @@ def test_paired_partialled_differences_match_a_plain_per_example_computation():
     assert by.loc[lds.RANDOM, "diff"] < by.loc["noisy", "diff"]
     families = table.groupby(["target", "test_language"])["method"].apply(set)
     assert all(f == {"noisy", lds.RANDOM} for f in families)  # Holm over these two
+
+
+def test_a_tie_break_left_after_partialling_is_flat_and_moves_no_other_interval():
+    """A score that is a function of the language amounts plus a tie-break jitter (as
+    label-only's is on label-stratified cuts) keeps under 1e-7 of its reach after
+    partialling: it gets NaN, not a Spearman of the jitter, and no paired row. Scoring it or
+    not leaves every other method's interval as it was (the draws are shared)."""
+    train, test, cuts, kept, informed, outputs = _partialled_case()
+    language = train["language"].to_numpy()
+    jitter = np.random.default_rng(5).uniform(0, 1e-7, (len(test), len(train)))
+    # 0.5 a row for every row: the zero-shot test language's prediction is the rows kept
+    own = np.stack([(language == t).astype(float) for t in test["language"]])
+    amounts = own + 0.5 + jitter
+    random = lds.random_scores(len(test), len(train))
+    languages = test["language"].to_numpy()
+    with_jitter = partialled_lds.per_example(
+        {"informed": informed, "amounts": amounts, lds.RANDOM: random}, kept, outputs, cuts
+    )
+    without = partialled_lds.per_example({"informed": informed, lds.RANDOM: random}, kept,
+                                         outputs, cuts)  # fmt: skip
+    table = partialled_lds.partialled_lds(with_jitter, languages).set_index(
+        ["method", "target", "test_language"]
+    )
+    assert table.loc[("amounts", "loss", lds.ALL), "n_test"] == 0
+    assert np.isnan(table.loc[("amounts", "loss", lds.ALL), "lds"])
+    alone = partialled_lds.partialled_lds(without, languages).set_index(
+        ["method", "target", "test_language"]
+    )
+    shared = alone.index
+    pd.testing.assert_frame_equal(table.loc[shared], alone.loc[shared])
+    paired = partialled_lds.partialled_differences(with_jitter, languages, reference="informed")
+    assert "amounts" not in set(paired["method"])
+
+
+def test_tied_ranks_are_rankdata_of_the_exact_values_despite_rounding_noise():
+    from scipy.stats import rankdata
+
+    exact = np.array([[0.5, 2.0], [-0.5, 2.0], [0.5, 1.0], [-0.5, 1.0], [1.5, 0.0]])
+    noisy = exact + np.random.default_rng(0).normal(0, 1e-15, exact.shape)
+    ranks = partialled_lds._tied_ranks(noisy, np.full(2, 1e-9))
+    np.testing.assert_array_equal(ranks, rankdata(exact, axis=0))
+
+
+def test_the_partialled_lds_of_a_quarter_design_does_not_follow_rounding_noise():
+    """The 2^(5-2) design leaves 2 residual dimensions spanned by +-1 contrasts, so each
+    example's 8 partialled values come in equal pairs; scores changed in their last bits
+    (as another BLAS build changes a product) must give the same LDS, bit for bit."""
+    rng = np.random.default_rng(11)
+    cuts = design.cut_matrix("quarter", 5)
+    n_train, n_test = 60, 12
+    kept = rng.random((len(cuts), n_train)) < 0.7
+    scores = rng.normal(size=(n_test, n_train))
+    outputs = {t: rng.normal(size=(len(cuts), 3, n_test)) for t in ("loss", "margin")}
+    bumped = scores * (1 + rng.normal(0, 1e-14, scores.shape))
+    left = partialled_lds.per_example({"m": scores}, kept, outputs, cuts)
+    right = partialled_lds.per_example({"m": bumped}, kept, outputs, cuts)
+    for target in ("loss", "margin"):
+        np.testing.assert_array_equal(left.pooled[target]["m"], right.pooled[target]["m"])
+    residual = partialled_lds._residual_maker(cuts) @ lds.predicted_outputs(scores, kept)
+    assert len(np.unique(np.round(residual[:, 0], 9))) == 4  # the ties this guards against

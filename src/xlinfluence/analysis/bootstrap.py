@@ -433,6 +433,12 @@ def _weighted_means(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, sums / counts, np.nan)
 
 
+def finite_quantile(values: np.ndarray, q: float) -> float:
+    """The q-quantile of the defined values of a 1-D resample (NaN when none is)."""
+    values = values[np.isfinite(values)]
+    return float(np.quantile(values, q)) if len(values) else np.nan
+
+
 def _percentiles(means: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over resamples (axis 0), skipping undefined resamples."""
     alpha = 1.0 - float(confidence)

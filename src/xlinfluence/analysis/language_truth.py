@@ -44,6 +44,7 @@ import pandas as pd
 from scipy import stats
 
 from xlinfluence.analysis import ablation, lds
+from xlinfluence.analysis.bootstrap import finite_quantile
 from xlinfluence.analysis.holm import holm
 from xlinfluence.errors import DataError
 from xlinfluence.tracin.label_only import label_only_matrix
@@ -362,22 +363,17 @@ def _agreement_rows(methods, randoms, draws, measured, target, centring, predict
         diff = drawn[name] - drawn[LABEL_ONLY]
         rows.append({"method": name, "prediction": prediction, "target": target,
                      "centring": centring, "agreement": value,
-                     "low": _quantile(drawn[name], ALPHA / 2),
-                     "high": _quantile(drawn[name], 1 - ALPHA / 2),
+                     "low": finite_quantile(drawn[name], ALPHA / 2),
+                     "high": finite_quantile(drawn[name], 1 - ALPHA / 2),
                      "diff_vs_label_only": value - corr(reference, measured),
-                     "diff_low": _quantile(diff, ALPHA / 2),
-                     "diff_high": _quantile(diff, 1 - ALPHA / 2)})  # fmt: skip
+                     "diff_low": finite_quantile(diff, ALPHA / 2),
+                     "diff_high": finite_quantile(diff, 1 - ALPHA / 2)})  # fmt: skip
     null = np.array([corr(r[prediction], measured) for r in randoms])
     rows.append({"method": RANDOM, "prediction": prediction, "target": target,
                  "centring": centring, "agreement": float(np.nanmean(null)),
-                 "low": _quantile(null, ALPHA / 2),
-                 "high": _quantile(null, 1 - ALPHA / 2)})  # fmt: skip
+                 "low": finite_quantile(null, ALPHA / 2),
+                 "high": finite_quantile(null, 1 - ALPHA / 2)})  # fmt: skip
     return rows
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    values = values[np.isfinite(values)]
-    return float(np.quantile(values, q)) if len(values) else np.nan
 
 
 def _beta_draws(tf: TargetFit, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -154,6 +154,7 @@ def compute(
     example = _example_outputs(config, runs, chosen, config.retrain_seeds, found)
     cuts = np.array([[lang in c.cut for lang in languages] for c in chosen])
     test_languages = found.test["language"].to_numpy()
+    examples = partialled_lds.per_example(found.scores, example["kept"], example["outputs"], cuts)
     truth = fit.table
     return {
         "power": language_truth.power_table(
@@ -171,23 +172,10 @@ def compute(
             top_k=config.top_k,
             seed=config.seed,
         ),  # fmt: skip
-        "lds_partialled": partialled_lds.partialled_lds(
-            found.scores,
-            example["kept"],
-            example["outputs"],
-            cuts,
-            test_languages,
-            seed=config.seed,
-        ),  # fmt: skip
+        "lds_partialled": partialled_lds.partialled_lds(examples, test_languages, seed=config.seed),
         "lds_partialled_differences": partialled_lds.partialled_differences(
-            found.scores,
-            example["kept"],
-            example["outputs"],
-            cuts,
-            test_languages,
-            reference=REFERENCE,
-            seed=config.seed,
-        ),  # fmt: skip
+            examples, test_languages, reference=REFERENCE, seed=config.seed
+        ),
         "retrainings": outcomes,
     }
 
