@@ -56,3 +56,15 @@ def test_no_code_dispatches_on_an_experiments_name():
 def test_retraining_experiments_say_what_a_bundle_carries():
     retraining = {name for name, e in EXPERIMENTS.items() if e.study}
     assert retraining == {"counterfactual", "lds", "leave-language-out", "language-datamodel"}
+
+
+def test_experiments_take_an_influence_function_at_the_trained_model_only():
+    """EK-FAC is an influence function of the trained model, not a sum over checkpoints as
+    TracIn is; whatever the epochs, its setting names the last checkpoint."""
+    from xlinfluence.experiments import attributions
+
+    for epochs in (2, 5):
+        config = MainConfig(experiment="methods", epochs=epochs)
+        settings = attributions.method_settings(config, ["dot-all", "ekfac"])
+        assert settings["ekfac"].checkpoints == f"epoch-{epochs}"
+        assert settings["dot-all"].checkpoints == "all"

@@ -15,6 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, modeling, tracking
+from xlinfluence.data import schema
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.tracin.reference import reference_scores
@@ -210,3 +211,40 @@ def test_two_processes_give_the_one_process_scores(main_runs):
             )
     finally:  # main would reuse it (newest equal run) and so recompute analyze
         MlflowClient().delete_run(run_id)
+
+
+def test_the_final_checkpoint_is_an_mlflow_model_that_predicts_as_the_checkpoint(main_runs):
+    import mlflow
+
+    train_run = MlflowClient().get_run(main_runs["train"])
+    model = mlflow.pyfunc.load_model(train_run.data.tags[tracking.MODEL_URI_TAG])
+    assert [i["type"] for i in model.metadata.get_input_schema().to_dict()] == ["string"]
+    _, test = train_manifests(main_runs["train"])
+    texts = test[schema.TEXT].head(6).tolist()
+    predicted = model.predict(texts)
+    labels = artifacts.read_json(tracking.download(main_runs["train"], artifacts.LABELS))
+    index = artifacts.load_checkpoint_index(
+        tracking.download(main_runs["train"], artifacts.CHECKPOINT_INDEX)
+    )
+    directory = tracking.download(main_runs["train"], f"checkpoints/{index[-1]['name']}")
+    checkpoint, tokenizer = modeling.load_checkpoint(directory)
+    with torch.no_grad():
+        logits = checkpoint(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    assert predicted["label"].tolist() == [labels[i] for i in logits.argmax(-1).tolist()]
+
+
+def test_influence_and_analyze_runs_record_what_they_read(main_runs):
+    client = MlflowClient()
+
+    def inputs(step):
+        return {
+            {t.key: t.value for t in given.tags}["mlflow.data.context"]: given.dataset
+            for given in client.get_run(main_runs[step]).inputs.dataset_inputs
+        }
+
+    trained, scored, analysed = inputs("train"), inputs("influence"), inputs("analyze")
+    assert scored["attributed training examples"].digest == trained["training"].digest
+    assert scored["attributed test examples"].digest == trained["testing"].digest
+    assert scored["checkpoints scored"].digest == main_runs["train"]
+    assert analysed["scores analysed"].digest == main_runs["influence"]
+    assert "/checkpoints" in scored["checkpoints scored"].source

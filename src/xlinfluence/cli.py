@@ -19,7 +19,7 @@ import click
 import yaml
 
 from xlinfluence import tracking
-from xlinfluence.config import StepConfig, check_of
+from xlinfluence.config import StepConfig, TrainConfig, check_of
 from xlinfluence.config.main import STEP_CONFIGS
 from xlinfluence.errors import ConfigError, XlinfluenceError
 from xlinfluence.server import commands as server_commands
@@ -28,10 +28,10 @@ LAUNCHED_ENV = "XLINFLUENCE_LAUNCHED"
 
 
 def _runner(step: str) -> Callable[[StepConfig], object]:
-    """The step's `run` function, imported late so `--help` stays fast."""
-    import importlib
+    """The step's `run` function (steps/runners.py), imported late so `--help` stays fast."""
+    from xlinfluence.steps.runners import RUNNERS
 
-    return importlib.import_module(f"xlinfluence.steps.{step}").run
+    return RUNNERS[step]
 
 
 def execute(config: StepConfig) -> object:
@@ -45,8 +45,12 @@ def execute(config: StepConfig) -> object:
         fresh_accelerate_state()
     accelerate_config = getattr(config, "accelerate_config", "")
     if config.step == "main" or not accelerate_config or os.environ.get(LAUNCHED_ENV):
-        return _runner(config.step)(config)
-    return launch(config, Path(accelerate_config))
+        result = _runner(config.step)(config)
+    else:
+        result = launch(config, Path(accelerate_config))
+    if isinstance(config, TrainConfig) and result and not os.environ.get(LAUNCHED_ENV):
+        tracking.log_final_model(str(result))  # once, by the process that started the step
+    return result
 
 
 def fresh_accelerate_state() -> None:

@@ -37,6 +37,10 @@ from xlinfluence.training import checkpoint_name
 if TYPE_CHECKING:
     from xlinfluence.config.main import MainConfig
 
+#: The trained model's checkpoint, whatever the number of epochs: an influence function is
+#: taken there (Koh and Liang 2017; Grosse et al. 2023), not summed over checkpoints as
+#: TracIn is, and EK-FAC's fit (a pass per label over the training set) is paid once.
+FINAL_CHECKPOINT = "final"
 #: Attribution variants of one fine-tuning run (the train run is shared), the reference
 #: first. Each names its method and parameters in full, whatever the run's own settings.
 ATTRIBUTION_METHODS = {
@@ -47,7 +51,7 @@ ATTRIBUTION_METHODS = {
     "no-embeddings": {"method": "dot", "params": "^(?!.*embeddings)"},
     "cosine-word-embeddings": {"method": "cosine", "params": "word_embeddings"},
     "representation": {"method": "representation", "params": "all"},
-    "ekfac": {"method": "ekfac", "params": "all"},
+    "ekfac": {"method": "ekfac", "params": "all", "checkpoints": FINAL_CHECKPOINT},
     "metagradient": {"method": "metagradient", "params": "all"},
     "label-only": {"method": "label-only", "params": "all"},
 }
@@ -89,7 +93,13 @@ def chosen_methods(config: MainConfig) -> list[str]:
 def method_settings(config: MainConfig, names: list[str]) -> dict[str, MainConfig]:
     """The base pipeline under each named attribution method (one shared train run)."""
     base = config.without_experiment()
-    return {name: dataclasses.replace(base, **ATTRIBUTION_METHODS[name]) for name in names}
+    final = {"checkpoints": checkpoint_name(config.epochs)}
+    return {
+        name: dataclasses.replace(base, **ATTRIBUTION_METHODS[name] | (
+            final if ATTRIBUTION_METHODS[name].get("checkpoints") == FINAL_CHECKPOINT else {}
+        ))
+        for name in names
+    }  # fmt: skip
 
 
 def base_pipelines(config: MainConfig) -> dict[str, MainConfig]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shlex
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,8 @@ from xlinfluence import provenance
 from xlinfluence.config import StepConfig
 from xlinfluence.errors import RunLookupError
 from xlinfluence.tracking.downloads import download_partial
+from xlinfluence.tracking.lineage import log_upstream_inputs
+from xlinfluence.tracking.params import params_as_given
 from xlinfluence.tracking.store import _UNREACHABLE, TrackingError, refused, setup
 
 STEP_TAG = "xlinfluence.step"
@@ -184,6 +185,8 @@ def _open_run(config: StepConfig, system_metrics: bool) -> Iterator[StepRun]:
             tags[UPSTREAM_TAG] = config.upstream_run_id
         mlflow.set_tags(tags)
         _tag_experiment(run.info.experiment_id)
+        if not run.inputs.dataset_inputs:  # a re-attached run has them already
+            log_upstream_inputs(config)
         yield StepRun(run.info.run_id)
 
 
@@ -245,19 +248,6 @@ def run_params(run: Run) -> dict[str, str]:
     '|' in quotes); a value that is exactly the quoting of one string is read back as it.
     """
     return params_as_given(run.data.params)
-
-
-def params_as_given(params: dict[str, str]) -> dict[str, str]:
-    """Params as logged (see run_params) read back as the user gave them."""
-    return {name: _unquote(value) for name, value in params.items()}
-
-
-def _unquote(value: str) -> str:
-    try:
-        tokens = shlex.split(value)
-    except ValueError:
-        return value
-    return tokens[0] if len(tokens) == 1 and shlex.quote(tokens[0]) == value else value
 
 
 def epoch_metrics(run_id: str, *, up_to: int) -> dict[int, dict[str, float]]:
