@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, modeling, tracking
 from xlinfluence.data.batching import TokenizedExamples, make_loader
-from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.steps.upstream import TrainRun, train_manifests
 from xlinfluence.tracin.reference import reference_scores
 
 from .conftest import run_cli, run_step
@@ -224,10 +224,11 @@ def test_reform_is_refused_for_methods_that_hold_their_own_test_side(main_runs):
 
 
 def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
-    """`mlflow run . -e influence -P method=ekfac` (chunks, learning-rate weights, top-k) against
-    tracin/ekfac.py's scorer on the same checkpoint and batches; tracin/test_ekfac.py holds
+    """`mlflow run . -e influence -P method=ekfac` (chunks, learning-rate weights, top-k)
+    against attribution/ekfac.py's scorer on the same checkpoint and batches;
+    tests/attribution/test_ekfac.py holds
     that scorer to explicit computations."""
-    from xlinfluence.tracin.ekfac import EKFACScorer
+    from xlinfluence.attribution.ekfac import EKFACScorer
 
     train_id = main_runs["train"]
     run = _mlflow_run_influence(train_run_id=train_id, method="ekfac", checkpoints="epoch-2",
@@ -270,7 +271,7 @@ def test_the_replay_reproduces_the_logged_fine_tuning(main_runs):
     would see other dropout masks."""
     from xlinfluence.steps import replay
 
-    rerun, difference = replay.verified(main_runs["train"])
+    rerun, difference = replay.verified(TrainRun.fetch(main_runs["train"]))
     assert difference <= 1e-5
     rerun.rng_states = rerun.rng_states[1:] + rerun.rng_states[:1]  # other dropout masks
     logged, _ = modeling.load_checkpoint(
@@ -300,7 +301,7 @@ def test_metagradient_method_through_mlflow_run(main_runs):
     metrics = MlflowClient().get_run(run).data.metrics
     assert metrics["replay_parameter_difference"] <= 1e-5 and metrics["seconds_per_output"] > 0
     _, test = train_manifests(train_id)
-    rerun = replay.of_train_run(train_id)
+    rerun = replay.of_train_run(TrainRun.fetch(train_id))
     rows = test.index[test["language"] == "de"].tolist()
     language = -rerun.test_loss_gradient(rows)
     torch.testing.assert_close(got[artifacts.TOTAL][rows].mean(0), language, rtol=1e-4, atol=1e-7)

@@ -38,7 +38,7 @@ def plant(tracking_env):
         "--test-per-language", "16", "--model", "tiny", "--learning-rate", "1e-3",
         "--epochs", "6", "--batch-size", "8", "--max-length", "32", "--top-k", "10",
         "--method", "dot", "--experiment", "language-datamodel", "--retrain-seeds", "3",
-        "--experiment-values", "dot-all,cosine,label-only", "--workers", "1", "--threads", "1",
+        "--experiment-values", "dot-all,cosine,label-only", "--workers", "2", "--threads", "1",
     ]  # fmt: skip
 
 

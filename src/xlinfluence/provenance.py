@@ -32,12 +32,15 @@ PACKAGE = Path(__file__).resolve().parent
 NUMBERS_SOURCES: dict[str, tuple[str, ...]] = {
     "train": ("data", "modeling", "training", "steps/train.py"),
     "influence": (
-        "data", "modeling", "training", "tracin", "analysis/topk.py",
+        "data", "modeling", "training", "tracin", "attribution", "analysis/topk.py",
         "steps/influence.py", "steps/replay.py", "steps/upstream.py",
     ),
     "analyze": ("data", "analysis", "steps/analyze.py", "steps/upstream.py"),
     # main holds its children's numbers and every experiment's tables
-    "main": ("data", "modeling", "training", "tracin", "analysis", "steps", "experiments"),
+    "main": (
+        "data", "modeling", "training", "tracin", "attribution", "analysis", "steps",
+        "experiments",
+    ),
 }  # fmt: skip
 #: Files inside those folders that present, check or launch, and compute no number:
 #: figures and the HTML report, refusals of bad input, the fan-out of retrainings, the

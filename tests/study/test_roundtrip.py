@@ -28,7 +28,7 @@ from ..conftest import SETTING, run_cli, run_step
 pytestmark = pytest.mark.slow
 
 STUDY = [*SETTING, "--experiment", "lds", "--experiment-values", "dot-all",
-         "--subsets", "3", "--retrain-seeds", "2", "--workers", "1"]  # fmt: skip
+         "--subsets", "3", "--retrain-seeds", "2", "--workers", "2"]  # fmt: skip
 N_RETRAININGS = 6
 
 

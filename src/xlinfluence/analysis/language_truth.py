@@ -46,8 +46,8 @@ from scipy import stats
 from xlinfluence.analysis import ablation, lds
 from xlinfluence.analysis.bootstrap import finite_quantile
 from xlinfluence.analysis.holm import holm
+from xlinfluence.attribution.label_only import label_only_matrix
 from xlinfluence.errors import DataError
-from xlinfluence.tracin.label_only import label_only_matrix
 
 TARGETS = ("loss", "margin")  # margin negated: positive beta = worse
 ALPHA = 0.05
@@ -297,7 +297,7 @@ def language_predictions(
 
 def label_only_scores(train: pd.DataFrame, test: pd.DataFrame, n_labels: int) -> np.ndarray:
     """+1 for a training row of the test example's label, -1/(C-1) otherwise, with the
-    label-only method's tie-break (tracin/label_only.py): the scores it would log."""
+    label-only method's tie-break (attribution/label_only.py): the scores it would log."""
     return label_only_matrix(test["label"].to_numpy(), train["label"].to_numpy(), n_labels)
 
 

@@ -9,7 +9,6 @@ the step configs from this package.
 from xlinfluence.config.base import RENAMED, StepConfig, check_of
 from xlinfluence.config.steps import (
     DATASETS,
-    METHOD_NAMES,
     AnalyzeConfig,
     InfluenceConfig,
     TrainConfig,
@@ -18,7 +17,6 @@ from xlinfluence.config.steps import (
 
 __all__ = [
     "DATASETS",
-    "METHOD_NAMES",
     "RENAMED",
     "AnalyzeConfig",
     "InfluenceConfig",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from xlinfluence import checks
+from xlinfluence.attribution import METHODS
 from xlinfluence.checks import refuse
 from xlinfluence.config.base import (
     StepConfig,
@@ -23,8 +24,6 @@ PRESETS = ("e5-small", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAIN_CONTENTS = ("parallel", "disjoint")  # data/select.py
 REMOVAL_STEPS = ("fixed", "proportional")  # steps/train.py
-#: tracin/methods.py
-METHOD_NAMES = ("dot", "cosine", "representation", "ekfac", "metagradient", "label-only")
 TEST_GRADIENTS = ("auto", "keep", "reform")  # tracin/memory.py plan_test_side
 SCHEMA_COLUMNS = ("id", "language", "label", "pair_id", "text", "text_pair")
 
@@ -239,16 +238,8 @@ class InfluenceConfig(StepConfig):
     )
     method: str = param(
         "dot",
-        "dot (TracIn as in the paper: the default; no other method predicted retraining "
-        "better on both settings of docs/findings.md section 1), cosine (TracIn with each "
-        "gradient normalised to unit length per checkpoint), representation (cosine of the "
-        "<s> hidden states: a gradient-free baseline), "
-        "ekfac (influence functions with EK-FAC curvature over the selection's Linear layers), "
-        "metagradient (exact data-weight gradients of each test loss through the whole "
-        "fine-tuning, replayed: about 3 trainings per test example), or label-only (+1 for a "
-        "training row of the test example's label, -1/(C-1) otherwise: the label-count "
-        "baseline)",
-        checks.OneOf(METHOD_NAMES),
+        ", ".join(f"{m.name} ({m.help})" for m in METHODS.values()),
+        checks.OneOf(tuple(METHODS)),
     )
     store_scores: bool = param(
         True,

@@ -1,11 +1,12 @@
 """A logged fine-tuning, rebuilt step for step: what method=metagradient differentiates.
 
-From a train run's parameters, manifests and recorded RNG states: the initial model (the
-same build and seed), the same shuffled batches per epoch and learning rate per step
-(training.epoch_batches, learning_rates), and the CPU RNG state before each step, which fixes
-dropout's masks (artifacts.rng_states). Before any metagradient is trusted, the replay is
-run forward once and its final parameters compared with the run's own last
-checkpoint: a replay that does not reproduce the run is refused, not differentiated.
+From a train run (steps/upstream.TrainRun): its parameters, manifests and recorded RNG
+states: the initial model (the same build and seed), the same shuffled batches per epoch
+and learning rate per step (training.epoch_batches, learning_rates), and the CPU RNG state
+before each step, which fixes dropout's masks (artifacts.rng_states). Before any
+metagradient is trusted, the replay is run forward once and its final parameters compared
+with the run's own last checkpoint: a replay that does not reproduce the run is refused,
+not differentiated.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xlinfluence import artifacts, modeling, tracking
-from xlinfluence.config import TrainConfig
+from xlinfluence import modeling
 from xlinfluence.data.batching import TokenizedExamples, make_loader
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.steps.train import texts_of
-from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.steps.upstream import TrainRun
 from xlinfluence.tracin.engine import Batch
 from xlinfluence.tracin.memory import CACHE_SHARE, device_memory
 from xlinfluence.training import checkpoint_name, epoch_batches, learning_rates
@@ -71,25 +71,24 @@ class Replay:
         )  # fmt: skip
 
 
-def of_train_run(train_run_id: str) -> Replay:
+def of_train_run(train_run: TrainRun) -> Replay:
     """The replay of a finished train run (trained on its whole selection, on one process)."""
-    run = tracking.fetch_run(train_run_id, step=TrainConfig.step)
-    config = TrainConfig.from_params(tracking.run_params(run))
+    config = train_run.config
     if config.remove:
         raise ConfigError(
             f"method=metagradient replays a fine-tuning on its whole selection; train run "
-            f"{train_run_id} removed rows (remove={config.remove!r}). Score the run it was "
-            f"derived from, or train one without remove."
+            f"{train_run.run_id} removed rows (remove={config.remove!r}). Score the run it "
+            "was derived from, or train one without remove."
         )
-    if run.data.metrics.get("num_processes", 1) != 1:
+    if train_run.metrics.get("num_processes", 1) != 1:
         raise ConfigError(
-            f"train run {train_run_id} trained on {run.data.metrics['num_processes']:.0f} "
-            "processes; method=metagradient replays single-process runs. Train on one."
+            f"train run {train_run.run_id} trained on "
+            f"{train_run.metrics['num_processes']:.0f} processes; method=metagradient replays "
+            "single-process runs. Train on one."
         )
-    train, test = train_manifests(train_run_id)
-    labels = artifacts.read_json(tracking.download(train_run_id, artifacts.LABELS))
+    train, test = train_run.train, train_run.test
     built = modeling.build(
-        config.model, num_labels=len(labels), train_texts=texts_of(train),
+        config.model, num_labels=len(train_run.labels()), train_texts=texts_of(train),
         test_texts=texts_of(test), seed=config.training_seed, trim_vocab=config.trim_vocab,
     )  # fmt: skip
     batches = epoch_batches(
@@ -101,7 +100,7 @@ def of_train_run(train_run_id: str) -> Replay:
         model=built.model.float(),
         batches=batches,
         learning_rates=learning_rates(steps, config.learning_rate, config.warmup_ratio),
-        rng_states=_rng_states(train_run_id, config.epochs, steps),
+        rng_states=_rng_states(train_run, config.epochs, steps),
         optimizer=mg.AdamW(weight_decay=config.weight_decay),
         train=train,
         test_examples=TokenizedExamples(test, built.tokenizer, config.max_length),
@@ -109,30 +108,23 @@ def of_train_run(train_run_id: str) -> Replay:
     )
 
 
-def _rng_states(train_run_id: str, epochs: int, steps: int) -> list[torch.Tensor]:
-    states = [
-        artifacts.load_rng_states(
-            tracking.download(train_run_id, artifacts.rng_states(checkpoint_name(epoch)))
-        )
-        for epoch in range(1, epochs + 1)
-    ]
+def _rng_states(train_run: TrainRun, epochs: int, steps: int) -> list[torch.Tensor]:
+    states = [train_run.rng_states(checkpoint_name(epoch)) for epoch in range(1, epochs + 1)]
     every = [state for epoch in states for state in epoch]
     if len(every) != steps:
         raise ArtifactError(
-            f"train run {train_run_id} recorded {len(every)} RNG states for {steps} steps; "
-            "its batches are not the ones this version cuts. Retrain it with this version."
+            f"train run {train_run.run_id} recorded {len(every)} RNG states for {steps} "
+            "steps; its batches are not the ones this version cuts. Retrain it with this "
+            "version."
         )
     return every
 
 
-def verified(train_run_id: str) -> tuple[Replay, float]:
+def verified(train_run: TrainRun) -> tuple[Replay, float]:
     """The replay and its largest parameter difference from the run's last checkpoint
     (relative to the largest parameter); refused above REPRODUCTION_TOLERANCE."""
-    replay = of_train_run(train_run_id)
-    directory = tracking.download(
-        train_run_id, f"{artifacts.CHECKPOINTS}/{replay.final_checkpoint}"
-    )
-    logged, _ = modeling.load_checkpoint(directory)
+    replay = of_train_run(train_run)
+    logged, _ = modeling.load_checkpoint(train_run.checkpoint(replay.final_checkpoint))
     names = [n for n, p in replay.model.named_parameters() if p.requires_grad]
     want = dict(logged.named_parameters())
     got = replay.final_parameters()
@@ -141,7 +133,7 @@ def verified(train_run_id: str) -> tuple[Replay, float]:
     relative = difference / scale
     if not relative <= REPRODUCTION_TOLERANCE:
         raise ArtifactError(
-            f"replaying train run {train_run_id} does not reproduce its checkpoint "
+            f"replaying train run {train_run.run_id} does not reproduce its checkpoint "
             f"{replay.final_checkpoint} (largest parameter difference {relative:.1e} of the "
             f"largest parameter, tolerance {REPRODUCTION_TOLERANCE:.0e}): it was trained by "
             "other code (see its xlinfluence.numbers_version tag). Retrain it with this version."

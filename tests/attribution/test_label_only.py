@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xlinfluence.tracin.label_only import TIE_BREAK, LabelOnlyScorer, label_only_matrix
+from xlinfluence.attribution.label_only import TIE_BREAK, LabelOnlyScorer, label_only_matrix
 
 
 class _Head(nn.Module):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xlinfluence.attribution.method import Method
 from xlinfluence.tracin.engine import MODEL_INPUT_KEYS, Batch, TestCache
 
 
@@ -52,3 +53,16 @@ class RepresentationScorer:
         h = torch.cat([self._embed(batch) for batch in batches])  # (B, d)
         scores = h @ test.cache["h"].T  # (B, M)
         return scores, torch.ones(len(h), device=h.device) if with_self else None
+
+
+class Representation(Method):
+    def scorer(self, model, param_filter, compute_dtype, training_batches, test_gradients):
+        return RepresentationScorer(model, compute_dtype=compute_dtype)
+
+
+METHOD = Representation(
+    "representation",
+    "cosine of the <s> hidden states: a gradient-free baseline",
+    chunks="representation",
+    self_scores=False,
+)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from xlinfluence.attribution.method import Method
 from xlinfluence.errors import ConfigError
 from xlinfluence.tracin.engine import MODEL_INPUT_KEYS, Batch, TestCache, accumulation_dtype
 from xlinfluence.tracin.hooks import ActivationCapture, ParamFilter, TrackedModule, select_modules
@@ -300,3 +301,17 @@ def influence_scores(
             block, _ = scorer.train_block([batch], test)
             scores[test.index.unsqueeze(1), batch["index"].unsqueeze(0)] = block.T.cpu()
     return scores
+
+
+class EKFAC(Method):
+    """Fits its factors on the whole training set, length-bucketed, once per checkpoint."""
+
+    def scorer(self, model, param_filter, compute_dtype, training_batches, test_gradients):
+        return EKFACScorer(model, param_filter, training_batches())
+
+
+METHOD = EKFAC(
+    "ekfac",
+    "influence functions with EK-FAC curvature over the selection's Linear layers",
+    chunks="ekfac influence",
+)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xlinfluence.attribution.method import Method
 from xlinfluence.tracin.engine import Batch, TestCache
 
 TIE_BREAK = 1e-6
@@ -81,3 +82,17 @@ class LabelOnlyScorer:
         mixed = _mix(test.cache["index"][None, :].long() * _A + index[:, None].long() * _B)
         scores = (scores + mixed.double() / _MODULUS * TIE_BREAK).float()
         return scores, torch.ones(len(labels), device=self.device) if with_self else None
+
+
+class LabelOnly(Method):
+    def scorer(self, model, param_filter, compute_dtype, training_batches, test_gradients):
+        return LabelOnlyScorer(model)
+
+
+METHOD = LabelOnly(
+    "label-only",
+    "+1 for a training row of the test example's label, -1/(C-1) otherwise: the label-count "
+    "baseline",
+    chunks="label-only",
+    self_scores=False,
+)
