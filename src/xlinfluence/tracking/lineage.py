@@ -16,6 +16,7 @@ run's MODEL_URI_TAG. A retraining (remove=...) gets none: a study makes hundreds
 from __future__ import annotations
 
 import json
+import warnings
 from importlib import metadata
 
 import mlflow
@@ -103,8 +104,10 @@ def _reference(run, folder: str, context: str) -> DatasetInput:
     the run's ID, so the same folder is one dataset wherever it is read."""
     source = f"{run.info.artifact_uri.rstrip('/')}/{folder}"
     try:
-        source_json = resolve_dataset_source(source).to_json()
-        source_type = resolve_dataset_source(source)._get_source_type()
+        with warnings.catch_warnings():  # two registered sources read file URIs alike
+            warnings.simplefilter("ignore", UserWarning)
+            resolved = resolve_dataset_source(source)
+        source_json, source_type = resolved.to_json(), resolved._get_source_type()
     except MlflowException:  # a scheme MLflow cannot resolve: the URI as text
         source_json, source_type = json.dumps({"uri": source}), "code"
     name = f"{folder} of {run.info.run_name or run.info.run_id}"
