@@ -2,6 +2,8 @@
 
 import sys
 
+import _checkout  # noqa: F401  (this checkout's src/ first)
+
 from xlinfluence.cli import cli
 
 if __name__ == "__main__":

@@ -61,3 +61,23 @@ def test_the_command_says_its_version_and_the_package_agrees():
 
     code, output = run_cli("--version")
     assert code == 0 and output.strip() == f"xlinfluence, version {xlinfluence.__version__}"
+
+
+def test_entry_points_run_the_source_of_the_project_they_are_in(tmp_path):
+    """An entry point imports its own checkout's src/ (entrypoints/_checkout.py), ahead of
+    an installed xlinfluence: `mlflow run` with conda.yaml installs the dependencies only,
+    and a cached environment must not run another checkout's code."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "entrypoints", tmp_path / "entrypoints")
+    shutil.copytree(ROOT / "src" / "xlinfluence", tmp_path / "src" / "xlinfluence",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    probe = "import _checkout, xlinfluence; print(xlinfluence.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path / "entrypoints", capture_output=True,
+        text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert out == str(tmp_path / "src" / "xlinfluence" / "__init__.py")
+    assert "-e ." not in (ROOT / "conda.yaml").read_text()  # dependencies only
