@@ -24,7 +24,9 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 
 from xlinfluence import artifacts
 from xlinfluence.config import StepConfig, TrainConfig
@@ -32,6 +34,11 @@ from xlinfluence.tracking.downloads import download
 from xlinfluence.tracking.params import params_as_given
 
 MODEL_URI_TAG = "xlinfluence.model_uri"
+#: A text-classification pipeline's: a text in; the predicted label's name and score out.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string")]),
+    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+)
 CONTEXT_TAG = "mlflow.data.context"
 #: The train run's dataset contexts, as the influence run that scores them calls them.
 ATTRIBUTED = {"training": "attributed training examples", "testing": "attributed test examples"}
@@ -69,7 +76,7 @@ def log_final_model(train_run_id: str) -> str | None:
     if config.remove or not config.save_checkpoints:
         return None
     # transformers only where a model is logged: tracking is imported by `xlinfluence --help`
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     index = artifacts.load_checkpoint_index(download(train_run_id, artifacts.CHECKPOINT_INDEX))
     directory = download(train_run_id, f"{artifacts.CHECKPOINTS}/{index[-1]['name']}")
@@ -78,9 +85,9 @@ def log_final_model(train_run_id: str) -> str | None:
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {name: i for i, name in enumerate(labels)}
     model.eval()
-    classifier = pipeline(
-        "text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(directory)
-    )
+    # model and tokenizer, not a pipeline: MLflow builds the pipeline when the model is
+    # loaded, and importing transformers' pipelines costs seconds in every train process
+    classifier = {"model": model, "tokenizer": AutoTokenizer.from_pretrained(directory)}
     with mlflow.start_run(run_id=train_run_id):
         info = mlflow.transformers.log_model(
             classifier,
@@ -89,7 +96,7 @@ def log_final_model(train_run_id: str) -> str | None:
             pip_requirements=[
                 f"{n}=={metadata.version(n).split('+')[0]}" for n in MODEL_REQUIREMENTS
             ],  # fmt: skip
-            input_example=["a sentence to classify"],
+            signature=SIGNATURE,  # given, so no prediction is run to infer it
         )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri
