@@ -49,9 +49,15 @@ def wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float 
     raise ServerError(f"the MLflow server at {uri} did not come up; its log ends:\n{tail}")
 
 
-def stop_group(pgid: int, sig: int = signal.SIGTERM, *, grace: float) -> None:
+def stop_group(pgid: int, sig: int = signal.SIGTERM, *, grace: float, expect: str = "") -> None:
     """Send `sig` to a process group (a server and its workers), SIGKILL it if it outlives
-    `grace` seconds, and return once no process of the group is left (its port is free)."""
+    `grace` seconds, and return once no process of the group is left (its port is free).
+
+    Nothing is sent to a group id under 2 (0 is the caller's own group: a state saved before
+    its server started holds it) nor to a group whose leader's command line lacks `expect`
+    (an id saved before a reboot, now another program's)."""
+    if pgid < 2 or (expect and not runs(pgid, expect)):
+        return
     for signal_, timeout in ((sig, grace), (signal.SIGKILL, 30.0)):
         try:
             os.killpg(pgid, signal_)
@@ -82,3 +88,19 @@ def wait_gone(pid: int, timeout: float) -> bool:
             pass
         time.sleep(0.1)
     return False
+
+
+def runs(pid: int, text: str) -> bool:
+    """Whether process `pid` is alive with `text` in its command line. Where there is no
+    /proc to read (not Linux), an alive process counts as a match."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        return text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return False  # /proc is there, the process is not
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True

@@ -118,7 +118,8 @@ class TeamServer:
         """Stop the MLflow server process (and its workers) only; SIGKILL simulates a crash.
 
         A server that ignores SIGTERM for 10 s is killed."""
-        stop_group(self._load().tracking_pid, sig, grace=10.0)
+        state = self._load()
+        stop_group(state.tracking_pid, sig, grace=10.0, expect=f"--port {state.tracking_port}")
 
     def stop(self) -> None:
         """Stop the tracking server, then the database; data and artifacts stay in the folder."""
