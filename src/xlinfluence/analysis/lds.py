@@ -46,8 +46,12 @@ def predicted_outputs(scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
 def column_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of every column pair (a[:, j], b[:, j]) over the leading axis;
     works on stacks (..., M, n). NaN where a column is constant."""
-    ra = rankdata(a, axis=-2)
-    rb = rankdata(b, axis=-2)
+    return rank_correlation(rankdata(a, axis=-2), rankdata(b, axis=-2))
+
+
+def rank_correlation(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """Pearson correlation of rank columns over the leading axis of (..., M, n) (Spearman's
+    rho once they are ranks); NaN where one is constant."""
     ra = ra - ra.mean(axis=-2, keepdims=True)
     rb = rb - rb.mean(axis=-2, keepdims=True)
     denominator = np.sqrt((ra**2).sum(-2) * (rb**2).sum(-2))

@@ -70,15 +70,6 @@ def _tied_ranks(values: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _rank_correlation(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
-    """Pearson correlation of rank columns (Spearman's rho); NaN where one is constant."""
-    ra = ra - ra.mean(axis=0)
-    rb = rb - rb.mean(axis=0)
-    denominator = np.sqrt((ra**2).sum(axis=0) * (rb**2).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (ra * rb).sum(axis=0) / denominator, np.nan)
-
-
 def _partialled_ranks(values: np.ndarray, magnitude: np.ndarray, residual_maker) -> np.ndarray:
     """Ranks of a (R, n) prediction or outcome once the amounts are partialled out; values
     within TIE of `magnitude` (per column) are tied."""
@@ -122,13 +113,14 @@ def per_example(
                          for s in range(n_seeds)]  # fmt: skip
 
         def rho(method, outcome_ranks):
-            return np.where(flat[method], np.nan, _rank_correlation(ranks[method], outcome_ranks))
+            correlation = lds.rank_correlation(ranks[method], outcome_ranks)
+            return np.where(flat[method], np.nan, correlation)
 
         pooled[target] = {m: rho(m, outcome) for m in scores}
         by_seed[target] = {m: [rho(m, o) for o in seed_outcomes] for m in scores}
         if n_seeds >= 2:
             single = np.mean(
-                [_rank_correlation(seed_outcomes[a], seed_outcomes[b])
+                [lds.rank_correlation(seed_outcomes[a], seed_outcomes[b])
                  for a in range(n_seeds) for b in range(a + 1, n_seeds)], axis=0,
             )  # fmt: skip
             ceiling[target] = lds._mean_of_seeds(single, n_seeds)
@@ -219,7 +211,7 @@ def partialled_differences(
                 paired = mine[idx] - pooled[reference][idx]  # NaN where either is undefined
                 if not np.isfinite(paired).any():
                     continue
-                boot = np.nanmean(paired[draws[language]], axis=1)
+                boot = _resampled_mean(paired, draws[language])
                 pairs = zip(by_seed[method], by_seed[reference], strict=True)
                 by_one = np.array([np.nanmean(m[idx] - r[idx]) for m, r in pairs])
                 diff = float(np.nanmean(paired))
