@@ -15,11 +15,12 @@ from xlinfluence.config.base import (
     param,
     threads_field,
 )
+from xlinfluence.data import DATASETS as SOURCES
 
 if TYPE_CHECKING:  # config.main imports this module
     from xlinfluence.config.main import MainConfig
 
-DATASETS = ("cldr", "sib200", "xnli", "paws-x", "marc", "local")
+DATASETS = tuple(SOURCES)  # data/__init__.py: the registry
 PRESETS = ("e5-small", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAIN_CONTENTS = ("parallel", "disjoint")  # data/select.py
@@ -308,25 +309,8 @@ def check_data(config: TrainConfig | MainConfig) -> None:
             "add at least one training language",
         )
     train_counts(config)
-    if config.dataset == "cldr" and (config.data_path or config.column_map):
-        name = "data_path" if config.data_path else "column_map"
-        raise refuse(
-            name,
-            getattr(config, name),
-            "cldr is built in and takes none",
-            "leave it empty, or use dataset=local for your own files",
-        )
-    if config.dataset == "local" and not config.data_path:
-        raise refuse(
-            "data_path",
-            "",
-            "dataset=local reads your files",
-            "give a .jsonl/.csv/.parquet file or a folder with train and test files",
-        )
-    if config.dataset == "sib200" and config.column_map:
-        raise refuse(
-            "column_map", config.column_map, "SIB-200 has fixed columns", "leave column_map empty"
-        )
+    if refused := SOURCES[config.dataset].refusal(config.data_path, config.column_map):
+        raise refuse(*refused)
 
 
 def train_counts(config: TrainConfig | MainConfig) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """Train and test examples for a multilingual fine-tuning experiment.
 
-load_splits is the one entry point: it picks the source (built-in CLDR corpus, a hub task,
-or user files), and selects per-language train and test sets deterministically for a seed,
-parallel across languages where the source is (see select.py).
+load_splits is the one entry point: it reads the dataset's pools through its `Source`
+(`DATASETS`, the registry below: one module per dataset, source.py the interface) and
+selects per-language train and test sets deterministically for a seed, parallel across
+languages where the source is (see select.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from xlinfluence.config import DATASETS
-from xlinfluence.data import schema
-from xlinfluence.data.select import Pools, select
+from xlinfluence.data import cldr, hub, local, schema, sib200
+from xlinfluence.data.select import select
+from xlinfluence.data.source import Source
 from xlinfluence.errors import DataError
+
+#: Every dataset the `dataset` parameter takes, in the order its help lists them.
+DATASETS: dict[str, Source] = {
+    source.name: source for source in (cldr.SOURCE, sib200.SOURCE, *hub.SOURCES, local.SOURCE)
+}
 
 
 @dataclass(frozen=True)
@@ -75,68 +81,14 @@ def _counts(
     return counts
 
 
-def _pools(
-    dataset: str, languages: list[str], data_path: str, column_map: Mapping[str, str] | None
-) -> Pools:
-    if dataset == "cldr":
-        if data_path or column_map:
-            raise DataError(
-                "cldr is built in: it takes no data_path or column_map. Use dataset='local' "
-                "for your own files."
-            )
-        from xlinfluence.data import cldr
-
-        return cldr.load(languages)
-    if dataset == "local":
-        from xlinfluence.data import local
-
-        return local.load(languages, data_path=data_path, column_map=column_map)
-    if dataset == "sib200":
-        from xlinfluence.data import sib200
-
-        return sib200.load(languages, data_path=data_path, column_map=column_map)
-    from xlinfluence.data import hub  # imports `datasets`, which is slow: only when needed
-
-    return hub.load(dataset, languages, data_path=data_path, column_map=column_map)
-
-
 def available_languages(dataset: str, data_path: str = "") -> set[str] | None:
     """The languages a source has, where that is known without reading its examples."""
-    folders = (
-        {p.name for p in Path(data_path).iterdir() if p.is_dir()}
-        if data_path and Path(data_path).is_dir()
-        else None
-    )
-    if dataset == "cldr":
-        import babel.localedata
-
-        return set(babel.localedata.locale_identifiers())
-    if dataset == "sib200":
-        from xlinfluence.data.sib200 import SHORT_CODES
-
-        if folders is None:
-            return None
-        return folders | {short for short, code in SHORT_CODES.items() if code in folders}
-    if dataset in ("xnli", "paws-x", "marc"):
-        from xlinfluence.data.hub import TASKS
-
-        return folders if data_path else set(TASKS[dataset].languages)
-    return None  # local files: known once read
+    return DATASETS[dataset].languages(data_path)
 
 
 def source_of(dataset: str, data_path: str = "") -> str:
     """Where a dataset's examples come from, as a URL or path (recorded with the manifests)."""
-    if data_path:
-        return str(Path(data_path).resolve())
-    if dataset == "cldr":
-        return "https://cldr.unicode.org"
-    if dataset == "sib200":
-        from xlinfluence.data.sib200 import HUB_NAME
-    else:
-        from xlinfluence.data.hub import TASKS
-
-        HUB_NAME = TASKS[dataset].hub_name  # noqa: N806
-    return f"https://huggingface.co/datasets/{HUB_NAME}"
+    return str(Path(data_path).resolve()) if data_path else DATASETS[dataset].origin
 
 
 def load_splits(
@@ -174,7 +126,11 @@ def load_splits(
         raise DataError(
             f"column_map keys {unknown} are not schema columns; use {list(schema.COLUMNS)}."
         )
-    pools = _pools(dataset, test_langs, data_path, column_map)
+    source = DATASETS[dataset]
+    if refused := source.refusal(data_path, column_map):
+        name, value, why, fix = refused
+        raise DataError(f"{name}={value!r}: {why}; {fix}.")
+    pools = source.pools(test_langs, data_path, column_map)
     train, test = select(
         pools,
         train_languages=train_langs,
@@ -182,7 +138,7 @@ def load_splits(
         train_counts=counts,
         test_per_language=test_per_language,
         seed=seed,
-        where=dataset if dataset != "local" else f"local ({data_path})",
+        where=f"{dataset} ({data_path})" if source.needs_data_path else dataset,
         train_content=train_content,
     )
     return Splits(train=train, test=test, label_names=list(pools.label_names))

@@ -17,6 +17,7 @@ import pandas as pd
 
 from xlinfluence.data import schema
 from xlinfluence.data.select import Pools
+from xlinfluence.data.source import Source
 from xlinfluence.errors import DataError
 
 #: Label index -> category; a label is the category of the name.
@@ -80,8 +81,9 @@ def names(lang: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(e for e in entries if seen[e[2]] == 1)
 
 
-def load(languages: Sequence[str]) -> Pools:
-    """One pool: every entity named in all requested languages, in each of them."""
+def load(languages: Sequence[str], *, data_path: str = "", column_map=None) -> Pools:
+    """One pool: every entity named in all requested languages, in each of them (built in:
+    its SOURCE refuses a data_path or column_map before this is called)."""
     tables = {lang: {(cat, code): name for cat, code, name in names(lang)} for lang in languages}
     shared = set.intersection(*(set(t) for t in tables.values())) if tables else set()
     rows = [
@@ -94,3 +96,15 @@ def load(languages: Sequence[str]) -> Pools:
         rows, columns=[schema.ID, schema.LANGUAGE, schema.LABEL, schema.PAIR_ID, schema.TEXT]
     )
     return Pools(schema.validate(frame, where="cldr"), None, list(CATEGORIES))
+
+
+SOURCE = Source(
+    "cldr",
+    load,
+    origin="https://cldr.unicode.org",
+    languages=lambda data_path: set(babel.localedata.locale_identifiers()),
+    takes_data_path=False,
+    takes_column_map=False,
+    why="cldr is built in and takes none",
+    fix="leave it empty, or use dataset=local for your own files",
+)

@@ -17,16 +17,21 @@ MARC copies and their columns (override with column_map):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import pandas as pd
 
 from xlinfluence.data import schema
 from xlinfluence.data.select import Pools, check_languages
+from xlinfluence.data.source import Source, folders
 from xlinfluence.errors import DataError
+
+if TYPE_CHECKING:
+    import datasets
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ _TEST_SPLITS = ("test", "validation")
 
 
 def _open(task: str, spec: HubTask, lang: str, data_path: str) -> datasets.DatasetDict:
+    import datasets  # seconds to import: only when a hub task is read, not with the registry
+
     if data_path:
         path = Path(data_path) / lang
         try:
@@ -180,3 +187,19 @@ def load(
             columns.update(column_map or {})
             out.append(_frame(task, spec, lang, split, ds, columns))
     return Pools(pd.concat(trains), pd.concat(tests), list(spec.label_names))
+
+
+def _languages(task: str, data_path: str) -> set[str] | None:
+    """A saved copy's language folders, else the task's languages on the hub."""
+    return folders(data_path) if data_path else set(TASKS[task].languages)
+
+
+SOURCES = tuple(
+    Source(
+        task,
+        functools.partial(load, task),
+        origin=f"https://huggingface.co/datasets/{spec.hub_name}",
+        languages=functools.partial(_languages, task),
+    )
+    for task, spec in TASKS.items()
+)

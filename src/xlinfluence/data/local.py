@@ -16,6 +16,7 @@ import pandas as pd
 
 from xlinfluence.data import schema
 from xlinfluence.data.select import Pools, check_languages
+from xlinfluence.data.source import Source
 from xlinfluence.errors import DataError
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -155,3 +156,14 @@ def load(
     if "all" in frames:
         return Pools(frames["all"], None, label_names)
     return Pools(frames["train"], frames["test"], label_names)
+
+
+SOURCE = Source(
+    "local",
+    load,
+    origin="",  # always a data_path
+    languages=lambda data_path: None,  # known once its files are read
+    needs_data_path=True,
+    why="dataset=local reads your files",
+    fix="give a .jsonl/.csv/.parquet file or a folder with train and test files",
+)

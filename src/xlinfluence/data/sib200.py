@@ -19,6 +19,7 @@ import pandas as pd
 
 from xlinfluence.data import schema
 from xlinfluence.data.select import Pools, check_languages
+from xlinfluence.data.source import Source, folders
 from xlinfluence.errors import DataError
 
 HUB_NAME = "Davlan/sib200"
@@ -127,3 +128,22 @@ def load(
         for pool in SPLITS
     }
     return Pools(pools["train"], pools["test"], list(CATEGORIES))
+
+
+def _languages(data_path: str) -> set[str] | None:
+    """A local copy's FLORES folders and their short codes (the hub's: unknown here)."""
+    found = folders(data_path)
+    if found is None:
+        return None
+    return found | {short for short, code in SHORT_CODES.items() if code in found}
+
+
+SOURCE = Source(
+    "sib200",
+    load,
+    origin=f"https://huggingface.co/datasets/{HUB_NAME}",
+    languages=_languages,
+    takes_column_map=False,
+    why="SIB-200 has fixed columns",
+    fix="leave column_map empty",
+)
