@@ -83,7 +83,7 @@ def test_killed_training_resumes_to_identical_checkpoints(tracking_env, monkeypa
     assert _checkpoint_bytes(resumed) == expected
     history = client.get_metric_history(resumed, "accuracy.all")
     assert [m.step for m in history] == [1, 2, 3]
-    assert client.get_run(resumed).data.tags["xlinfluence.resumed_from"].startswith(killed)
+    assert client.get_run(resumed).data.tags[tracking.RESUMED_TAG].startswith(killed)
 
     # The killed run itself, re-attached as `mlflow run --run-id` does, finishes the same.
     monkeypatch.setenv("MLFLOW_RUN_ID", killed)

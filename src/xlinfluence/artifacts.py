@@ -46,6 +46,7 @@ SCORES = "influence/scores.safetensors"
 SELF_INFLUENCE = "influence/self_influence.safetensors"
 TOPK = "influence/topk.parquet"
 INFLUENCE_MANIFEST = "influence/manifest.json"
+CHUNKS = "influence/chunks"  # <checkpoint>/<chunk file>: the resumable work units
 ANALYSIS = "analysis"
 
 TOTAL = "total"  # name of the learning-rate-weighted sum over checkpoints in SCORES

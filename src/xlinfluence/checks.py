@@ -24,6 +24,19 @@ LANGUAGE = re.compile(r"[A-Za-z]{2,12}([_-][A-Za-z0-9]{1,8})*")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
+def items(text: str) -> tuple[str, ...]:
+    """A comma-separated setting's items, stripped, blanks dropped, order kept: the one place
+    a list setting is split (configs hold the result as typed properties)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def pairs(text: str) -> dict[str, str]:
+    """'key=value,...' as a dict, keys and values stripped, order kept (a checked setting:
+    its check has refused entries without '=' and repeated keys)."""
+    entries = (entry.partition("=") for entry in items(text))
+    return {key.strip(): value.strip() for key, _, value in entries}
+
+
 def refuse(name: str, value: Any, problem: str, fix: str) -> ConfigError:
     """The one error shape: parameter, value, what is wrong, what to do."""
     return ConfigError(f"{name}={value!r}: {problem}; {fix}")
@@ -107,7 +120,7 @@ class Languages(Check):
         return "comma-separated language codes (en, de or eng_Latn), each once"
 
     def __call__(self, name, value):
-        codes = [c.strip() for c in value.split(",")] if value.strip() else []
+        codes = [c.strip() for c in value.split(",")] if value.strip() else []  # blanks refused
         if not codes:
             if self.single:
                 return
@@ -156,10 +169,14 @@ class KeyValues(Check):
         return f"empty, or key=value pairs with keys among {', '.join(self.keys)}"
 
     def __call__(self, name, value):
-        for entry in (p.strip() for p in value.split(",") if p.strip()):
+        seen = set()
+        for entry in items(value):
             key, sep, column = (s.strip() for s in entry.partition("="))
             if not sep or not column or key not in self.keys:
                 raise refuse(name, value, f"cannot read {entry!r}", f"give {self.accepts}")
+            if key in seen:
+                raise refuse(name, value, f"{key!r} given twice", "give each key once")
+            seen.add(key)
 
 
 @dataclass(frozen=True)

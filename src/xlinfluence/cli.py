@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import yaml
 
-from xlinfluence import tracking
+from xlinfluence import checks, tracking
 from xlinfluence.config import StepConfig, TrainConfig, check_of
 from xlinfluence.config.main import STEP_CONFIGS
 from xlinfluence.errors import ConfigError, XlinfluenceError
@@ -232,7 +232,7 @@ def study_verify(
     for bit (what carries studies across a refactor)."""
     from xlinfluence.study import verify
 
-    chosen = tuple(step.strip() for step in steps.split(",") if step.strip())
+    chosen = checks.items(steps)
     verdict = _or_one_line(lambda: verify.verify(directory, data_path, retrainings, chosen))
     click.echo(verdict.summary())
     if record:

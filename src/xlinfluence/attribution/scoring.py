@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -29,17 +30,21 @@ from xlinfluence.tracin.chunks import Chunk, ChunkStore
 from xlinfluence.tracin.engine import block_index, row_blocks
 from xlinfluence.tracin.selection import parameter_filter
 
+if TYPE_CHECKING:  # the config package imports the registry that imports this package
+    from xlinfluence.config import InfluenceConfig
+    from xlinfluence.tracking import StepRun
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class Scoring:
     """One influence run's scoring: the method, what it scores and where chunks go.
-    `run` logs (tracking.StepRun); `checkpoint(name)` is a checkpoint's folder."""
+    `run` logs its metrics and chunks; `checkpoint(name)` is a checkpoint's folder."""
 
     method: Method
-    config: object  # the InfluenceConfig: params, precision, batch_size, contraction_rows
-    run: object
+    config: InfluenceConfig  # params, precision, batch_size, contraction_rows, top_k
+    run: StepRun
     store: ChunkStore
     plan: list[Chunk]
     done: set[str]
@@ -111,7 +116,7 @@ def score_checkpoints(job: Scoring, accelerator, max_length: int, test_gradients
                         test_self[row_of] = cached.self_scores.float()
                     if accelerator.is_main_process:
                         path = store.save(chunk, block, test_self, own if with_self else None)
-                        run.log_artifact(path, f"{artifacts.INFLUENCE}/chunks/{chunk.checkpoint}")
+                        run.log_artifact(path, f"{artifacts.CHUNKS}/{chunk.checkpoint}")
                     pairs += len(rows) * len(chunk.cols)
                     bar.update()
         seconds = time.perf_counter() - start
@@ -128,11 +133,12 @@ def score_checkpoints(job: Scoring, accelerator, max_length: int, test_gradients
     accelerator.wait_for_everyone()
 
 
-def score_replayed(job: Scoring, replay: Callable[[], tuple[object, float]]) -> None:
+def score_replayed(
+    job: Scoring, method: ReplayMethod, replay: Callable[[], tuple[object, float]]
+) -> None:
     """Each test row's scores through the replayed fine-tuning (`replay()`: the replay and
-    its parameter difference from the run's last checkpoint), one chunk per row."""
-    method = job.method
-    assert isinstance(method, ReplayMethod)
+    its parameter difference from the run's last checkpoint), one chunk per row; `method`
+    is the job's, as the ReplayMethod that scores a row."""
     todo = job.todo
     if not todo:
         return
@@ -144,7 +150,7 @@ def score_replayed(job: Scoring, replay: Callable[[], tuple[object, float]]) -> 
     for chunk in tqdm(todo, desc=f"{method.name} chunks"):
         block = torch.stack([method.row_scores(rerun, row) for row in chunk.rows])
         path = job.store.save(chunk, block, None, None)
-        job.run.log_artifact(path, f"{artifacts.INFLUENCE}/chunks/{chunk.checkpoint}")
+        job.run.log_artifact(path, f"{artifacts.CHUNKS}/{chunk.checkpoint}")
         outputs += len(chunk.rows)
     seconds = time.perf_counter() - start
     job.run.log_metrics({"seconds_per_output": seconds / outputs,

@@ -12,7 +12,6 @@ from xlinfluence.config.steps import (
     AnalyzeConfig,
     InfluenceConfig,
     TrainConfig,
-    train_counts,
 )
 
 __all__ = [
@@ -23,5 +22,4 @@ __all__ = [
     "StepConfig",
     "TrainConfig",
     "check_of",
-    "train_counts",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 from xlinfluence import checks
@@ -15,11 +16,11 @@ from xlinfluence.checks import refuse
 from xlinfluence.config.base import StepConfig, param, same_as
 from xlinfluence.config.steps import (
     AnalyzeConfig,
+    DataSettings,
     InfluenceConfig,
     TrainConfig,
     check_data,
     data_name_parts,
-    train_counts,
 )
 from xlinfluence.experiments import EXPERIMENTS
 
@@ -47,7 +48,7 @@ _T, _I, _A = TrainConfig, InfluenceConfig, AnalyzeConfig  # short names for the 
 
 
 @dataclass(frozen=True)
-class MainConfig(StepConfig):
+class MainConfig(DataSettings, StepConfig):
     """train -> influence -> analyze, reusing finished runs with matching parameters."""
 
     step: ClassVar[str] = "main"
@@ -193,7 +194,7 @@ class MainConfig(StepConfig):
                 "the kubernetes backend needs its config (kube-job-template-path, repository-uri)",
                 "give configs/kubernetes/backend_config.json, edited (docs/cluster.md)",
             )
-        total = sum(train_counts(self).values())
+        total = sum(self.train_counts.values())
         if self.top_k > total:
             raise refuse(
                 "top_k",
@@ -201,6 +202,11 @@ class MainConfig(StepConfig):
                 f"more than the {total} training examples asked for",
                 f"give top_k <= {total}",
             )
+
+    @cached_property
+    def values(self) -> tuple[str, ...]:
+        """`experiment_values` as a list (empty: the experiment's default)."""
+        return checks.items(self.experiment_values)
 
     def _name_parts(self) -> list[str]:
         if self.experiment:

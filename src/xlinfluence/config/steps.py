@@ -4,6 +4,7 @@ fields."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from xlinfluence import checks
@@ -29,8 +30,51 @@ TEST_GRADIENTS = ("auto", "keep", "reform")  # tracin/memory.py plan_test_side
 SCHEMA_COLUMNS = ("id", "language", "label", "pair_id", "text", "text_pair")
 
 
+class DataSettings:
+    """Typed views of the data parameters that TrainConfig and MainConfig share, parsed once
+    from their checked strings: MLflow logs and compares the strings, code reads these."""
+
+    @cached_property
+    def language_codes(self) -> tuple[str, ...]:
+        """`languages` in the given order (the row order of the data), held-out one included."""
+        return checks.items(self.languages)
+
+    @cached_property
+    def heldout(self) -> str:
+        """The zero-shot language, or ''."""
+        return self.heldout_language.strip()
+
+    @cached_property
+    def train_languages(self) -> tuple[str, ...]:
+        return tuple(code for code in self.language_codes if code != self.heldout)
+
+    @cached_property
+    def train_counts(self) -> dict[str, int]:
+        """Training examples per training language (a count for the held-out one is
+        ignored, so the seen and the zero-shot run can share the setting)."""
+        text = self.train_per_language.strip()
+        if "=" not in text:
+            return dict.fromkeys(self.train_languages, int(text))
+        counts = {code: int(n) for code, n in checks.pairs(text).items()}
+        missing = [code for code in self.train_languages if code not in counts]
+        extra = [code for code in counts if code not in self.language_codes]
+        if missing or extra:
+            raise refuse(
+                "train_per_language",
+                text,
+                (f"no count for {missing}" if missing else f"{extra} are not among the languages"),
+                f"give one count for each of {list(self.train_languages)}, or one number for all",
+            )
+        return {code: counts[code] for code in self.train_languages}
+
+    @cached_property
+    def columns(self) -> dict[str, str]:
+        """`column_map` as schema column -> the source's column."""
+        return checks.pairs(self.column_map)
+
+
 @dataclass(frozen=True)
-class TrainConfig(StepConfig):
+class TrainConfig(DataSettings, StepConfig):
     """Fine-tune a multilingual encoder on several languages, one checkpoint per epoch."""
 
     step: ClassVar[str] = "train"
@@ -265,6 +309,11 @@ class InfluenceConfig(StepConfig):
     threads: int = threads_field()
     accelerate_config: str = accelerate_config_field()
 
+    @cached_property
+    def checkpoint_names(self) -> tuple[str, ...] | None:
+        """The checkpoints to score by name, in the given order; None: all of them."""
+        return None if self.checkpoints.strip() == "all" else checks.items(self.checkpoints)
+
     def _name_parts(self) -> list[str]:
         return [self.method, f"params {self.params}", self.precision, *super()._name_parts()]
 
@@ -291,9 +340,8 @@ class AnalyzeConfig(StepConfig):
 
 def check_data(config: TrainConfig | MainConfig) -> None:
     """Rules between the data parameters of train (and main)."""
-    languages = [c.strip() for c in config.languages.split(",")]
-    heldout = config.heldout_language.strip()
-    if heldout and heldout not in languages:
+    heldout = config.heldout
+    if heldout and heldout not in config.language_codes:
         raise refuse(
             "heldout_language",
             heldout,
@@ -301,37 +349,16 @@ def check_data(config: TrainConfig | MainConfig) -> None:
             f"add it to languages ({config.languages},{heldout}): it is then tested but never "
             "trained on",
         )
-    if heldout and len(languages) < 2:
+    if heldout and not config.train_languages:
         raise refuse(
             "heldout_language",
             heldout,
             "every language is held out",
             "add at least one training language",
         )
-    train_counts(config)
+    config.train_counts  # noqa: B018 (parsed now: a bad count is refused before any run)
     if refused := SOURCES[config.dataset].refusal(config.data_path, config.column_map):
         raise refuse(*refused)
-
-
-def train_counts(config: TrainConfig | MainConfig) -> dict[str, int]:
-    """Training examples per training language (a count for the held-out one is ignored)."""
-    languages = [c.strip() for c in config.languages.split(",")]
-    heldout = config.heldout_language.strip()
-    train = [lang for lang in languages if lang != heldout]
-    text = config.train_per_language.strip()
-    if "=" not in text:
-        return dict.fromkeys(train, int(text))
-    counts = {k.strip(): int(v) for k, _, v in (e.partition("=") for e in text.split(","))}
-    missing = [lang for lang in train if lang not in counts]
-    extra = [lang for lang in counts if lang not in languages]
-    if missing or extra:
-        raise refuse(
-            "train_per_language",
-            text,
-            (f"no count for {missing}" if missing else f"{extra} are not among the languages"),
-            f"give one count for each of {train}, or one number for all",
-        )
-    return {lang: counts[lang] for lang in train}
 
 
 def data_name_parts(config: TrainConfig | MainConfig) -> list[str]:

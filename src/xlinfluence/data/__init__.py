@@ -148,17 +148,14 @@ def splits_of(config) -> Splits:
     """The selection a TrainConfig (or MainConfig) names: what its run tests on and trains
     on before any removal. The train step, run reuse (the data digest) and study import
     (re-reading a bundle's texts) all select through here."""
-    from xlinfluence.config import train_counts
-    from xlinfluence.data.params import parse_column_map, parse_languages
-
     return load_splits(
         dataset=config.dataset,
         data_path=config.data_path,
-        column_map=parse_column_map(config.column_map),
-        languages=parse_languages(config.languages),
-        train_counts=train_counts(config),
+        column_map=config.columns,
+        languages=config.language_codes,
+        train_counts=config.train_counts,
         test_per_language=config.test_per_language,
-        heldout_language=config.heldout_language.strip() or None,
+        heldout_language=config.heldout or None,
         seed=config.seed,
         train_content=config.train_content,
     )

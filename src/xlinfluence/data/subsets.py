@@ -16,7 +16,7 @@ training manifest and the data seed alone:
     fraction:<f>:<X>+<Y>:<draw>    keep a fraction f of each named language (label-
                                    stratified within it; draw seeds the choice) and every
                                    row of the others: a composition of the language
-                                   datamodel (steps/language_datamodel.py)
+                                   datamodel (experiments/language_datamodel.py)
 
 Subsets are the linear datamodeling score's (LDS) random training sets (Ilyas et al. 2022,
 Park et al. 2023); language removals are the leave-one-language-out ground truth of "test

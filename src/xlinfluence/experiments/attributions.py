@@ -29,7 +29,6 @@ from xlinfluence.experiments.base import (
     child_runs,
     require_scores,
     settings_of,
-    values_of,
 )
 from xlinfluence.steps.upstream import train_manifests
 from xlinfluence.training import checkpoint_name
@@ -65,7 +64,7 @@ VALUES_HELP = (
 
 def check_methods(config: MainConfig) -> None:
     """experiment_values must name attribution variants."""
-    unknown = [v for v in values_of(config) if v not in ATTRIBUTION_METHODS]
+    unknown = [v for v in config.values if v not in ATTRIBUTION_METHODS]
     if unknown:
         raise refuse(
             "experiment_values",
@@ -86,7 +85,7 @@ def chosen_methods(config: MainConfig) -> list[str]:
     """experiment_values as attribution method names, the reference first. Default: every
     method but those scored on request only (ON_REQUEST: metagradient, about 3 trainings per
     test example)."""
-    chosen = values_of(config) or [m for m in ATTRIBUTION_METHODS if m not in ON_REQUEST]
+    chosen = config.values or [m for m in ATTRIBUTION_METHODS if m not in ON_REQUEST]
     return [REFERENCE, *[m for m in chosen if m != REFERENCE]]
 
 

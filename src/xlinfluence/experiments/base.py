@@ -59,15 +59,6 @@ class Experiment:
     study: Study | None = None
 
 
-def values_of(config: MainConfig) -> list[str]:
-    """experiment_values as a list (empty: the experiment's default)."""
-    return [v.strip() for v in config.experiment_values.split(",") if v.strip()]
-
-
-def languages_of(config: MainConfig) -> list[str]:
-    return [c.strip() for c in config.languages.split(",") if c.strip()]
-
-
 def require_scores(config: MainConfig, why: str) -> None:
     """Refuse store_scores=false for an experiment that reads the full score matrices."""
     if not config.store_scores:

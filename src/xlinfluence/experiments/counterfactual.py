@@ -25,9 +25,7 @@ from xlinfluence.experiments.base import (
     Experiment,
     Study,
     child_runs,
-    languages_of,
     require_scores,
-    values_of,
 )
 from xlinfluence.steps.upstream import summed_scores, train_manifests
 
@@ -37,9 +35,9 @@ if TYPE_CHECKING:  # config.main takes the experiment registry
 
 def pairs(config: MainConfig) -> list[tuple[str, str]]:
     """(L, X) pairs from experiment_values ("L" means every training language X)."""
-    languages = languages_of(config)
+    languages = config.language_codes
     train = [lang for lang in languages if lang != config.heldout_language]
-    values = values_of(config) or languages
+    values = config.values or languages
     out = []
     for value in values:
         test, _, source = value.partition(":")
@@ -125,8 +123,8 @@ def _predictions(train_run_id: str, checkpoint: str, test: pd.DataFrame) -> pd.D
 
 def _check(config: MainConfig) -> None:
     require_scores(config, "counterfactual ranks training examples by their summed scores")
-    languages = languages_of(config)
-    for value in values_of(config):
+    languages = config.language_codes
+    for value in config.values:
         test, _, train = value.partition(":")
         unknown = [lang for lang in (test, train) if lang and lang not in languages]
         if unknown or not test:

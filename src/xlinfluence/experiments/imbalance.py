@@ -15,8 +15,6 @@ from xlinfluence.experiments.base import (
     Experiment,
     analysis_table,
     compare_settings,
-    languages_of,
-    values_of,
 )
 
 if TYPE_CHECKING:  # config.main takes the experiment registry
@@ -29,7 +27,7 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
     """ratio-<r>: the first language at train_per_language, the others at it divided by r."""
     base = config.without_experiment()
     count = int(config.train_per_language)
-    first, *others = languages_of(config)
+    first, *others = config.language_codes
     return {
         f"ratio-{ratio:g}": dataclasses.replace(
             base,
@@ -37,7 +35,7 @@ def settings(config: MainConfig) -> dict[str, MainConfig]:
                 [f"{first}={count}"] + [f"{lang}={max(1, round(count / ratio))}" for lang in others]
             ),
         )
-        for ratio in (float(v) for v in values_of(config) or DEFAULT_RATIOS)
+        for ratio in (float(v) for v in config.values or DEFAULT_RATIOS)
     }
 
 
@@ -45,7 +43,7 @@ def tables(config, by_name, children) -> dict:
     shares = {n: analysis_table(runs["analyze"], "shares") for n, runs in children.items()}
     mass = {n: analysis_table(runs["analyze"], "influence_mass") for n, runs in children.items()}
     ratios = {n: float(n.removeprefix("ratio-")) for n in by_name}
-    first = languages_of(config)[0]
+    first = config.language_codes[0]
     return {"comparison": compare.imbalance(shares, ratios, first, mass)}
 
 
@@ -57,7 +55,7 @@ def check(config: MainConfig) -> None:
             "imbalance sets per-language counts itself",
             "give one number (the first language's count)",
         )
-    if not all(_positive_number(v) for v in values_of(config)):
+    if not all(_positive_number(v) for v in config.values):
         raise refuse(
             "experiment_values",
             config.experiment_values,

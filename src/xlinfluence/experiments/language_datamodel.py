@@ -27,7 +27,7 @@ import pandas as pd
 from xlinfluence import tracking
 from xlinfluence.analysis import design, language_truth, partialled_lds, plots
 from xlinfluence.analysis.agreement import REFERENCE
-from xlinfluence.config import TrainConfig, train_counts
+from xlinfluence.config import TrainConfig
 from xlinfluence.data import subsets
 from xlinfluence.experiments import attributions
 from xlinfluence.experiments.base import Experiment, Study
@@ -62,7 +62,7 @@ class Composition:
 
 
 def training_languages(config: MainConfig) -> list[str]:
-    return list(train_counts(config))
+    return list(config.train_counts)
 
 
 def compositions(config: MainConfig) -> list[Composition]:
@@ -244,7 +244,7 @@ def _study_retrainings(config, train, influence) -> dict[str, TrainConfig]:
 
 def _check(config: MainConfig) -> None:
     attributions.check_scored_methods(config)
-    design.resolve(config.design, len(train_counts(config)))  # a design it cannot carry
+    design.resolve(config.design, len(config.train_counts))  # a design it cannot carry
 
 
 EXPERIMENT = Experiment(

@@ -14,7 +14,6 @@ from xlinfluence.experiments.base import (
     Experiment,
     analysis_table,
     compare_settings,
-    values_of,
 )
 
 if TYPE_CHECKING:  # config.main takes the experiment registry
@@ -25,7 +24,7 @@ DEFAULT_SEEDS = ("1", "2", "3")
 
 def settings(config: MainConfig) -> dict[str, MainConfig]:
     base = config.without_experiment()
-    seeds = [int(v) for v in values_of(config) or DEFAULT_SEEDS]
+    seeds = [int(v) for v in config.values or DEFAULT_SEEDS]
     return {f"seed-{seed}": dataclasses.replace(base, seed=seed) for seed in seeds}
 
 
@@ -40,7 +39,7 @@ def tables(config, by_name, children) -> dict:
 
 
 def check(config: MainConfig) -> None:
-    if not all(v.isdigit() for v in values_of(config)):
+    if not all(v.isdigit() for v in config.values):
         raise refuse(
             "experiment_values",
             config.experiment_values,

@@ -14,8 +14,6 @@ from xlinfluence.experiments.base import (
     analysis_table,
     compare_settings,
     final_accuracy,
-    languages_of,
-    values_of,
 )
 
 if TYPE_CHECKING:  # config.main takes the experiment registry
@@ -25,7 +23,7 @@ if TYPE_CHECKING:  # config.main takes the experiment registry
 def settings(config: MainConfig) -> dict[str, MainConfig]:
     """all-seen, and heldout-<L> for each language named (default every one)."""
     base = config.without_experiment()
-    heldout = values_of(config) or languages_of(config)
+    heldout = config.values or config.language_codes
     return {"all-seen": base} | {
         f"heldout-{lang}": dataclasses.replace(base, heldout_language=lang) for lang in heldout
     }
@@ -39,7 +37,7 @@ def tables(config, by_name, children) -> dict:
 
 
 def check(config: MainConfig) -> None:
-    unknown = [v for v in values_of(config) if v not in languages_of(config)]
+    unknown = [v for v in config.values if v not in config.language_codes]
     if unknown:
         raise refuse(
             "experiment_values",

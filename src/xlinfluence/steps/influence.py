@@ -35,7 +35,6 @@ from xlinfluence.tracin.chunks import Chunk, ChunkStore, fingerprint, ranges
 from xlinfluence.tracin.memory import given_chunk_way, plan_test_side
 from xlinfluence.tracin.selection import parameter_filter
 
-CHUNKS = f"{artifacts.INFLUENCE}/chunks"
 REPLAY = "fine-tuning"  # the one score name of a replayed method (no checkpoints)
 
 
@@ -68,7 +67,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
         test_chunk = config.test_chunk_size or 1  # one reverse pass per test example
         test_gradients = "keep"  # no TracIn test side
     else:
-        checkpoints = _select_checkpoints(config.checkpoints, index)
+        checkpoints = _select_checkpoints(config.checkpoint_names, index)
         test_chunk, test_gradients = _plan_test_side(
             config, upstream.checkpoint, checkpoints[0]["name"], accelerator, train, test,
             max_length, method.test_gradient_way(config.test_gradients),
@@ -83,7 +82,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
     ):
         out = Path(tmp)
         store = ChunkStore(
-            out / CHUNKS,
+            out / artifacts.CHUNKS,
             fingerprint(
                 train_run_id=config.train_run_id, params=config.params,
                 precision=config.precision, rows=test_chunk,
@@ -102,7 +101,7 @@ def _influence(config: InfluenceConfig, accelerator: Accelerator) -> str:
         job = Scoring(method, config, run, store, plan, set(done), train, test,
                       upstream.checkpoint)  # fmt: skip
         if method.replays:
-            score_replayed(job, lambda: replay.verified(upstream))
+            score_replayed(job, method, lambda: replay.verified(upstream))
         else:
             score_checkpoints(job, accelerator, max_length, test_gradients)
         if accelerator.is_main_process:
@@ -143,28 +142,30 @@ def _resume(config, run, store: ChunkStore, plan: list[Chunk]) -> list[str]:
     Returns the file names of the chunks that need no recomputation.
     """
     staging = store.root.parent / "resume"
-    sources = [run.existing_artifacts(CHUNKS, staging / "own")]
+    sources = [run.existing_artifacts(artifacts.CHUNKS, staging / "own")]
     if config.resume_run_id:
-        sources.append(tracking.download_partial(config.resume_run_id, CHUNKS, staging / "other"))
+        sources.append(
+            tracking.download_partial(config.resume_run_id, artifacts.CHUNKS, staging / "other")
+        )
     for folder in filter(None, sources):
         shutil.copytree(folder, store.root, dirs_exist_ok=True)
     done = [chunk.filename for chunk in plan if store.done(chunk)]
     if config.resume_run_id:  # the new run holds every chunk it is made of
         for chunk in plan:
             if chunk.filename in done:
-                run.log_artifact(store.path(chunk), f"{CHUNKS}/{chunk.checkpoint}")
+                run.log_artifact(store.path(chunk), f"{artifacts.CHUNKS}/{chunk.checkpoint}")
     return done
 
 
-def _select_checkpoints(spec: str, index: list[dict]) -> list[dict]:
-    if spec.strip() == "all":
+def _select_checkpoints(names: tuple[str, ...] | None, index: list[dict]) -> list[dict]:
+    """The checkpoints `names` asks for, in its order (None: all of the run's)."""
+    if names is None:
         return index
     by_name = {c["name"]: c for c in index}
-    wanted = [name.strip() for name in spec.split(",") if name.strip()]
-    unknown = [name for name in wanted if name not in by_name]
-    if unknown or not wanted:
+    unknown = [name for name in names if name not in by_name]
+    if unknown or not names:
         raise ConfigError(
-            f"checkpoints={spec!r}: unknown {unknown}; the train run has {list(by_name)} "
-            "(or use 'all')."
+            f"checkpoints={','.join(names)!r}: unknown {unknown}; the train run has "
+            f"{list(by_name)} (or use 'all')."
         )
-    return [by_name[name] for name in wanted]
+    return [by_name[name] for name in names]

@@ -84,12 +84,12 @@ def _influence(config: InfluenceConfig) -> None:
             f"run {config.train_run_id} has {n_train} training examples",
             f"give top_k <= {n_train}",
         )
-    if config.checkpoints.strip() != "all":
+    if config.checkpoint_names is not None:
         index = artifacts.load_checkpoint_index(
             tracking.download(config.train_run_id, artifacts.CHECKPOINT_INDEX)
         )
         names = [c["name"] for c in index]
-        unknown = [n.strip() for n in config.checkpoints.split(",") if n.strip() not in names]
+        unknown = [n for n in config.checkpoint_names if n not in names]
         if unknown:
             raise refuse(
                 "checkpoints",
@@ -128,7 +128,7 @@ def _languages(config) -> None:
     available = available_languages(config.dataset, config.data_path)
     if available is None:
         return
-    unknown = [c.strip() for c in config.languages.split(",") if c.strip() not in available]
+    unknown = [c for c in config.language_codes if c not in available]
     if unknown:
         shown = ", ".join(sorted(available)[:60]) + (" ..." if len(available) > 60 else "")
         raise refuse(

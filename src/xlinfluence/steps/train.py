@@ -263,7 +263,7 @@ def _copy_finished_epochs(run: tracking.StepRun, resume: _Resume, out: Path) -> 
     run.log_artifact(out / artifacts.CHECKPOINT_INDEX, artifacts.CHECKPOINTS)
     for step, metrics in tracking.epoch_metrics(resume.run_id, up_to=resume.epoch).items():
         run.log_metrics(metrics, step=step)
-    run.set_tags({"xlinfluence.resumed_from": f"{resume.run_id}@epoch-{resume.epoch}"})
+    run.set_tags({tracking.RESUMED_TAG: f"{resume.run_id}@epoch-{resume.epoch}"})
 
 
 def texts_of(frame) -> list[str]:

@@ -40,6 +40,7 @@ from xlinfluence.tracking.runs import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     PARENT_TAG,
+    RESUMED_TAG,
     REUSED_TAG,
     RUN_NAME_TAG,
     SETTING_TAG,
@@ -71,7 +72,7 @@ from xlinfluence.tracking.store import (
 
 __all__ = [
     "CHILD_TAG", "CODE_VERSION_TAG", "DEFAULT_DB", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG",
-    "HOW_NOT_WHAT", "MODEL_URI_TAG", "PARENT_TAG", "REUSED_TAG", "RUN_NAME_TAG",
+    "HOW_NOT_WHAT", "MODEL_URI_TAG", "PARENT_TAG", "RESUMED_TAG", "REUSED_TAG", "RUN_NAME_TAG",
     "SETTING_TAG", "STEP_TAG", "SYSTEM_METRICS_INTERVAL_S", "TEMPORARY_EXPERIMENT",
     "THREADS_TAG", "UPSTREAM_TAG", "AccessError", "StepRun", "TrackingError",
     "_expected_digests", "active_experiment_id", "active_run_experiment_id",

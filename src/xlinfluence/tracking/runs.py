@@ -38,6 +38,7 @@ CODE_VERSION_TAG = "xlinfluence.code_version"
 UPSTREAM_TAG = "xlinfluence.upstream_run_id"
 REUSED_TAG = "xlinfluence.reused_run_id"
 THREADS_TAG = "xlinfluence.torch_threads"
+RESUMED_TAG = "xlinfluence.resumed_from"  # a resumed train run: <run ID>@epoch-<n> it went on from
 #: On an experiment's run: xlinfluence.setting.<name> = the run of that setting.
 SETTING_TAG = "xlinfluence.setting"
 #: On a main run: xlinfluence.<step>_run_id = its child of that step.
