@@ -253,6 +253,25 @@ def test_ekfac_method_equals_the_scorer_called_directly(main_runs):
     torch.testing.assert_close(got[artifacts.TOTAL], lr * got["epoch-2"])
 
 
+def test_token_overlap_through_the_step_equals_a_plain_tfidf_cosine(main_runs):
+    """A method added as one module and one registry line runs through the step: chunked,
+    learning-rate weighted, resumable; its scores are those of the reference over the
+    checkpoint tokenizer's ids."""
+    from .attribution.test_token_overlap import _reference
+
+    train_id = main_runs["train"]
+    run = _influence("--train-run-id", train_id, "--method", "token-overlap", "--checkpoints",
+                     "epoch-2", "--top-k", "5", "--train-chunk-size", "7")  # fmt: skip
+    got = _scores(run, train_id)
+    train, test = train_manifests(train_id)
+    _, tokenizer = modeling.load_checkpoint(
+        tracking.download(train_id, f"{artifacts.CHECKPOINTS}/epoch-2")
+    )
+    ids = [TokenizedExamples(part, tokenizer, 128).input_ids for part in (test, train)]
+    want = torch.tensor(_reference(*ids), dtype=torch.float32)
+    torch.testing.assert_close(got["epoch-2"], want, rtol=0, atol=1e-6)
+
+
 def _mlflow_run_influence(**parameters) -> str:
     """`mlflow run . -e influence -P k=v ...`, as a user launches it."""
     import mlflow

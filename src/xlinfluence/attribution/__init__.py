@@ -11,7 +11,14 @@ line in docs/guide.md.
 
 from __future__ import annotations
 
-from xlinfluence.attribution import ekfac, label_only, metagradient, representation, tracin
+from xlinfluence.attribution import (
+    ekfac,
+    label_only,
+    metagradient,
+    representation,
+    token_overlap,
+    tracin,
+)
 from xlinfluence.attribution.method import Method, ReplayMethod
 
 METHODS: dict[str, Method] = {
@@ -23,6 +30,7 @@ METHODS: dict[str, Method] = {
         ekfac.METHOD,
         metagradient.METHOD,
         label_only.METHOD,
+        token_overlap.METHOD,
     )
 }
 

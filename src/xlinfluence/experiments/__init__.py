@@ -17,6 +17,7 @@ from xlinfluence.experiments import (
     leave_language_out,
     methods,
     seeds,
+    train_content,
     zero_shot,
 )
 from xlinfluence.experiments.base import Experiment
@@ -28,6 +29,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         zero_shot,
         imbalance,
         seeds,
+        train_content,
         counterfactual,
         methods,
         lds,

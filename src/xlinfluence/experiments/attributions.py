@@ -53,6 +53,7 @@ ATTRIBUTION_METHODS = {
     "ekfac": {"method": "ekfac", "params": "all", "checkpoints": FINAL_CHECKPOINT},
     "metagradient": {"method": "metagradient", "params": "all"},
     "label-only": {"method": "label-only", "params": "all"},
+    "token-overlap": {"method": "token-overlap", "params": "all"},
 }
 #: Scored only when named in experiment_values (their cost grows with the test set).
 ON_REQUEST = ("metagradient",)
