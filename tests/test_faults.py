@@ -1,4 +1,5 @@
-"""Faults a lab's runs meet: a training process killed mid-epoch (SIGKILL), then resumed.
+"""Faults a lab's runs meet: a training process killed mid-epoch (SIGKILL) or told to stop
+(SIGTERM, Ctrl-C), then resumed.
 
 The tracking-server outage and concurrent `main` runs need the team server and live in
 tests/test_team_server.py.
@@ -47,33 +48,42 @@ def _checkpoint_bytes(run_id: str) -> dict[str, bytes]:
         return {e["name"]: (root / e["name"] / "model.safetensors").read_bytes() for e in index}
 
 
-def _kill_mid_training(tracking_env) -> str:
-    """Start a train run, SIGKILL it once its first epoch's state is logged; its run ID."""
+def _kill_mid_training(
+    tracking_env, sig: int = signal.SIGKILL, env: dict | None = None
+) -> tuple[str, subprocess.Popen]:
+    """Start a train run, send it `sig` once its first epoch's state is logged; its run ID
+    and its ended process (what it printed to stderr: `.said`)."""
     before = {r.info.run_id for r in MlflowClient().search_runs(["0"])}
     process = subprocess.Popen(
         [sys.executable, "-m", "xlinfluence.cli", "train", *TRAIN],
-        cwd=tracking_env, env=os.environ.copy(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tracking_env, env=env or os.environ.copy(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal has it
     )  # fmt: skip
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         new = [r for r in MlflowClient().search_runs(["0"]) if r.info.run_id not in before]
         if new and _state_epochs(new[0].info.run_id):
             time.sleep(0.3)  # into epoch 2
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return new[0].info.run_id
+            process.send_signal(sig)
+            _, process.said = process.communicate(timeout=120)
+            return new[0].info.run_id, process
         time.sleep(0.05)
     process.kill()
     pytest.fail("the train run finished (or never saved a state) before it could be killed")
 
 
-def test_killed_training_resumes_to_identical_checkpoints(tracking_env, monkeypatch):
-    uninterrupted = run_step("train", *TRAIN)
-    expected = _checkpoint_bytes(uninterrupted)
-    assert sorted(expected) == ["epoch-1", "epoch-2", "epoch-3"]
+@pytest.fixture(scope="module")
+def uninterrupted(tracking_env) -> dict[str, bytes]:
+    """The checkpoints of the train run no signal reached."""
+    checkpoints = _checkpoint_bytes(run_step("train", *TRAIN))
+    assert sorted(checkpoints) == ["epoch-1", "epoch-2", "epoch-3"]
+    return checkpoints
 
-    killed = _kill_mid_training(tracking_env)
+
+def test_killed_training_resumes_to_identical_checkpoints(tracking_env, uninterrupted, monkeypatch):
+    expected = uninterrupted
+    killed, _ = _kill_mid_training(tracking_env)
     client = MlflowClient()
     assert client.get_run(killed).info.status == "RUNNING"  # killed, never finished
     assert "epoch-3" not in _checkpoint_bytes(killed)
@@ -90,6 +100,30 @@ def test_killed_training_resumes_to_identical_checkpoints(tracking_env, monkeypa
     assert run_step("train", *TRAIN) == killed
     assert client.get_run(killed).info.status == "FINISHED"
     assert _checkpoint_bytes(killed) == expected
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_step_marks_its_run_killed_cleans_up_and_says_how_to_resume(
+    tracking_env, uninterrupted, tmp_path, stop
+):
+    """SIGTERM (a scheduler's notice before its kill) or Ctrl-C mid-epoch: the run ends
+    KILLED, not RUNNING or FAILED; its staging folder (checkpoints included) is gone; the
+    process exits 128 + the signal with one line naming the resume; and the resume lands
+    on the uninterrupted checkpoints."""
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    stopped, process = _kill_mid_training(tracking_env, stop, os.environ | {"TMPDIR": str(staging)})
+    assert process.returncode == 128 + stop, process.said
+    said = process.said.strip().splitlines()[-1]
+    assert said == (
+        f"Error: stopped by {signal.Signals(stop).name}: run {stopped} (train) is marked KILLED "
+        "and its temporary files are removed; continue it from its last complete epoch with "
+        f"resume_run_id={stopped} (same parameters)."
+    )
+    assert MlflowClient().get_run(stopped).info.status == "KILLED"
+    assert list(staging.iterdir()) == []
+    resumed = run_step("train", *TRAIN, "--resume-run-id", stopped)
+    assert _checkpoint_bytes(resumed) == uninterrupted
 
 
 def test_resume_refuses_a_run_with_other_parameters(tracking_env):

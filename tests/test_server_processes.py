@@ -1,16 +1,26 @@
 """Stopping a server's process group signals only that group: never the caller's own
 (group id 0, what a state saved before its server started holds) and never a process that
-has since become another program's (a stale id after a reboot)."""
+has since become another program's (a stale id after a reboot); and a start told to stop
+leaves nothing running."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from xlinfluence.server import processes
+import pytest
+
+from xlinfluence.server import TeamServer, processes
+from xlinfluence.server.team import STATE_FILE
+
+from .conftest import require_team_server
 
 
 def test_a_group_id_under_two_is_never_signalled(monkeypatch):
@@ -38,3 +48,35 @@ def test_a_group_is_signalled_only_while_its_leader_is_the_expected_program():
     finally:
         if sleeper.poll() is None:
             os.killpg(sleeper.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_start_told_to_stop_stops_what_it_had_started():
+    """SIGTERM while `server start` waits for MLflow (PostgreSQL already up): the command
+    fails saying so, and neither PostgreSQL nor the MLflow server is left running."""
+    require_team_server()
+    root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
+    state_file = root / STATE_FILE
+    process = subprocess.Popen(
+        [sys.executable, "-m", "xlinfluence.cli", "server", "start", "--dir", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if state_file.is_file() and json.loads(state_file.read_text())["tracking_pid"]:
+                break  # MLflow launched, not yet answering
+            time.sleep(0.05)
+        state = json.loads(state_file.read_text())
+        assert state["tracking_pid"] and process.poll() is None, "started before it was stopped"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode != 0
+        assert "stopped by SIGTERM while starting" in output
+        assert not TeamServer(root).cluster.running()
+        assert not processes.runs(state["tracking_pid"], f"--port {state['tracking_port']}")
+    finally:
+        process.kill()
+        TeamServer(root).cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

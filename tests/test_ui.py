@@ -1,6 +1,7 @@
 """`xlinfluence ui` as a new user meets it: after the pipeline, in the folder holding
 mlflow.db, it prints a link that a fresh browser follows to the runs table (not MLflow's
-GenAI overview), the analyze run's report opens, and Ctrl-C stops it cleanly."""
+GenAI overview), the analyze run's report opens, and Ctrl-C, SIGTERM or SIGHUP stops it
+cleanly."""
 
 from __future__ import annotations
 
@@ -97,3 +98,19 @@ def test_ui_names_the_experiments_a_store_has(main_runs, tracking_env):
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "no experiment named 'nope'" in output and "Default" in output
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_ui_stops_its_server_on_sigterm_and_sighup(main_runs, tracking_env, stop):
+    """What a scheduler or a closed terminal sends stops the UI as Ctrl-C does: nothing it
+    started keeps the port."""
+    process = _ui(cwd=tracking_env)
+    try:
+        port = urllib.parse.urlparse(_read_link(process)).port
+        assert _port_open(port)
+    finally:
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=90)
+    assert process.returncode == 0, output
+    assert "stopped." in output
+    assert not _port_open(port)

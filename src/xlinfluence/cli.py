@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import yaml
 
-from xlinfluence import checks, tracking
+from xlinfluence import checks, stopping, tracking
 from xlinfluence.config import StepConfig, TrainConfig, check_of
 from xlinfluence.config.main import STEP_CONFIGS
 from xlinfluence.errors import ConfigError, XlinfluenceError
@@ -119,7 +119,11 @@ def _make_command(config_cls: type[StepConfig]) -> click.Command:
 
     def callback(**values):
         try:
-            result = execute(config_cls.from_params(values))
+            with stopping.stop_signals():
+                result = execute(config_cls.from_params(values))
+        except stopping.Stopped as stop:
+            click.echo(f"Error: {stopping.said(stop)}", err=True)
+            sys.exit(stop.exit_code)
         except XlinfluenceError as err:
             raise click.ClickException(" ".join(str(err).split())) from err
         except Exception as err:  # a tracking server's refusal the step did not explain
@@ -162,7 +166,8 @@ def ui(port: int | None, experiment: str | None, open_browser: bool) -> None:
     from xlinfluence import ui as runs_ui
 
     try:
-        runs_ui.serve(runs_ui.store_uri(), port, experiment, open_browser)
+        with stopping.stop_signals():  # SIGTERM and SIGHUP stop the UI as Ctrl-C does
+            runs_ui.serve(runs_ui.store_uri(), port, experiment, open_browser)
     except XlinfluenceError as err:
         raise click.ClickException(str(err)) from err
 

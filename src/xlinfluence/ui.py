@@ -99,7 +99,7 @@ def serve(uri: str, port: int | None, experiment_name: str | None, open_browser:
             print("Ctrl-C stops the UI.", flush=True)
             process.wait()
             raise ConfigError(f"the MLflow UI exited by itself; its log ends:\n{_tail(log)}")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C; SIGTERM and SIGHUP too (stopping.Stopped)
             print("stopping the UI ...", flush=True)
         finally:
             stop_group(process.pid, grace=5.0)

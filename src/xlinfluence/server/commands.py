@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from xlinfluence import stopping
 from xlinfluence.errors import XlinfluenceError
 from xlinfluence.server.accounts import ADMIN_PASSWORD_ENV, PERMISSIONS, Admin, read_secret
 from xlinfluence.server.team import TeamServer
@@ -66,7 +67,13 @@ def server() -> None:
 def start(directory: Path, port: int | None, auth: bool, admin_password_file: Path | None) -> None:
     """Start PostgreSQL and `mlflow server --serve-artifacts`; print the tracking URI."""
     admin = Admin.from_sources(admin_password_file) if auth else None
-    state = TeamServer(directory, admin).start(port)
+    try:
+        with stopping.stop_signals():
+            state = TeamServer(directory, admin).start(port)
+    except stopping.Stopped as stop:
+        raise click.ClickException(
+            f"stopped by {stop.name} while starting; what it had started is stopped again."
+        ) from stop
     click.echo(f"export MLFLOW_TRACKING_URI={state.uri}")
 
 

@@ -85,8 +85,12 @@ class TeamServer:
             if self.admin:
                 self._new_database_password()
             self.cluster.init()
-        self._save(ServerState(port or 0, self.cluster.start(), 0, auth=self.auth))
-        return self._serve(port)
+        try:
+            self._save(ServerState(port or 0, self.cluster.start(), 0, auth=self.auth))
+            return self._serve(port)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP while starting (stopping.py)
+            self._stop_started()
+            raise
 
     def start_tracking(self) -> ServerState:
         """(Re)start the MLflow server process on its recorded port; the database stays up."""
@@ -126,6 +130,13 @@ class TeamServer:
         if not (self.root / STATE_FILE).is_file():
             raise ServerError(f"no server state in {self.root}; nothing to stop.")
         self.kill_tracking(signal.SIGTERM)
+        self.cluster.stop()
+
+    def _stop_started(self) -> None:
+        """Whatever a start interrupted had started: the MLflow server where its state
+        names one, PostgreSQL where it runs."""
+        if (self.root / STATE_FILE).is_file():
+            self.kill_tracking(signal.SIGTERM)
         self.cluster.stop()
 
     def status(self) -> ServerState | None:

@@ -7,6 +7,8 @@ download completed) are one concern of their own.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -36,16 +38,27 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     if done.exists() and target.exists():
         return target
     if _status(run_id) != "FINISHED":
-        return _fetch(run_id, artifact_path, Path(tempfile.mkdtemp(prefix="xlinfluence-run-")))
+        return _fetch(run_id, artifact_path, Path(tempfile.mkdtemp(dir=_uncached())))
     staging = Path(tempfile.mkdtemp(dir=_ensure(root / run_id), prefix=".download-"))
-    local = _fetch(run_id, artifact_path, staging)
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    local.rename(target)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        local = _fetch(run_id, artifact_path, staging)
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        local.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     done.touch()
     return target
+
+
+@functools.cache
+def _uncached() -> Path:
+    """This process's folder for the artifacts of unfinished runs (never cached), removed
+    when the process exits, a stop signal included (stopping.py)."""
+    folder = Path(tempfile.mkdtemp(prefix="xlinfluence-run-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def _status(run_id: str) -> str:

@@ -19,7 +19,7 @@ import mlflow
 import mlflow.data
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities import Run
+from mlflow.entities import Run, RunStatus
 from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -28,6 +28,7 @@ import xlinfluence
 from xlinfluence import provenance
 from xlinfluence.config import StepConfig
 from xlinfluence.errors import RunLookupError
+from xlinfluence.stopping import Stopped
 from xlinfluence.tracking.downloads import download_partial
 from xlinfluence.tracking.lineage import log_upstream_inputs
 from xlinfluence.tracking.params import params_as_given
@@ -188,7 +189,13 @@ def _open_run(config: StepConfig, system_metrics: bool) -> Iterator[StepRun]:
         _tag_experiment(run.info.experiment_id)
         if not run.inputs.dataset_inputs:  # a re-attached run has them already
             log_upstream_inputs(config)
-        yield StepRun(run.info.run_id)
+        try:
+            yield StepRun(run.info.run_id)
+        except Stopped as stop:  # SIGTERM, SIGHUP, Ctrl-C: stopped, not failed
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            if not stop.run_id:
+                stop.run_id, stop.step = run.info.run_id, config.step
+            raise
 
 
 def _tag_experiment(experiment_id: str) -> None:
