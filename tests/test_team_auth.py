@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -225,6 +226,9 @@ def test_a_backup_restores_runs_artifacts_and_accounts(team, pipeline, monkeypat
                         env=env, cwd=root)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert {p.name for p in backup.iterdir()} >= {"mlflow.dump", "mlflow_auth.dump", "artifacts"}
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o700  # password hashes: the owner's alone
+    for name in ("mlflow.dump", "mlflow_auth.dump", "backup.json"):
+        assert stat.S_IMODE((backup / name).stat().st_mode) == 0o600, name
 
     started = _xlinfluence(
         "server", "restore", "--from", str(backup), "--dir", str(restored_dir), "--auth",

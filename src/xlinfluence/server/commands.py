@@ -20,6 +20,12 @@ _DIR = click.option(
     show_default=True,
     help="Folder holding the database cluster, artifacts, logs and server.json.",
 )
+_ALLOWED_HOSTS = click.option(
+    "--allowed-hosts",
+    default="",
+    help="Host headers a reverse proxy forwards, comma-separated (e.g. mlflow.lab); MLflow "
+    "refuses others than this machine's and private addresses'.",
+)
 _ADMIN_FILE = click.option(
     "--admin-password-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -63,13 +69,17 @@ def server() -> None:
 @click.option("--port", type=int, default=None, help="Tracking server port (default: a free one).")
 @click.option("--auth", is_flag=True, help="Accounts (MLflow basic-auth); PostgreSQL passwords.")
 @_ADMIN_FILE
+@_ALLOWED_HOSTS
 @_one_line_errors
-def start(directory: Path, port: int | None, auth: bool, admin_password_file: Path | None) -> None:
+def start(
+    directory: Path, port: int | None, auth: bool, admin_password_file: Path | None,
+    allowed_hosts: str,
+) -> None:  # fmt: skip
     """Start PostgreSQL and `mlflow server --serve-artifacts`; print the tracking URI."""
     admin = Admin.from_sources(admin_password_file) if auth else None
     try:
         with stopping.stop_signals():
-            state = TeamServer(directory, admin).start(port)
+            state = TeamServer(directory, admin).start(port, allowed_hosts)
     except stopping.Stopped as stop:
         raise click.ClickException(
             f"stopped by {stop.name} while starting; what it had started is stopped again."
@@ -171,11 +181,12 @@ def backup(directory: Path, dest: Path) -> None:
 @click.option("--port", type=int, default=None, help="Tracking server port (default: a free one).")
 @click.option("--auth", is_flag=True, help="Serve with accounts (needed for a backup with them).")
 @_ADMIN_FILE
+@_ALLOWED_HOSTS
 @_one_line_errors
-def restore(source, directory, port, auth, admin_password_file) -> None:
+def restore(source, directory, port, auth, admin_password_file, allowed_hosts) -> None:
     """Start a server in a new --dir from a backup: runs, artifacts and accounts."""
     admin = Admin.from_sources(admin_password_file) if auth else None
-    state = TeamServer(directory, admin).restore(source, port)
+    state = TeamServer(directory, admin).restore(source, port, allowed_hosts)
     click.echo(f"export MLFLOW_TRACKING_URI={state.uri}")
 
 

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from xlinfluence.errors import ConfigError
+from xlinfluence.server.backups import write_private
 from xlinfluence.server.processes import HOST, ServerError, free_port
 
 DB_USER = "mlflow"
@@ -116,7 +117,7 @@ class Cluster:
         """pg_dump's custom format (compressed; pg_restore reads it)."""
         out.parent.mkdir(parents=True, exist_ok=True)
         dumped = self._run("pg_dump", *self._at(port), "-Fc", database, binary=True)
-        out.write_bytes(dumped)
+        write_private(out, dumped)  # the accounts' password hashes: the owner's alone
 
     def restore(self, port: int, database: str, dump: Path) -> None:
         """Load a dump into an empty database of this cluster."""

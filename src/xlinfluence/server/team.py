@@ -6,13 +6,15 @@ in DIR/artifacts, logs in DIR/*.log, ports and process IDs in DIR/server.json. W
 `--auth` the server runs MLflow's basic-auth app (accounts.py), its users in a second
 database of the same cluster, and the cluster itself takes passwords only; the database
 password is generated once into DIR/secrets (mode 0600). `backup` writes both databases
-and the artifacts to a folder that `restore` turns into a running server again.
+and the artifacts to a private folder that `restore` checks (backups.py) and turns into a
+running server again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -24,6 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from xlinfluence.errors import ConfigError
+from xlinfluence.server import backups
 from xlinfluence.server.accounts import (
     ADMIN_PASSWORD_ENV,
     ADMIN_USERNAME_ENV,
@@ -44,7 +47,6 @@ from xlinfluence.server.processes import (
 DATABASE = "mlflow"
 AUTH_DATABASE = "mlflow_auth"
 STATE_FILE = "server.json"
-BACKUP_FILE = "backup.json"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ServerState:
     postgres_port: int
     tracking_pid: int
     auth: bool = False
+    allowed_hosts: str = ""  # Host headers a reverse proxy sends (besides 127.0.0.1:port)
 
     @property
     def uri(self) -> str:
@@ -75,8 +78,12 @@ class TeamServer:
         return (self.secrets / "postgres-password").exists()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, port: int | None = None) -> ServerState:
-        """Start the database (initialising it the first time) and the tracking server."""
+    def start(self, port: int | None = None, allowed_hosts: str = "") -> ServerState:
+        """Start the database (initialising it the first time) and the tracking server.
+        allowed_hosts: the Host headers a reverse proxy forwards (MLflow refuses any other
+        than localhost's and private addresses')."""
+        if allowed_hosts:
+            host_names(allowed_hosts)  # refused before anything starts
         if self.status() is not None:
             raise ServerError(f"a server from {self.root} is already running ({self.uri()}).")
         self._check_mode()
@@ -86,7 +93,8 @@ class TeamServer:
                 self._new_database_password()
             self.cluster.init()
         try:
-            self._save(ServerState(port or 0, self.cluster.start(), 0, auth=self.auth))
+            self._save(ServerState(port or 0, self.cluster.start(), 0, auth=self.auth,
+                                   allowed_hosts=allowed_hosts))  # fmt: skip
             return self._serve(port)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP while starting (stopping.py)
             self._stop_started()
@@ -102,6 +110,9 @@ class TeamServer:
             "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
             "--host", HOST, "--port", str(state.tracking_port), "--workers", "2",
         ]  # fmt: skip
+        if state.allowed_hosts:  # and this machine's clients, which reach it directly
+            hosts = [*host_names(state.allowed_hosts), f"{HOST}:*", "localhost:*"]
+            command += ["--allowed-hosts", ",".join(hosts)]
         if state.auth:
             command += ["--app-name", "basic-auth"]
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.secrets / "basic_auth.ini")
@@ -175,6 +186,7 @@ class TeamServer:
         dest = dest.resolve()
         if dest.exists() and any(dest.iterdir()):
             raise ConfigError(f"backup folder {dest} is not empty; give a new folder.")
+        backups.make_private_folder(dest)  # the accounts' password hashes are in it
         databases = [DATABASE] + ([AUTH_DATABASE] if state.auth else [])
         for database in databases:
             self.cluster.dump(state.postgres_port, database, dest / f"{database}.dump")
@@ -183,19 +195,18 @@ class TeamServer:
             "databases": databases, "auth": state.auth, "mlflow": version("mlflow"),
             "server": str(self.root), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }  # fmt: skip
-        (dest / BACKUP_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        text = json.dumps(manifest, indent=2) + "\n"
+        backups.write_private(dest / backups.BACKUP_FILE, text.encode())
         return dest
 
-    def restore(self, source: Path, port: int | None = None) -> ServerState:
+    def restore(
+        self, source: Path, port: int | None = None, allowed_hosts: str = ""
+    ) -> ServerState:
         """A running server in this (new) folder from a backup: its runs, artifacts and,
         under --auth, accounts. A backup without accounts restored with --auth gains them."""
-        try:
-            manifest = json.loads((source / BACKUP_FILE).read_text())
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"{source} is not a backup written by `xlinfluence server backup` "
-                f"({source / BACKUP_FILE}: {err})."
-            ) from err
+        manifest = backups.read_manifest(source, (DATABASE, AUTH_DATABASE))
+        if allowed_hosts:
+            host_names(allowed_hosts)
         if self.cluster.initialised() or (self.root / STATE_FILE).exists():
             raise ConfigError(f"{self.root} already holds a server; restore into a new folder.")
         if manifest["auth"] and not self.admin:
@@ -210,7 +221,8 @@ class TeamServer:
         for database in manifest["databases"]:
             self.cluster.restore(postgres_port, database, source / f"{database}.dump")
         shutil.copytree(source / "artifacts", self.artifacts, dirs_exist_ok=True)
-        self._save(ServerState(port or 0, postgres_port, 0, auth=self.auth))
+        self._save(ServerState(port or 0, postgres_port, 0, auth=self.auth,
+                               allowed_hosts=allowed_hosts))  # fmt: skip
         return self._serve(port)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -281,3 +293,24 @@ class TeamServer:
             return ServerState(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError) as err:
             raise ServerError(f"server state {path} is missing or unreadable ({err}).") from err
+
+
+HOST_NAME = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.*-]*[A-Za-z0-9*])?(:[0-9*]+)?")
+
+
+def host_names(text: str) -> list[str]:
+    """--allowed-hosts as MLflow's list: names such as mlflow.lab or mlflow.lab:443
+    (fnmatch patterns allowed), comma-separated; anything else refused, naming it."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    bad = [name for name in names if not HOST_NAME.fullmatch(name)]
+    if bad or not names:
+        raise ConfigError(
+            f"--allowed-hosts {text!r}: {bad or 'nothing'} are not host names; give the names "
+            "a reverse proxy forwards in its Host header, e.g. mlflow.lab or mlflow.lab:443."
+        )
+    if "*" in names:
+        raise ConfigError(
+            "--allowed-hosts '*' would let any web page that resolves a name to this machine "
+            "reach the server (DNS rebinding); name the proxy's host instead."
+        )
+    return names
