@@ -3,6 +3,7 @@
 import dataclasses
 from pathlib import Path
 
+import pytest
 import yaml
 
 from xlinfluence.config.main import STEP_CONFIGS
@@ -81,3 +82,41 @@ def test_entry_points_run_the_source_of_the_project_they_are_in(tmp_path):
     ).stdout.strip()  # fmt: skip
     assert out == str(tmp_path / "src" / "xlinfluence" / "__init__.py")
     assert "-e ." not in (ROOT / "conda.yaml").read_text()  # dependencies only
+
+
+def test_an_entry_point_refuses_to_run_another_copy_already_imported(tmp_path):
+    """Where some other xlinfluence was imported before the entry point could put its
+    checkout first, it stops with one line rather than run code that is not the project's."""
+    import subprocess
+    import sys
+
+    other = tmp_path / "other" / "xlinfluence"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    probe = (f"import sys; sys.path.insert(0, {str(other.parent)!r}); import xlinfluence; "
+             f"sys.path.insert(0, {str(ROOT / 'entrypoints')!r}); import _checkout")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f"belongs to the checkout {ROOT}, but Python imported xlinfluence from {other}" in (
+        done.stderr
+    )
+
+
+def test_main_runs_only_an_xlinfluence_project(tmp_path, monkeypatch):
+    """An installed copy looks for the project from the working directory up; a folder
+    holding another MLflow project is never taken for it."""
+    from xlinfluence.errors import ConfigError
+    from xlinfluence.steps import main
+
+    monkeypatch.setattr(main, "__file__", str(tmp_path / "site" / "x" / "steps" / "main.py"))
+    foreign = tmp_path / "theirs"
+    (foreign / "sub").mkdir(parents=True)
+    (foreign / "MLproject").write_text("name: someone-elses\nentry_points: {}\n")
+    monkeypatch.chdir(foreign / "sub")
+    with pytest.raises(ConfigError, match=f"{foreign} hold other projects"):
+        main.find_project()
+    ours = tmp_path / "checkout"
+    (ours / "notebooks").mkdir(parents=True)
+    (ours / "MLproject").write_text((ROOT / "MLproject").read_text())
+    monkeypatch.chdir(ours / "notebooks")
+    assert main.find_project() == ours

@@ -11,12 +11,15 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from xlinfluence import tracking
 from xlinfluence.config.main import MainConfig
 from xlinfluence.errors import ConfigError
 from xlinfluence.experiments import EXPERIMENTS
 
 PROJECT_FILE = "MLproject"
+PROJECT_NAME = "xlinfluence"
 
 
 def run(config: MainConfig) -> dict[str, str]:
@@ -51,13 +54,29 @@ def headline_metrics(runs: dict[str, str]) -> dict[str, float]:
 
 
 def find_project() -> Path:
-    """The folder holding MLproject: the working directory or one above it, else the checkout."""
+    """The xlinfluence project whose entry points the children run: the checkout this code
+    is imported from, else (an installed copy) the working directory or one above it. Only
+    an MLproject named xlinfluence counts: another project found on the way is never run."""
     here = Path.cwd().resolve()
-    candidates = [here, *here.parents, Path(__file__).resolve().parents[3]]
+    candidates = [Path(__file__).resolve().parents[3], here, *here.parents]
+    others = []
     for folder in candidates:
         if (folder / PROJECT_FILE).is_file():
-            return folder
+            if project_name(folder / PROJECT_FILE) == PROJECT_NAME:
+                return folder
+            others.append(str(folder))
     raise ConfigError(
-        "no MLproject found in the working directory or above it; run main from the "
-        "xlinfluence checkout (or `mlflow run <checkout>`)."
+        "no xlinfluence MLproject found in this code's checkout, the working directory or "
+        "above it"
+        + (f" ({', '.join(others)} hold other projects)" if others else "")
+        + "; run main from the xlinfluence checkout (or `mlflow run <checkout>`)."
     )
+
+
+def project_name(path: Path) -> str:
+    """The `name:` of an MLproject file ('' where it has none or cannot be read)."""
+    try:
+        text = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    return str(text.get("name", "")) if isinstance(text, dict) else ""
