@@ -1,6 +1,11 @@
-"""The per-run artifact cache: finished runs are read once, unfinished ones afresh."""
+"""The per-run artifact cache: finished runs are read once, unfinished ones afresh, and two
+processes asking at once fetch once."""
 
 from __future__ import annotations
+
+import multiprocessing
+import os
+import time
 
 import mlflow
 import pytest
@@ -38,3 +43,44 @@ def test_an_unknown_run_or_artifact_is_named(tracking_env, tmp_path):
         pass
     with pytest.raises(RunLookupError, match="has no artifact 'missing.txt'"):
         tracking.download(run.info.run_id, "missing.txt", cache_root=tmp_path)
+
+
+def _fetch_slowly(counter, real_fetch):
+    """_fetch that records each call (one line per process) and takes a while, so two
+    processes asking at once overlap."""
+
+    def fetch(run_id, artifact_path, dst):
+        with counter.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        return real_fetch(run_id, artifact_path, dst)
+
+    return fetch
+
+
+def _download_in_child(run_id, cache, counter, found):
+    from xlinfluence.tracking import downloads
+
+    downloads._fetch = _fetch_slowly(counter, downloads._fetch)
+    path = tracking.download(run_id, "note.txt", cache_root=cache)
+    found.put(path.read_text())
+
+
+def test_two_processes_fetch_a_finished_artifact_once(tracking_env, tmp_path):
+    """Two processes asking at once: one downloads and publishes under the lock, the other
+    waits and reads what it published; nothing is fetched twice or replaced mid-read."""
+    with mlflow.start_run() as run:
+        _log("scores", tmp_path)
+    cache, counter = tmp_path / "cache", tmp_path / "fetches"
+    context = multiprocessing.get_context("fork")
+    found = context.Queue()
+    children = [context.Process(target=_download_in_child,
+                                args=(run.info.run_id, cache, counter, found))
+                for _ in range(2)]  # fmt: skip
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+        assert child.exitcode == 0
+    assert sorted(found.get(timeout=5) for _ in children) == ["scores", "scores"]
+    assert len(counter.read_text().splitlines()) == 1

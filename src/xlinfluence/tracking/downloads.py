@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -26,7 +27,9 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     """Download a run's artifact (file or folder) once into a per-run local cache.
 
     The cache (XLINFLUENCE_CACHE, default ~/.cache/xlinfluence) makes repeated and
-    multi-process reads free; a folder is only used once its download completed. Only a
+    multi-process reads free; a folder is only used once its download completed, and it is
+    published under a lock on the run's cache folder (filelock), so two processes fetch it
+    once and neither deletes what the other reads. Only a
     FINISHED run's artifacts are cached: an unfinished run (one being resumed in place) can
     still change them, so those are downloaded afresh each time, into a temporary folder.
     """
@@ -39,16 +42,21 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
         return target
     if _status(run_id) != "FINISHED":
         return _fetch(run_id, artifact_path, Path(tempfile.mkdtemp(dir=_uncached())))
-    staging = Path(tempfile.mkdtemp(dir=_ensure(root / run_id), prefix=".download-"))
-    try:
-        local = _fetch(run_id, artifact_path, staging)
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        local.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    done.touch()
+    # One process publishes a run's artifact; another that wants it meanwhile waits, then
+    # finds it complete: nothing is replaced while someone may be reading it.
+    with FileLock(_ensure(root / run_id) / ".lock"):
+        if done.exists() and target.exists():
+            return target
+        staging = Path(tempfile.mkdtemp(dir=root / run_id, prefix=".download-"))
+        try:
+            local = _fetch(run_id, artifact_path, staging)
+            if target.exists():  # an incomplete download of a process that died
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            local.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        done.touch()
     return target
 
 
