@@ -7,6 +7,7 @@ tests/test_team_server.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -132,3 +133,39 @@ def test_resume_refuses_a_run_with_other_parameters(tracking_env):
     code, output = run_cli("train", *TRAIN, "--resume-run-id", finished)
     assert code != 0
     assert "trained with other values of ['epochs']" in output
+
+
+def test_two_identical_pipelines_started_together_compute_each_step_once(tracking_env):
+    """Two `main` runs of the same parameters at the same moment on one SQLite store: the
+    second waits for each step the first is computing and reuses it, so the store ends with
+    one train, one influence and one analyze run, and both mains name them."""
+    small = ["--model", "tiny", "--learning-rate", "1e-3", "--languages", "en,de",
+             "--train-per-language", "12", "--test-per-language", "3", "--epochs", "1",
+             "--batch-size", "4", "--top-k", "3", "--seed", "11", "--threads", "1"]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "xlinfluence.cli", "main", *small],
+            cwd=tracking_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    printed = [process.communicate(timeout=900) for process in processes]
+    for process, (_, err) in zip(processes, printed, strict=True):
+        assert process.returncode == 0, err[-3000:]
+    found = [json.loads(out.strip().splitlines()[-1]) for out, _ in printed]
+    assert found[0]["main"] != found[1]["main"]
+    ours = {  # what each step's runs of this pipeline have in common
+        "train": ("seed", "11"),
+        "influence": ("train_run_id", found[0]["train"]),
+        "analyze": ("influence_run_id", found[0]["influence"]),
+    }
+    for step, (name, value) in ours.items():
+        assert found[0][step] == found[1][step], step
+        runs = MlflowClient().search_runs(
+            ["0"], filter_string=f"tags.`{tracking.STEP_TAG}` = '{step}'"
+        )
+        made = [r.info.run_id for r in runs if tracking.run_params(r).get(name) == value]
+        assert made == [found[0][step]], step

@@ -33,9 +33,7 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
     FINISHED run's artifacts are cached: an unfinished run (one being resumed in place) can
     still change them, so those are downloaded afresh each time, into a temporary folder.
     """
-    root = cache_root or Path(
-        os.environ.get("XLINFLUENCE_CACHE", Path.home() / ".cache" / "xlinfluence")
-    )
+    root = cache_root or default_cache()
     target = root / run_id / artifact_path
     done = target.parent / f".{target.name}.complete"
     if done.exists() and target.exists():
@@ -58,6 +56,11 @@ def download(run_id: str, artifact_path: str, *, cache_root: Path | None = None)
             shutil.rmtree(staging, ignore_errors=True)
         done.touch()
     return target
+
+
+def default_cache() -> Path:
+    """XLINFLUENCE_CACHE, default ~/.cache/xlinfluence."""
+    return Path(os.environ.get("XLINFLUENCE_CACHE", Path.home() / ".cache" / "xlinfluence"))
 
 
 @functools.cache

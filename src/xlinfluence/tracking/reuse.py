@@ -7,11 +7,14 @@ checkout accepts, the same data and model digests; see `xlinfluence.provenance`)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import Run
 from mlflow.environment_variables import MLFLOW_EXPERIMENT_NAME
 from mlflow.exceptions import ExecutionException
@@ -20,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from xlinfluence import provenance
 from xlinfluence.config import StepConfig
 from xlinfluence.errors import XlinfluenceError
+from xlinfluence.tracking.downloads import default_cache
 from xlinfluence.tracking.runs import REUSED_TAG, STEP_TAG, _step_of, run_params
 
 
@@ -30,11 +34,27 @@ def run_or_reuse(config: StepConfig, project: Path) -> str:
     """
     parent = mlflow.active_run()
     experiment_id = parent.info.experiment_id
-    reused = find_reusable(config, experiment_id=experiment_id)
-    if reused:
-        mlflow.set_tag(f"{REUSED_TAG}.{config.step}", reused)
-        return reused
-    return submit(config, project, experiment_id).run_id
+    with _computing(config, experiment_id):
+        reused = find_reusable(config, experiment_id=experiment_id)
+        if reused:
+            mlflow.set_tag(f"{REUSED_TAG}.{config.step}", reused)
+            return reused
+        return submit(config, project, experiment_id).run_id
+
+
+@contextmanager
+def _computing(config: StepConfig, experiment_id: str):
+    """Held while a step with these parameters is looked up and, if need be, run: two
+    identical pipelines started together on this machine compute each step once, the
+    second waiting for the first and then reusing its run. A file lock in the cache
+    folder, named by the store, experiment, step and reuse key (across machines sharing a
+    server, two identical runs may still both compute; their results are equal)."""
+    key = json.dumps([mlflow.get_tracking_uri(), experiment_id, config.step,
+                      _reuse_key(config.to_params())], sort_keys=True)  # fmt: skip
+    locks = default_cache() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(locks / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"):
+        yield
 
 
 def submit(

@@ -9,6 +9,7 @@ study bundles (tables and verification).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import mlflow
 import requests
+from filelock import FileLock
 from mlflow.environment_variables import MLFLOW_EXPERIMENT_NAME
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -30,7 +32,21 @@ def setup() -> str:
     """Use MLFLOW_TRACKING_URI if set, else an embedded SQLite file in the working directory."""
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(f"sqlite:///{Path.cwd().resolve() / DEFAULT_DB}")
-    return mlflow.get_tracking_uri()
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        _sqlite_ready(uri)
+    return uri
+
+
+@functools.cache
+def _sqlite_ready(uri: str) -> None:
+    """Open a SQLite store once under a lock beside its file. MLflow creates and migrates
+    the store's tables on a process's first use, and two processes doing that to a new file
+    at once fail inside the migration; this way the first creates it and the second finds
+    it made. (Writes after that are serialised by SQLite itself.)"""
+    path = Path(uri.removeprefix("sqlite:///"))
+    with FileLock(f"{path}.lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 class TrackingError(XlinfluenceError):
