@@ -19,3 +19,7 @@ class ArtifactError(XlinfluenceError):
 
 class ConfigError(XlinfluenceError):
     """A parameter value is invalid."""
+
+
+class DiskFullError(XlinfluenceError):
+    """A disk filled up (ENOSPC) while writing; says where, and how much was needed."""

@@ -8,6 +8,7 @@ download completed) are one concern of their own.
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import os
 import shutil
@@ -19,7 +20,7 @@ from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from xlinfluence.errors import RunLookupError
+from xlinfluence.errors import DiskFullError, RunLookupError
 from xlinfluence.tracking.store import refused
 
 
@@ -93,10 +94,59 @@ def _fetch(run_id: str, artifact_path: str, dst: Path) -> Path:
         shutil.rmtree(dst, ignore_errors=True)
         if isinstance(err, MlflowException) and (error := refused(err)):
             raise error from err
+        needed = _artifact_bytes(run_id, artifact_path)  # MLflow hides why it failed
+        free = shutil.disk_usage(_existing(dst)).free
+        if _disk_full(err) or (needed and needed >= free):
+            raise DiskFullError(
+                f"no space left on the disk holding {dst.parent} while downloading "
+                f"{artifact_path!r} of run {run_id} ({_size(needed)} needed, {_size(free)} "
+                "free); free space there, or point XLINFLUENCE_CACHE (the cache) and TMPDIR "
+                "(unfinished runs) at a larger disk, and run the step again: nothing was lost."
+            ) from err
+        if needed:
+            raise RunLookupError(
+                f"run {run_id}'s artifact {artifact_path!r} ({_size(needed)}) could not be "
+                f"downloaded to {dst.parent} ({err}); check that the store's artifact location "
+                "is reachable from here, and run the step again."
+            ) from err
         raise RunLookupError(
             f"run {run_id} has no artifact {artifact_path!r} ({err}); the run is incomplete "
             "or from an older version: re-run it."
         ) from err
+
+
+def _existing(path: Path) -> Path:
+    """The nearest folder of path that exists (what disk_usage can measure)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether a full disk (ENOSPC) is the cause, however deep it was wrapped."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _artifact_bytes(run_id: str, path: str) -> int:
+    """The size of a run's artifact, file or folder (0: none, or the store cannot say)."""
+    try:
+        entries = MlflowClient().list_artifacts(run_id, path)
+        if not entries:  # a file lists itself from its folder
+            parent = str(Path(path).parent) if "/" in path else None
+            entries = [e for e in MlflowClient().list_artifacts(run_id, parent) if e.path == path]
+    except MlflowException:
+        return 0
+    return sum(_artifact_bytes(run_id, e.path) if e.is_dir else (e.file_size or 0) for e in entries)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def download_partial(run_id: str, artifact_path: str, dst: Path) -> Path | None:
