@@ -80,3 +80,20 @@ def test_a_start_told_to_stop_stops_what_it_had_started():
         process.kill()
         TeamServer(root).cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_group_whose_leader_started_at_another_time_is_not_signalled():
+    """A pid saved with the identity of the process it named is signalled only while that
+    very process holds it (not one that got the number later)."""
+    leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              start_new_session=True)  # fmt: skip
+    try:
+        now = processes.identity(leader.pid)
+        assert now and now == processes.identity(leader.pid)
+        boot, ticks = now.rsplit(":", 1)
+        processes.stop_group(leader.pid, grace=5.0, started=f"{boot}:{int(ticks) - 1}")
+        assert leader.poll() is None  # another start time: another process, left alone
+        processes.stop_group(leader.pid, grace=5.0, started=now)
+        assert processes.identity(leader.pid) == ""  # gone (stop_group reaped it)
+    finally:
+        leader.kill()

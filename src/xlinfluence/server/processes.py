@@ -49,14 +49,19 @@ def wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float 
     raise ServerError(f"the MLflow server at {uri} did not come up; its log ends:\n{tail}")
 
 
-def stop_group(pgid: int, sig: int = signal.SIGTERM, *, grace: float, expect: str = "") -> None:
+def stop_group(
+    pgid: int, sig: int = signal.SIGTERM, *, grace: float, expect: str = "", started: str = ""
+) -> None:
     """Send `sig` to a process group (a server and its workers), SIGKILL it if it outlives
     `grace` seconds, and return once no process of the group is left (its port is free).
 
     Nothing is sent to a group id under 2 (0 is the caller's own group: a state saved before
-    its server started holds it) nor to a group whose leader's command line lacks `expect`
-    (an id saved before a reboot, now another program's)."""
+    its server started holds it), nor to a group whose leader's command line lacks `expect`
+    or whose start (`started`, as `identity` gave it when it was launched) is another: an
+    id saved before a reboot or reused since is another program's."""
     if pgid < 2 or (expect and not runs(pgid, expect)):
+        return
+    if started and identity(pgid) != started:
         return
     for signal_, timeout in ((sig, grace), (signal.SIGKILL, 30.0)):
         try:
@@ -88,6 +93,18 @@ def wait_gone(pid: int, timeout: float) -> bool:
             pass
         time.sleep(0.1)
     return False
+
+
+def identity(pid: int) -> str:
+    """Which process `pid` is, beyond its number: this boot's id and the process's start
+    time in clock ticks since boot (/proc); '' where there is no /proc or no such process.
+    Two processes that ever share a pid differ in it."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22: starttime
 
 
 def runs(pid: int, text: str) -> bool:

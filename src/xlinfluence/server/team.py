@@ -40,6 +40,7 @@ from xlinfluence.server.processes import (
     ServerError,
     answers,
     free_port,
+    identity,
     stop_group,
     wait_healthy,
 )
@@ -56,6 +57,7 @@ class ServerState:
     tracking_pid: int
     auth: bool = False
     allowed_hosts: str = ""  # Host headers a reverse proxy sends (besides 127.0.0.1:port)
+    tracking_started: str = ""  # processes.identity of tracking_pid when it was launched
 
     @property
     def uri(self) -> str:
@@ -124,7 +126,7 @@ class TeamServer:
             process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        state.tracking_pid = process.pid
+        state.tracking_pid, state.tracking_started = process.pid, identity(process.pid)
         self._save(state)
         wait_healthy(state.uri, process, self.root / "mlflow.log")
         return state
@@ -134,7 +136,8 @@ class TeamServer:
 
         A server that ignores SIGTERM for 10 s is killed."""
         state = self._load()
-        stop_group(state.tracking_pid, sig, grace=10.0, expect=f"--port {state.tracking_port}")
+        stop_group(state.tracking_pid, sig, grace=10.0, expect=f"--port {state.tracking_port}",
+                   started=state.tracking_started)  # fmt: skip
 
     def stop(self) -> None:
         """Stop the tracking server, then the database; data and artifacts stay in the folder."""
