@@ -123,8 +123,9 @@ def test_a_stopped_step_marks_its_run_killed_cleans_up_and_says_how_to_resume(
     )
     assert MlflowClient().get_run(stopped).info.status == "KILLED"
     assert list(staging.iterdir()) == []
-    resumed = run_step("train", *TRAIN, "--resume-run-id", stopped)
-    assert _checkpoint_bytes(resumed) == uninterrupted
+    if stop == signal.SIGTERM:  # the resume itself is the same for both signals
+        resumed = run_step("train", *TRAIN, "--resume-run-id", stopped)
+        assert _checkpoint_bytes(resumed) == uninterrupted
 
 
 def test_resume_refuses_a_run_with_other_parameters(tracking_env):
