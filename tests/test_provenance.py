@@ -53,13 +53,24 @@ def test_an_edit_to_a_numbers_module_changes_the_steps_it_feeds(package_copy):
 
 
 def test_an_equivalence_carries_runs_of_an_older_source_forward(tmp_path, monkeypatch):
+    """Entries chain: a source shown equal to one that was shown equal to today's is
+    accepted; an entry shown against code that has changed since, with no check linking it
+    to today's, accepts nothing."""
+    today = provenance.source_digest("train")
     listed = tmp_path / "numbers_equivalent.json"
-    listed.write_text(json.dumps({"train": [{"source": "0" * 16, "shown_by": "a test"}]}))
+    entries = [
+        {"source": "0" * 16, "to": "a" * 16, "shown_by": "a check at an older commit"},
+        {"source": "a" * 16, "to": today, "shown_by": "a check at this commit"},
+        {"source": "2" * 16, "to": "b" * 16, "shown_by": "a check since outdated"},
+    ]
+    listed.write_text(json.dumps({"train": entries}))
     monkeypatch.setattr(provenance, "EQUIVALENT_FILE", listed)
     provenance.accepted.cache_clear()
     try:
+        assert provenance.equivalents("train") == sorted(["0" * 16, "a" * 16])
         assert provenance.numbers_version("train", "0" * 16) in provenance.accepted("train")
-        assert provenance.numbers_version("train", "1" * 16) not in provenance.accepted("train")
+        for stale in ("1" * 16, "2" * 16, "b" * 16):
+            assert provenance.numbers_version("train", stale) not in provenance.accepted("train")
         assert provenance.numbers_version("influence") in provenance.accepted("influence")
     finally:
         provenance.accepted.cache_clear()

@@ -13,8 +13,9 @@ each docs, CLI or logging edit; here the key of a step is
   (a study carried to another machine) is the same one.
 
 A change to those modules that a bit-for-bit check shows to be neutral (a refactor) lists
-the old source digest in `numbers_equivalent.json` beside this file, so studies made
-before it are carried forward without a rerun.
+the old source digest, and the digest of the code that checked it, in
+`numbers_equivalent.json` beside this file, so studies made before it are carried forward
+without a rerun; a later change needs its own check (`equivalents`).
 """
 
 from __future__ import annotations
@@ -87,13 +88,30 @@ def numbers_version(step: str, source: str | None = None) -> str:
     return _sha(source or source_digest(step), libraries())
 
 
-def equivalents(step: str) -> list[str]:
-    """Older source digests of `step` that a bit-for-bit check showed to give the same
-    numbers as today's (numbers_equivalent.json: {step: [{"source", "shown_by"}]})."""
+def equivalents(step: str, current: str | None = None) -> list[str]:
+    """Older source digests of `step` that bit-for-bit checks showed to give the same
+    numbers as today's (`current`, default this checkout's).
+
+    numbers_equivalent.json holds {step: [{"source", "to", "shown_by"}]}: each entry says a
+    check run by the code of source digest `to` found runs of `source` equal. Equality is
+    transitive, so the digests equivalent to today's are those connected to it through
+    entries; an entry whose `to` is no longer connected (the numbers code changed since,
+    with no check) accepts nothing, however old its listing."""
+    current = current or source_digest(step)
     if not EQUIVALENT_FILE.is_file():
         return []
     entries = json.loads(EQUIVALENT_FILE.read_text()).get(step, [])
-    return [entry["source"] for entry in entries]
+    neighbours: dict[str, set[str]] = {}
+    for entry in entries:
+        neighbours.setdefault(entry["source"], set()).add(entry["to"])
+        neighbours.setdefault(entry["to"], set()).add(entry["source"])
+    reached, frontier = {current}, [current]
+    while frontier:
+        for other in neighbours.get(frontier.pop(), ()):
+            if other not in reached:
+                reached.add(other)
+                frontier.append(other)
+    return sorted(reached - {current})
 
 
 @functools.cache

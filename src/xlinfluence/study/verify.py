@@ -128,7 +128,8 @@ def _compare(run: bundle.Run, again: str) -> str:
 
 def record(root: Path, verdict: Verdict) -> list[str]:
     """List the bundle's source digests as equivalent to this checkout's (after a verdict
-    that holds); the steps whose entries were added."""
+    that holds; each entry names the digest it was shown equal to, `to`); the steps whose
+    entries were added."""
     if not verdict.holds:
         raise bundle.BundleError(f"bundle {root}: {verdict.summary()}; nothing recorded.")
     listed = (
@@ -148,11 +149,10 @@ def record(root: Path, verdict: Verdict) -> list[str]:
             continue
         tags = run.record["tags"]
         step, source = tags[tracking.STEP_TAG], tags[provenance.SOURCE_TAG]
-        entries = listed.setdefault(step, [])
-        if source != provenance.source_digest(step) and source not in {
-            e["source"] for e in entries
-        }:
-            entries.append({"source": source, "shown_by": shown_by})
+        entries, current = listed.setdefault(step, []), provenance.source_digest(step)
+        if source != current and source not in provenance.equivalents(step, current):
+            entries.append({"source": source, "to": current, "shown_by": shown_by})
             added.append(step)
+            provenance.EQUIVALENT_FILE.write_text(json.dumps(listed, indent=1) + "\n")
     provenance.EQUIVALENT_FILE.write_text(json.dumps(listed, indent=1) + "\n")
     return added
