@@ -8,7 +8,8 @@ Each commit is checked out in a temporary worktree and runs `mlflow run <worktre
 src/ first on the path, its own SQLite store and its own cache, so neither run reuses the
 other's work. Then every numeric artifact of its train, influence and analyze runs
 (safetensors tensors and Parquet tables; checkpoints excepted, whose weights the scores
-already depend on) is compared with the other commit's. Exit status 1 where one differs.
+already depend on) that both commits write is compared with the other commit's; one that
+only one writes (a new output) is listed. Exit status 1 where one differs.
 Run it on a quiet machine: the two pipelines run one after the other, with the same
 thread count.
 """
@@ -97,15 +98,14 @@ def main(before: str, after: str, options: tuple[str, ...]) -> None:
         finally:
             subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "prune"], check=False)
         differ = 0
-        for name in sorted(first.keys() | second.keys()):
-            if name not in first or name not in second:
-                said = f"only at {before if name in first else after}"
-            else:
-                said = _differs(first[name], second[name])
+        for name in sorted(first.keys() & second.keys()):
+            said = _differs(first[name], second[name])
             differ += bool(said)
             click.echo(f"{'DIFFERS' if said else 'equal  '} {name} {said}")
-        click.echo(f"{before} against {after}: {len(first.keys() | second.keys()) - differ} "
-                   f"artifact(s) equal bit for bit, {differ} differ")  # fmt: skip
+        for name in sorted(first.keys() ^ second.keys()):  # an output one commit adds
+            click.echo(f"only at {before if name in first else after}: {name}")
+        click.echo(f"{before} against {after}: {len(first.keys() & second.keys()) - differ} "
+                   f"artifact(s) of both equal bit for bit, {differ} differ")  # fmt: skip
     sys.exit(1 if differ else 0)
 
 
