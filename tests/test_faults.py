@@ -49,6 +49,13 @@ def _checkpoint_bytes(run_id: str) -> dict[str, bytes]:
         return {e["name"]: (root / e["name"] / "model.safetensors").read_bytes() for e in index}
 
 
+def _as_a_terminal_starts_it() -> None:
+    """The stop signals at their defaults, whatever the test runner was started with (a
+    background job ignores SIGINT, nohup SIGHUP; a command keeps what it was given)."""
+    for each in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(each, signal.SIG_DFL)
+
+
 def _kill_mid_training(
     tracking_env, sig: int = signal.SIGKILL, env: dict | None = None
 ) -> tuple[str, subprocess.Popen]:
@@ -59,7 +66,7 @@ def _kill_mid_training(
         [sys.executable, "-m", "xlinfluence.cli", "train", *TRAIN],
         cwd=tracking_env, env=env or os.environ.copy(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal has it
+        preexec_fn=_as_a_terminal_starts_it,
     )  # fmt: skip
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:

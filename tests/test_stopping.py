@@ -12,13 +12,16 @@ from xlinfluence.stopping import Stopped, said, stop_signals
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_stop_signal_raises_stopped_and_the_handlers_are_restored(sig):
-    before = signal.getsignal(sig)
-    with pytest.raises(Stopped) as stopped, stop_signals():
-        os.kill(os.getpid(), sig)
-        signal.sigtimedwait([], 0)  # let the handler run, had it not yet
-    assert stopped.value.signum == sig and stopped.value.exit_code == 128 + sig
-    assert isinstance(stopped.value, KeyboardInterrupt)  # what handles Ctrl-C handles it
-    assert signal.getsignal(sig) == before
+    started_with = signal.signal(sig, signal.SIG_DFL)  # as a terminal starts a command
+    try:
+        with pytest.raises(Stopped) as stopped, stop_signals():
+            os.kill(os.getpid(), sig)
+            signal.sigtimedwait([], 0)  # let the handler run, had it not yet
+        assert stopped.value.signum == sig and stopped.value.exit_code == 128 + sig
+        assert isinstance(stopped.value, KeyboardInterrupt)  # what handles Ctrl-C handles it
+        assert signal.getsignal(sig) == signal.SIG_DFL
+    finally:
+        signal.signal(sig, started_with)
 
 
 def test_a_signal_ignored_at_start_stays_ignored():

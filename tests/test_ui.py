@@ -31,9 +31,14 @@ def _ui(*args: str, cwd, env_uri: str | None = None) -> subprocess.Popen:
     env.pop("MLFLOW_TRACKING_URI", None)
     if env_uri is not None:
         env["MLFLOW_TRACKING_URI"] = env_uri
+
     # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; a shell without
-    # job control starts background commands with it ignored, and the child would inherit that
-    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    # job control starts background commands with it ignored (nohup: SIGHUP), and the child
+    # would inherit that and rightly keep ignoring it
+    def default_sigint():
+        for each in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(each, signal.SIG_DFL)
+
     return subprocess.Popen(
         [sys.executable, "-m", "xlinfluence.cli", "ui", "--no-open", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
