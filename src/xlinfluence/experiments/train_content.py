@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from xlinfluence import artifacts
+from xlinfluence.analysis.bootstrap import _train_language_columns
 from xlinfluence.analysis.holm import holm
 from xlinfluence.analysis.paired import paired_mean_test
 from xlinfluence.analysis.topk import (
@@ -28,7 +29,6 @@ from xlinfluence.analysis.topk import (
     KIND,
     PROPONENT,
     TEST_ID,
-    TEST_INDEX,
     TEST_LANGUAGE,
 )
 from xlinfluence.checks import refuse
@@ -56,8 +56,7 @@ def share_shift(parallel: pd.DataFrame, disjoint: pd.DataFrame) -> pd.DataFrame:
         return kept.set_index(TEST_ID)
 
     before, after = final(parallel), final(disjoint)
-    languages = [c for c in before.columns if c in after.columns and c not in
-                 (CHECKPOINT, KIND, TEST_LANGUAGE, TEST_INDEX)]  # fmt: skip
+    languages = [c for c in _train_language_columns(parallel) if c in after.columns]
     common = before.index.intersection(after.index)
     rng = np.random.default_rng(SEED)
     rows = []

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from xlinfluence import checks
 from xlinfluence.errors import ConfigError
 from xlinfluence.server import backups
 from xlinfluence.server.accounts import (
@@ -304,7 +305,7 @@ HOST_NAME = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.*-]*[A-Za-z0-9*])?(:[0-9*]+)?")
 def host_names(text: str) -> list[str]:
     """--allowed-hosts as MLflow's list: names such as mlflow.lab or mlflow.lab:443
     (fnmatch patterns allowed), comma-separated; anything else refused, naming it."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = list(checks.items(text))
     bad = [name for name in names if not HOST_NAME.fullmatch(name)]
     if bad or not names:
         raise ConfigError(

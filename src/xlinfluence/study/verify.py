@@ -150,9 +150,11 @@ def record(root: Path, verdict: Verdict) -> list[str]:
         tags = run.record["tags"]
         step, source = tags[tracking.STEP_TAG], tags[provenance.SOURCE_TAG]
         entries, current = listed.setdefault(step, []), provenance.source_digest(step)
-        if source != current and source not in provenance.equivalents(step, current):
+        shown_now = {e["source"] for e in entries if e["to"] == current}
+        if source != current and source not in shown_now | set(
+            provenance.equivalents(step, current)
+        ):
             entries.append({"source": source, "to": current, "shown_by": shown_by})
             added.append(step)
-            provenance.EQUIVALENT_FILE.write_text(json.dumps(listed, indent=1) + "\n")
     provenance.EQUIVALENT_FILE.write_text(json.dumps(listed, indent=1) + "\n")
     return added
