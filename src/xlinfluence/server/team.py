@@ -289,7 +289,12 @@ class TeamServer:
         self.cluster.password = self._secret("postgres-password")
 
     def _save(self, state: ServerState) -> None:
-        (self.root / STATE_FILE).write_text(json.dumps(asdict(state)) + "\n")
+        """Write then rename, so a `server status` or `stop` reading at the same moment sees
+        the old state or the new one, never a half-written file."""
+        path = self.root / STATE_FILE
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(asdict(state)) + "\n")
+        partial.replace(path)
 
     def _load(self) -> ServerState:
         path = self.root / STATE_FILE
