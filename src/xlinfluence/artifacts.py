@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from xlinfluence.data import schema
@@ -175,3 +175,22 @@ def load_scores(path: Path, *, n_test: int, n_train: int) -> dict[str, torch.Ten
                 f"({n_test}, {n_train}) from the manifests; the artifacts do not belong together."
             )
     return scores
+
+
+def load_score_matrix(path: Path, name: str, shape: tuple[int, int]) -> torch.Tensor:
+    """One named score matrix of a scores file, without reading the others."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if name not in handle.keys():
+                raise ArtifactError(
+                    f"scores {path} hold no {name!r} matrix; re-run the influence step."
+                )
+            matrix = handle.get_tensor(name)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _corrupt(path, err) from err
+    if tuple(matrix.shape) != shape:
+        raise ArtifactError(
+            f"scores[{name!r}] in {path} has shape {tuple(matrix.shape)}, expected {shape} "
+            "from the manifests; the artifacts do not belong together."
+        )
+    return matrix.float()

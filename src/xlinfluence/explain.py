@@ -27,7 +27,6 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -45,48 +44,18 @@ from xlinfluence.explain_join import (
     strongest_rows,
     text_pairs,
 )
-from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.steps.upstream import InfluenceRun, influence_run_of
 
 FORMATS = ("table", "json", "csv")
 EXAMPLE_FIELDS = ("id", "text", "language", "label", "score", "translation_of")
 TEST_FIELDS = ("id", "text", "language", "label", "prediction")
 
 
-def influence_run_of(run_id: str) -> str:
-    """The influence run that `run_id` is, or that an analyze or main run names."""
-    step = tracking.run_step(run_id)
-    if step == "influence":
-        tracking.fetch_run(run_id, step="influence")
-        return run_id
-    if step == "analyze":
-        params = tracking.run_params(tracking.fetch_run(run_id, step="analyze"))
-        return params.get("influence_run_id", "")
-    if step == "main":
-        run = tracking.fetch_run(run_id, step="main")
-        child = run.data.tags.get(tracking.CHILD_TAG.format(step="influence"), "")
-        if child:
-            return child
-        raise RunLookupError(
-            f"main run {run_id} has no influence child (an experiment's parent run?); "
-            "pass the influence or analyze run of one of its settings."
-        )
-    raise RunLookupError(
-        f"run {run_id} is a {step or 'non-xlinfluence'} run, not an influence or analyze run; "
-        "pass the ID of an influence or analyze run (`xlinfluence main` prints both)."
-    )
-
-
 @dataclass
 class Influence:
     """What one influence run says, with the train run's manifests beside it."""
 
-    run_id: str
-    train_run_id: str
-    train: pd.DataFrame
-    test: pd.DataFrame
-    names: list[str]  # score names: the checkpoints and "total"
-    has_full_scores: bool
-    kept_top_k: int
+    run: InfluenceRun
     label_names: list[str]
     _matrices: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _topk_rows: dict[tuple[str, int], pd.DataFrame] | None = field(default=None, repr=False)
@@ -95,36 +64,29 @@ class Influence:
     @classmethod
     def load(cls, run_id: str) -> Influence:
         """The influence run behind `run_id` (influence, analyze or main)."""
-        influence_run_id = influence_run_of(run_id)
-        tracking.fetch_run(influence_run_id, step="influence")
-        manifest = artifacts.read_json(
-            tracking.download(influence_run_id, artifacts.INFLUENCE_MANIFEST)
-        )
-        train_run_id = manifest.get("train_run_id", "")
-        tracking.fetch_run(train_run_id, step="train")
-        train, test = train_manifests(train_run_id)
-        if (
-            manifest.get("train_ids") != train[schema.ID].tolist()
-            or manifest.get("test_ids") != test[schema.ID].tolist()
-        ):
-            raise ArtifactError(
-                f"influence run {influence_run_id}'s example ids do not match its train run's "
-                "manifests; the artifacts were altered or mixed up: re-run the influence step."
-            )
-        names = manifest.get("score_names") or [
-            *(c["name"] for c in manifest.get("checkpoints", [])),
-            artifacts.TOTAL,
-        ]
-        return cls(
-            run_id=influence_run_id,
-            train_run_id=train_run_id,
-            train=train,
-            test=test,
-            names=list(names),
-            has_full_scores=bool(manifest.get("has_full_scores", True)),
-            kept_top_k=int(manifest.get("top_k", 0)),
-            label_names=label_names(train_run_id),
-        )
+        run = InfluenceRun.fetch(influence_run_of(run_id))
+        return cls(run, label_names(run.train_run.run_id))
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def train_run_id(self) -> str:
+        return self.run.train_run.run_id
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.run.train
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.run.test
+
+    @property
+    def names(self) -> list[str]:
+        """The score names: the checkpoints and "total"."""
+        return self.run.score_names
 
     # -- choosing test examples -------------------------------------------------------
 
@@ -169,17 +131,17 @@ class Influence:
             raise ConfigError(
                 f"--top {top} exceeds the {len(self.train)} training examples; lower --top."
             )
-        if not self.has_full_scores and top > self.kept_top_k:
+        if not self.run.has_full_scores and top > self.run.kept_top_k:
             raise ConfigError(
                 f"--top {top}, but influence run {self.run_id} kept only the top "
-                f"{self.kept_top_k} (store_scores=false); lower --top to at most "
-                f"{self.kept_top_k}, or re-run influence with store_scores=true or a larger "
+                f"{self.run.kept_top_k} (store_scores=false); lower --top to at most "
+                f"{self.run.kept_top_k}, or re-run influence with store_scores=true or a larger "
                 "top_k."
             )
 
     def ranked(self, row: int, checkpoint: str, top: int) -> dict[str, tuple[list, list]]:
         """{"proponents"/"opponents": (train indices, scores)} of test row `row`, best first."""
-        if self.has_full_scores:
+        if self.run.has_full_scores:
             scores = self._matrix(checkpoint)[row]
             pro_s, pro_i = torch.topk(scores, top, largest=True, sorted=True)
             opp_s, opp_i = torch.topk(scores, top, largest=False, sorted=True)
@@ -192,25 +154,14 @@ class Influence:
 
     def _matrix(self, checkpoint: str) -> torch.Tensor:
         if checkpoint not in self._matrices:
-            self._matrices[checkpoint] = _load_matrix(
-                tracking.download(self.run_id, artifacts.SCORES),
-                checkpoint,
-                (len(self.test), len(self.train)),
-            )
+            self._matrices[checkpoint] = self.run.matrix(checkpoint)
         return self._matrices[checkpoint]
 
     def _topk(self) -> dict[tuple[str, int], pd.DataFrame]:
         """The run's top-k table by (checkpoint, test index)."""
         if self._topk_rows is None:
-            path = tracking.download(self.run_id, artifacts.TOPK)
-            try:
-                table = pd.read_parquet(path)
-            except Exception as err:  # pyarrow raises several unrelated types for bad files
-                raise ArtifactError(
-                    f"artifact {path} is unreadable or corrupt ({err}); re-run the influence step."
-                ) from err
+            table = self.run.topk()
             c = topk_columns
-            c.require_columns(table, c.TOPK_COLUMNS, what=f"top-k table {path}")
             self._topk_rows = {
                 (name, int(row)): rows
                 for (name, row), rows in table.groupby([c.CHECKPOINT, c.TEST_INDEX])
@@ -292,29 +243,6 @@ class ReportExamples:
             frame = None
         predictions = None if frame is None else frame["predicted"].reset_index(drop=True)
         return cls(train, test, topk, predictions, label_names(train_run_id))
-
-
-def _load_matrix(path: Path, name: str, shape: tuple[int, int]) -> torch.Tensor:
-    """One named score matrix of a scores file, without reading the others."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            if name not in handle.keys():
-                raise ArtifactError(
-                    f"scores {path} hold no {name!r} matrix; re-run the influence step."
-                )
-            matrix = handle.get_tensor(name)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ArtifactError(
-            f"artifact {path} is unreadable or corrupt ({err}); re-run the influence step."
-        ) from err
-    if tuple(matrix.shape) != shape:
-        raise ArtifactError(
-            f"scores[{name!r}] in {path} has shape {tuple(matrix.shape)}, expected {shape} "
-            "from the manifests; the artifacts do not belong together."
-        )
-    return matrix.float()
 
 
 def whole_number(option: str, value: int | str) -> int:

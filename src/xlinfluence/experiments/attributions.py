@@ -22,15 +22,13 @@ from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import lds
 from xlinfluence.analysis.agreement import REFERENCE
 from xlinfluence.checks import refuse
-from xlinfluence.config import InfluenceConfig
 from xlinfluence.data import schema
 from xlinfluence.errors import ArtifactError, ConfigError
 from xlinfluence.experiments.base import (
-    child_runs,
     require_scores,
     settings_of,
 )
-from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.steps.upstream import InfluenceRun, influence_run_of
 from xlinfluence.training import checkpoint_name
 
 if TYPE_CHECKING:
@@ -137,20 +135,15 @@ def read(config: MainConfig, main_runs: dict[str, str]) -> Attributions:
     scores: dict[str, np.ndarray] = {}
     base_train, train, test = "", None, None
     for name, run_id in main_runs.items():
-        train_run, influence_run = scored_runs(run_id)
+        influence = InfluenceRun.fetch(influence_run_of(run_id))
+        train_run = influence.train_run.run_id
         if base_train and train_run != base_train:
             raise ArtifactError(
                 f"method {name!r} (run {run_id}) scored train run {train_run}, the others "
                 f"{base_train}; every attribution of one study must score the same fine-tuning."
             )
-        base_train = train_run
-        if train is None:
-            train, test = train_manifests(base_train)
-        tensors = artifacts.load_scores(
-            tracking.download(influence_run, artifacts.SCORES),
-            n_test=len(test),
-            n_train=len(train),
-        )
+        base_train, train, test = train_run, influence.train, influence.test
+        tensors = influence.scores()
         scores[name] = tensors[artifacts.TOTAL].double().numpy()
         if name == REFERENCE:
             for checkpoint, tensor in tensors.items():
@@ -158,16 +151,6 @@ def read(config: MainConfig, main_runs: dict[str, str]) -> Attributions:
                     scores[f"{REFERENCE}@{checkpoint}"] = tensor.double().numpy()
     scores[lds.RANDOM] = lds.random_scores(len(test), len(train), seed=config.seed)
     return Attributions(scores, train, test, main_runs, base_train)
-
-
-def scored_runs(run_id: str) -> tuple[str, str]:
-    """(train run, influence run) behind a method's run: a main run, or an influence run."""
-    if tracking.run_step(run_id) == InfluenceConfig.step:
-        tracking.fetch_run(run_id, step=InfluenceConfig.step)  # finished, or a clear error
-        manifest = artifacts.read_json(tracking.download(run_id, artifacts.INFLUENCE_MANIFEST))
-        return manifest["train_run_id"], run_id
-    children = child_runs(run_id)
-    return children["train"], children["influence"]
 
 
 def last_outputs(run_id: str, epochs: int, test: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from xlinfluence import artifacts, tracking
 from xlinfluence.analysis import agreement
 from xlinfluence.experiments import attributions
 from xlinfluence.experiments.base import Experiment, analysis_table, compare_settings
+from xlinfluence.steps.upstream import InfluenceRun
 
 
 def tables(config, by_name, children) -> dict[str, pd.DataFrame]:
@@ -19,7 +20,7 @@ def tables(config, by_name, children) -> dict[str, pd.DataFrame]:
     methods = {}
     for name, runs in children.items():
         shares = {t: analysis_table(runs["analyze"], t) for t in ("shares", "self_shares")}
-        shares["topk"] = pd.read_parquet(tracking.download(runs["influence"], artifacts.TOPK))
+        shares["topk"] = InfluenceRun.fetch(runs["influence"]).topk()
         methods[name] = shares | {"checkpoint": artifacts.TOTAL}
     reference = methods[agreement.REFERENCE]
     checkpoints = [c for c in pd.unique(reference["shares"]["checkpoint"]) if c != artifacts.TOTAL]

@@ -45,23 +45,18 @@ from xlinfluence.analysis.translation import (
     TRANSLATION_SHARE,
     control_share_per_example,
 )
-from xlinfluence.config import AnalyzeConfig, InfluenceConfig
-from xlinfluence.errors import ArtifactError, ConfigError
-from xlinfluence.steps.upstream import train_manifests
+from xlinfluence.config import AnalyzeConfig
+from xlinfluence.errors import ConfigError
+from xlinfluence.steps.upstream import InfluenceRun
 
 log = logging.getLogger(__name__)
 
 
 def run(config: AnalyzeConfig) -> str:
-    tracking.fetch_run(config.influence_run_id, step=InfluenceConfig.step)
-    manifest = artifacts.read_json(
-        tracking.download(config.influence_run_id, artifacts.INFLUENCE_MANIFEST)
-    )
-    train_run_id = manifest.get("train_run_id", "")
-    tracking.fetch_run(train_run_id, step="train")
-    train, test = train_manifests(train_run_id)
-    _check_ids(manifest, train, test)
-    table, names, scores = _topk(config, manifest, train, test)
+    influence = InfluenceRun.fetch(config.influence_run_id)
+    manifest, train, test = influence.manifest, influence.train, influence.test
+    train_run_id = influence.train_run.run_id
+    table, names, scores = _topk(config, influence)
     train_languages = list(pd.unique(train["language"]))
     per_example = example_shares(table, train_languages=train_languages)
     shares = share_intervals(language_shares(table, train_languages=train_languages), per_example)
@@ -184,33 +179,22 @@ def _log_metrics(run, own: pd.DataFrame, translation: pd.DataFrame, checkpoints:
                 run.log_metrics(values, step=step_of[row.checkpoint])
 
 
-def _topk(config: AnalyzeConfig, manifest: dict, train, test):
+def _topk(config: AnalyzeConfig, influence: InfluenceRun):
     """(top-k table at this step's k, score names, full scores or None if only top-k kept)."""
-    if manifest.get("has_full_scores", True):
-        scores = artifacts.load_scores(
-            tracking.download(config.influence_run_id, artifacts.SCORES),
-            n_test=len(test),
-            n_train=len(train),
+    if influence.has_full_scores:
+        scores = influence.scores()
+        return (
+            topk_table(scores, influence.train, influence.test, config.top_k),
+            list(scores),
+            scores,
         )
-        return topk_table(scores, train, test, config.top_k), list(scores), scores
-    kept = int(manifest.get("top_k", 0))
+    kept = influence.kept_top_k
     if config.top_k > kept:
         raise ConfigError(
             f"top_k={config.top_k}, but influence run {config.influence_run_id} kept only the "
             f"top {kept} (store_scores=false); lower top_k or re-run influence with "
             "store_scores=true or a larger top_k."
         )
-    table = pd.read_parquet(tracking.download(config.influence_run_id, artifacts.TOPK))
+    table = influence.topk()
     kept_table = table[table["rank"] < config.top_k].reset_index(drop=True)
-    return kept_table, manifest["score_names"], None
-
-
-def _check_ids(manifest: dict, train: pd.DataFrame, test: pd.DataFrame) -> None:
-    if (
-        manifest.get("train_ids") != train["id"].tolist()
-        or manifest.get("test_ids") != test["id"].tolist()
-    ):
-        raise ArtifactError(
-            "the influence run's example ids do not match its train run's manifests; "
-            "the artifacts were altered or mixed up: re-run the influence step."
-        )
+    return kept_table, influence.manifest["score_names"], None

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from xlinfluence import artifacts, tracking
+from xlinfluence.attribution import METHODS
 from xlinfluence.checks import PathRef, RunRef, refuse
 from xlinfluence.config import AnalyzeConfig, InfluenceConfig, StepConfig, check_of
 from xlinfluence.data import subsets
@@ -69,12 +70,12 @@ def _train_precision(config) -> None:
 def _influence(config: InfluenceConfig) -> None:
     run = tracking.fetch_run(config.train_run_id, step="train")
     trained = tracking.run_params(run).get("train_precision", "fp32")
-    if config.method == "metagradient" and trained != "fp32":
+    if METHODS[config.method].replays and trained != "fp32":
         raise refuse(
-            "method", "metagradient",
+            "method", config.method,
             f"run {config.train_run_id} fine-tuned at train_precision={trained}, and the "
             "replay differentiates an fp32 run",
-            "fine-tune with train_precision=fp32 to score metagradients",
+            f"fine-tune with train_precision=fp32 to score method={config.method}",
         )  # fmt: skip
     n_train = int(run.data.metrics.get("n_train", 0))
     if n_train and config.top_k > n_train:
