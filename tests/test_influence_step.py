@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 import pytest
@@ -123,6 +125,20 @@ def test_resume_refuses_chunks_from_other_parameters(main_runs):
     )  # fmt: skip
     assert code == 1
     assert "computed with other parameters" in output
+
+
+def test_a_chunk_cut_short_in_the_store_is_recomputed_on_resume(main_runs):
+    """An upload cut short leaves a truncated chunk in the artifact store, where MLflow
+    cannot delete it: resume recomputes that chunk, reuses the rest, and ends equal."""
+    train_id = main_runs["train"]
+    first = _influence("--train-run-id", train_id, *CHUNKED)
+    store = Path(url2pathname(urlparse(MlflowClient().get_run(first).info.artifact_uri).path))
+    cut = sorted((store / artifacts.CHUNKS).rglob("*.safetensors"))[1]
+    cut.write_bytes(cut.read_bytes()[:100])
+    resumed = _influence("--train-run-id", train_id, *CHUNKED, "--resume-run-id", first)
+    metrics = MlflowClient().get_run(resumed).data.metrics
+    assert metrics["chunks_reused"] == metrics["chunks_total"] - 1
+    _assert_same_scores(_scores(resumed, train_id), _scores(first, train_id))
 
 
 def test_topk_only_run_matches_full_run_and_feeds_analyze(main_runs):

@@ -86,25 +86,14 @@ def test_two_processes_fetch_a_finished_artifact_once(tracking_env, tmp_path):
     assert len(counter.read_text().splitlines()) == 1
 
 
-def test_a_full_disk_while_downloading_says_so(tracking_env, tmp_path):
+def test_a_full_disk_while_downloading_says_so(tracking_env, tmp_path, small_disk):
     """On a 64 KiB tmpfs, a 1 MiB artifact cannot be cached: the error names the full disk,
     the space needed and the fix, not a missing artifact."""
-    import subprocess
-
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); CI runs as root")
-    try:
-        with mlflow.start_run() as run:
-            big = tmp_path / "big.bin"
-            big.write_bytes(os.urandom(2**20))
-            mlflow.log_artifact(str(big))
-        with pytest.raises(DiskFullError, match=r"no space left on the disk holding .*small.* "
-                           r"\(1\.0 MiB needed, 0\.\d MiB free\); free space there"):  # fmt: skip
-            tracking.download(run.info.run_id, "big.bin", cache_root=small)
-        assert not any(small.rglob("*.bin"))  # nothing half-written left to be taken as done
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
+    with mlflow.start_run() as run:
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(2**20))
+        mlflow.log_artifact(str(big))
+    with pytest.raises(DiskFullError, match=r"no space left on the disk holding .*small.* "
+                       r"\(1\.0 MiB needed, 0\.\d MiB free\); free space there"):  # fmt: skip
+        tracking.download(run.info.run_id, "big.bin", cache_root=small_disk)
+    assert not any(small_disk.rglob("*.bin"))  # nothing half-written left to be taken as done

@@ -4,13 +4,17 @@ A chunk is one checkpoint's scores for a range of test rows x a range of train c
 with the self-influence of both sides. Each is written as soon as it is done, as
 safetensors with metadata that names the chunk and a fingerprint of everything that
 determines its numbers; a restarted run reuses exactly the chunks whose fingerprint
-matches and recomputes the rest, so its final tensors equal an uninterrupted run's.
+matches and recomputes the rest, so its final tensors equal an uninterrupted run's. A
+chunk file that cannot be read (cut short in the artifact store, which cannot delete one
+file) is recomputed like a missing one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from xlinfluence.errors import ArtifactError
+from xlinfluence.errors import ArtifactError, DiskFullError, is_disk_full
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,20 +78,43 @@ class ChunkStore:
         path = self.path(chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        save_file(
-            {k: v.float().contiguous().cpu() for k, v in tensors.items()},
-            str(partial),
-            metadata={"fingerprint": self.fingerprint, "chunk": chunk.filename},
-        )
-        partial.rename(path)  # a killed write never looks finished
+        tensors = {k: v.float().contiguous().cpu() for k, v in tensors.items()}
+        try:
+            save_file(
+                tensors,
+                str(partial),
+                metadata={"fingerprint": self.fingerprint, "chunk": chunk.filename},
+            )
+            partial.rename(path)  # a killed write never looks finished
+        except (SafetensorError, OSError) as err:
+            partial.unlink(missing_ok=True)
+            if not is_disk_full(err):
+                raise
+            needed = sum(t.numel() * t.element_size() for t in tensors.values())
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                f"no space left on the disk holding {path.parent} while writing influence "
+                f"chunk {chunk.filename} ({needed / 2**20:.1f} MiB needed, "
+                f"{free / 2**20:.1f} MiB free); free space there or point TMPDIR at a larger "
+                "disk, and resume the run: the chunks already logged are kept."
+            ) from err
         return path
 
     def done(self, chunk: Chunk) -> bool:
-        """True for a complete file of this chunk; a file from other parameters is an error."""
+        """True for a complete file of this chunk; an unreadable one is removed, to be
+        recomputed; a file from other parameters is an error."""
         path = self.path(chunk)
         if not path.is_file():
             return False
-        metadata = self._metadata(path)
+        try:
+            metadata, shape = self._header(path)
+            unusable = shape != (len(chunk.rows), len(chunk.cols)) and f"scores of shape {shape}"
+        except ArtifactError as err:
+            metadata, unusable = {}, str(err)
+        if unusable:  # cut short, or another chunk's file
+            log.warning("recomputing chunk %s: %s", chunk.filename, unusable)
+            path.unlink()
+            return False
         if metadata.get("fingerprint") != self.fingerprint:
             raise ArtifactError(
                 f"chunk {path.name} was computed with other parameters or code "
@@ -102,18 +131,16 @@ class ChunkStore:
                 tensors = {k: handle.get_tensor(k) for k in handle.keys()}
         except (SafetensorError, OSError) as err:
             raise ArtifactError(
-                f"chunk {path} is unreadable ({err}); delete it to have it recomputed."
+                f"chunk {path} became unreadable ({err}); run the step again with the same "
+                "resume settings: it recomputes unreadable chunks."
             ) from err
-        if tuple(tensors["scores"].shape) != (len(chunk.rows), len(chunk.cols)):
-            raise ArtifactError(f"chunk {path} has the wrong shape; delete it to recompute it.")
         return tensors
 
     @staticmethod
-    def _metadata(path: Path) -> dict:
+    def _header(path: Path) -> tuple[dict, tuple[int, ...]]:
+        """(metadata, shape of the scores) of a chunk file, reading no tensor."""
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return handle.metadata() or {}
+                return handle.metadata() or {}, tuple(handle.get_slice("scores").get_shape())
         except (SafetensorError, OSError) as err:
-            raise ArtifactError(
-                f"chunk {path} is unreadable ({err}); delete it to have it recomputed."
-            ) from err
+            raise ArtifactError(f"chunk {path} is unreadable ({err})") from err

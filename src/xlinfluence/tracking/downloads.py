@@ -8,7 +8,6 @@ download completed) are one concern of their own.
 from __future__ import annotations
 
 import atexit
-import errno
 import functools
 import os
 import shutil
@@ -20,7 +19,7 @@ from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from xlinfluence.errors import DiskFullError, RunLookupError
+from xlinfluence.errors import DiskFullError, RunLookupError, is_disk_full
 from xlinfluence.tracking.store import refused
 
 
@@ -96,7 +95,7 @@ def _fetch(run_id: str, artifact_path: str, dst: Path) -> Path:
             raise error from err
         needed = _artifact_bytes(run_id, artifact_path)  # MLflow hides why it failed
         free = shutil.disk_usage(_existing(dst)).free
-        if _disk_full(err) or (needed and needed >= free):
+        if is_disk_full(err) or (needed and needed >= free):
             raise DiskFullError(
                 f"no space left on the disk holding {dst.parent} while downloading "
                 f"{artifact_path!r} of run {run_id} ({_size(needed)} needed, {_size(free)} "
@@ -120,17 +119,6 @@ def _existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
-
-
-def _disk_full(err: BaseException) -> bool:
-    """Whether a full disk (ENOSPC) is the cause, however deep it was wrapped."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 def _artifact_bytes(run_id: str, path: str) -> int:
