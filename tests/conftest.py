@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from xlinfluence import tracking
 from xlinfluence.cli import cli
 from xlinfluence.server import ServerError, postgres_bin
+from xlinfluence.server.server_user import ServerUser
 
 SETTING = [
     "--model", "tiny", "--learning-rate", "1e-3",
@@ -106,3 +107,41 @@ def require_team_server(*modules: str) -> None:
         pytest.skip(
             f"no PostgreSQL server programs or {', '.join(needed)} here ({err}); CI installs them"
         )
+    if user := ServerUser.when_root():
+        try:
+            user.check_can_run_mlflow()
+        except ServerError as err:
+            pytest.skip(f"{err} (CI lets it: .ci/run)")
+
+
+def assert_database_asks_for_a_password(server) -> None:
+    """A team server's PostgreSQL refuses a password-less login over TCP and through its
+    socket, and takes the password in the folder's secrets."""
+    import psycopg2
+
+    port = server._load().postgres_port
+    for host in ("127.0.0.1", str(server.root / "socket")):
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host=host, port=port, user="mlflow", dbname="mlflow", password="")
+    password = (server.root / "secrets" / "postgres-password").read_text().strip()
+    psycopg2.connect(
+        host="127.0.0.1", port=port, user="mlflow", dbname="mlflow", password=password
+    ).close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs: where writing a 1 MiB file fills the disk (ENOSPC). Mounting needs
+    root, as CI runs; elsewhere the test is skipped, saying so."""
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); CI runs as root")
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

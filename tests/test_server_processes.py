@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from xlinfluence.errors import ConfigError
 from xlinfluence.server import TeamServer, processes
+from xlinfluence.server.processes import ServerError
+from xlinfluence.server.server_user import ServerUser
 from xlinfluence.server.team import STATE_FILE
 
 from .conftest import require_team_server
@@ -97,3 +100,22 @@ def test_a_group_whose_leader_started_at_another_time_is_not_signalled():
         assert processes.identity(leader.pid) == ""  # gone (stop_group reaped it)
     finally:
         leader.kill()
+
+
+def test_a_server_user_that_cannot_run_this_python_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Started by root with an interpreter in a private folder, the MLflow server could not
+    run as the unprivileged user: refused before anything starts, naming the fixes."""
+    user = ServerUser.when_root()
+    if user is None:
+        pytest.skip("only root hands the MLflow server to another user; CI runs as root")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "python").symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(private / "python"))
+    with pytest.raises(ServerError, match=r"runs as the unprivileged user 'nobody', which cannot "
+                       r"run .*private/python with MLflow .*Permission denied.*set "
+                       r"XLINFLUENCE_SERVER_USER to a user that can"):  # fmt: skip
+        user.check_can_run_mlflow()
+    monkeypatch.setenv("XLINFLUENCE_SERVER_USER", "root")
+    with pytest.raises(ConfigError, match="is root; the MLflow server must run as an unprivileged"):
+        ServerUser.when_root()

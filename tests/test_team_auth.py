@@ -27,7 +27,7 @@ from xlinfluence.errors import ConfigError
 from xlinfluence.server import Admin, TeamServer
 from xlinfluence.server.accounts import ADMIN_PASSWORD_ENV, read_secret
 
-from .conftest import SETTING, require_team_server
+from .conftest import SETTING, assert_database_asks_for_a_password, require_team_server
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
@@ -115,19 +115,12 @@ def test_anonymous_requests_and_password_less_database_logins_are_refused(team):
     response = requests.get(f"{server.uri()}/api/2.0/mlflow/experiments/search?max_results=1")
     assert response.status_code == 401
     assert requests.get(f"{server.uri()}/health").status_code == 200  # monitoring still works
-    import psycopg2
-
-    port = server._load().postgres_port
-    for host in ("127.0.0.1", str(server.root / "socket")):  # TCP and the Unix socket
-        with pytest.raises(psycopg2.OperationalError, match="password"):
-            psycopg2.connect(host=host, port=port, user="mlflow", dbname="mlflow", password="")
-    database_password = (server.root / "secrets" / "postgres-password").read_text().strip()
-    psycopg2.connect(
-        host="127.0.0.1", port=port, user="mlflow", dbname="mlflow", password=database_password
-    ).close()
-    for secret in ("postgres-password", "flask-secret-key", "basic_auth.ini"):
+    assert_database_asks_for_a_password(server)
+    for secret in ("postgres-password", "flask-secret-key"):
         assert (server.root / "secrets" / secret).stat().st_mode & 0o077 == 0, secret
-    assert ADMIN_PASSWORD not in (server.root / "secrets" / "basic_auth.ini").read_text()
+    auth_config = server.tracking_dir / "basic_auth.ini"  # the MLflow server's, no secret
+    assert auth_config.stat().st_mode & 0o077 == 0
+    assert ADMIN_PASSWORD not in auth_config.read_text()
 
 
 @pytest.mark.slow

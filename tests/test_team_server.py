@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,10 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import artifacts, tracking
 from xlinfluence.server import TeamServer
+from xlinfluence.server.postgres import DB_USER, Cluster
 
 from .browser import SCREENSHOTS, browser, show_runs_and_report
-from .conftest import SETTING, require_team_server
+from .conftest import SETTING, assert_database_asks_for_a_password, require_team_server
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +45,58 @@ def server():
     yield team
     team.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_without_auth_the_database_still_asks_for_a_password(server):
+    """No accounts does not mean an open database: a trusted local login would make every
+    user of a shared machine the database's superuser."""
+    assert_database_asks_for_a_password(server)
+    assert not server.auth
+
+
+def test_started_by_root_the_server_that_listens_runs_as_nobody(server):
+    """The process a network reaches is not root, nor are its workers."""
+    if os.geteuid() != 0:
+        pytest.skip("started by a normal user, the server runs as that user; CI runs as root")
+    state = server._load()
+    group = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+             and _group_of(int(p.name)) == state.tracking_pid]  # fmt: skip
+    assert len(group) >= 2, "the server and its workers"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert {Path(f"/proc/{pid}").stat().st_uid for pid in group} == {nobody}
+    secrets = (server.root / "secrets").stat()  # the database password: root's alone
+    assert secrets.st_uid == 0 and secrets.st_mode & 0o077 == 0
+
+
+def _group_of(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return -1
+
+
+def test_a_cluster_that_trusted_local_logins_asks_for_a_password_once_started():
+    """A folder set up by an earlier version (initdb --auth=trust, no password) is given a
+    password and SCRAM logins at its next start."""
+    root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
+    root.chmod(0o755)
+    earlier = Cluster(root, None)
+    for folder in (earlier.data, earlier.socket_dir):
+        folder.mkdir()
+        earlier._own(folder)
+    earlier._run("initdb", "-D", str(earlier.data), "-U", DB_USER, "--auth=trust", "-E", "UTF8")
+    team = TeamServer(root)
+    try:
+        team.start()
+        assert_database_asks_for_a_password(team)
+        assert not team.cluster.trusts_logins() and not team.auth
+        team.stop()
+        team = TeamServer(root)  # and again, now with its password
+        team.start()
+        assert_database_asks_for_a_password(team)
+    finally:
+        team.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _cli(server: TeamServer, *args: str, cwd: Path | None = None, **kwargs) -> subprocess.Popen:

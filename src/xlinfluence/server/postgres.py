@@ -1,8 +1,10 @@
 """A PostgreSQL cluster of the team server's own, from the distribution's server programs.
 
-It listens on 127.0.0.1 only. With a password (`server start --auth`) the superuser
-`mlflow` logs in with SCRAM-SHA-256 over TCP and through the socket; without one, every
-local connection is trusted (one person's machine). PostgreSQL refuses to run as root:
+It listens on 127.0.0.1 only, and its superuser `mlflow` logs in with a password
+(SCRAM-SHA-256) over TCP and through the socket, with or without `--auth`: on a shared
+machine a trusted local login would make every local user the database's superuser, able
+to run programs as its OS user. A cluster made by an earlier version with trusted logins
+gets a password the next time it starts (`require_password`). PostgreSQL refuses to run as root:
 started by root, the programs run as the `postgres` system user, which must reach the
 folder. The password reaches libpq through PGPASSWORD, never a command line.
 """
@@ -54,7 +56,7 @@ def check_driver() -> None:
 class Cluster:
     """initdb/pg_ctl/psql/pg_dump on the cluster in `root`/postgres."""
 
-    def __init__(self, root: Path, password: str | None):
+    def __init__(self, root: Path, password: str | None):  # None: not set up yet
         self.root = root
         self.data = root / "postgres"
         self.socket_dir = root / "socket"
@@ -66,13 +68,11 @@ class Cluster:
         return (self.data / "PG_VERSION").is_file()
 
     def init(self) -> None:
-        """A new cluster: SCRAM password logins where there is a password, else trust."""
+        """A new cluster whose every login needs the password (SCRAM)."""
+        assert self.password, "a cluster is initialised with its password"
         self.data.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         self._own(self.data, self.socket_dir)
-        if self.password is None:
-            self._run("initdb", "-D", str(self.data), "-U", DB_USER, "--auth=trust", "-E", "UTF8")
-            return
         pwfile = self.root / ".initdb-password"  # read by initdb, removed at once
         pwfile.touch(mode=0o600)
         try:
@@ -97,6 +97,27 @@ class Cluster:
         options = f"-p {port} -k {self.socket_dir} -c listen_addresses={HOST}"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
         return port
+
+    def trusts_logins(self) -> bool:
+        """Whether an earlier version set this cluster up to trust local logins."""
+        rules = (self.data / "pg_hba.conf").read_text().splitlines()
+        return any(r.split()[-1] == "trust" for r in rules if r.strip() and r[0] != "#")
+
+    def require_password(self, port: int) -> None:
+        """Give a running trusting cluster's superuser this cluster's password and make
+        every login ask for it (pg_hba.conf: trust -> scram-sha-256, then a reload). The SQL
+        travels on psql's standard input, not its command line, which others can read."""
+        self._run(
+            "psql", *self._at(port), "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q",
+            stdin=f"ALTER ROLE {DB_USER} PASSWORD '{self.password}';\n".encode(),
+        )  # fmt: skip
+        hba = self.data / "pg_hba.conf"
+        rules = [
+            line if not line.strip() or line[0] == "#" else _scram(line)
+            for line in hba.read_text().splitlines()
+        ]
+        hba.write_text("\n".join(rules) + "\n")
+        self._run("pg_ctl", "-D", str(self.data), "reload")
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
@@ -136,18 +157,18 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         """Environment for a process that logs in to the cluster (MLflow's server)."""
-        return {"PGPASSWORD": self.password} if self.password else {}
+        return {"PGPASSWORD": self.password} if self.password else {}  # none: a trust cluster
 
     # -- helpers ---------------------------------------------------------------------------
     def _at(self, port: int) -> list[str]:
         return ["-h", HOST, "-p", str(port), "-U", DB_USER]
 
-    def _run(self, program: str, *args: str, binary: bool = False):
+    def _run(self, program: str, *args: str, binary: bool = False, stdin: bytes | None = None):
         command = [str(postgres_bin() / program), *args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
         env = os.environ | self.env()
-        result = subprocess.run(command, capture_output=True, env=env, check=False)
+        result = subprocess.run(command, capture_output=True, env=env, check=False, input=stdin)
         if result.returncode != 0:
             said = (result.stderr or result.stdout).decode(errors="replace").strip()
             raise ServerError(f"`{program}` failed ({result.returncode}): {said} (log: {self.log})")
@@ -167,3 +188,11 @@ class Cluster:
                     f"root), which cannot enter {parent}. Choose a folder it can reach, e.g. "
                     "--dir /var/tmp/xlinfluence-server, or start the server as a normal user."
                 )
+
+
+def _scram(rule: str) -> str:
+    """A pg_hba.conf rule whose method `trust` becomes `scram-sha-256` (others unchanged)."""
+    fields = rule.split()
+    if fields[-1] != "trust":
+        return rule
+    return rule[: rule.rstrip().rfind("trust")] + "scram-sha-256"

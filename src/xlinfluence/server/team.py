@@ -4,8 +4,9 @@ artifacts (`mlflow server --serve-artifacts`), so clients need only the server's
 Everything lives in one folder DIR: the cluster in DIR/postgres (postgres.py), artifacts
 in DIR/artifacts, logs in DIR/*.log, ports and process IDs in DIR/server.json. With
 `--auth` the server runs MLflow's basic-auth app (accounts.py), its users in a second
-database of the same cluster, and the cluster itself takes passwords only; the database
-password is generated once into DIR/secrets (mode 0600). `backup` writes both databases
+database of the same cluster. With or without it the cluster takes passwords only; the
+database password is generated once into DIR/secrets (mode 0600), and DIR/secrets/mode
+records whether the folder was set up with accounts. `backup` writes both databases
 and the artifacts to a private folder that `restore` checks (backups.py) and turns into a
 running server again.
 """
@@ -45,10 +46,14 @@ from xlinfluence.server.processes import (
     stop_group,
     wait_healthy,
 )
+from xlinfluence.server.server_user import ServerUser
 
 DATABASE = "mlflow"
 AUTH_DATABASE = "mlflow_auth"
 STATE_FILE = "server.json"
+#: secrets/MODE_FILE: "accounts" (set up with --auth) or "open"; folders set up before it
+#: existed had a database password only under --auth.
+MODE_FILE = "mode"
 
 
 @dataclass
@@ -72,12 +77,16 @@ class TeamServer:
         self.root = root.resolve()
         self.artifacts = self.root / "artifacts"
         self.secrets = self.root / "secrets"
+        self.tracking_dir = self.root / "tracking"  # the MLflow server's own: no secret
         self.admin = admin  # given: serve with --auth, as this admin
         self.cluster = Cluster(self.root, self._database_password())
 
     @property
     def auth(self) -> bool:
         """Whether this folder's server takes logins (it was first started with --auth)."""
+        mode = self.secrets / MODE_FILE
+        if mode.exists():
+            return mode.read_text().strip() == "accounts"
         return (self.secrets / "postgres-password").exists()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -92,11 +101,14 @@ class TeamServer:
         self._check_mode()
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.cluster.initialised():
-            if self.admin:
-                self._new_database_password()
-            self.cluster.init()
+            self._set_up()
         try:
-            self._save(ServerState(port or 0, self.cluster.start(), 0, auth=self.auth,
+            postgres_port = self.cluster.start()
+            if self.cluster.trusts_logins():  # set up by an earlier version: close it now
+                self._new_database_password()
+                self.cluster.require_password(postgres_port)
+                self._write_mode()
+            self._save(ServerState(port or 0, postgres_port, 0, auth=self.auth,
                                    allowed_hosts=allowed_hosts))  # fmt: skip
             return self._serve(port)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP while starting (stopping.py)
@@ -116,17 +128,26 @@ class TeamServer:
         if state.allowed_hosts:  # and this machine's clients, which reach it directly
             hosts = [*host_names(state.allowed_hosts), f"{HOST}:*", "localhost:*"]
             command += ["--allowed-hosts", ",".join(hosts)]
+        env["HOME"] = str(self.tracking_dir)
         if state.auth:
             command += ["--app-name", "basic-auth"]
-            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.secrets / "basic_auth.ini")
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.tracking_dir / "basic_auth.ini")
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self._secret("flask-secret-key")
             if self.admin:  # read only while the accounts database has no admin yet
                 env |= {ADMIN_USERNAME_ENV: self.admin.username,
                         ADMIN_PASSWORD_ENV: self.admin.password}  # fmt: skip
+        self.tracking_dir.mkdir(mode=0o700, exist_ok=True)
+        run_as = {}
+        if user := ServerUser.when_root():  # not root: the network-facing process
+            user.check_can_run_mlflow()
+            user.own(self.artifacts)
+            user.own(self.tracking_dir)
+            run_as = user.popen()
         with (self.root / "mlflow.log").open("ab") as log:
             process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.tracking_dir, **run_as,
+            )  # fmt: skip
         state.tracking_pid, state.tracking_started = process.pid, identity(process.pid)
         self._save(state)
         wait_healthy(state.uri, process, self.root / "mlflow.log")
@@ -209,6 +230,7 @@ class TeamServer:
         """A running server in this (new) folder from a backup: its runs, artifacts and,
         under --auth, accounts. A backup without accounts restored with --auth gains them."""
         manifest = backups.read_manifest(source, (DATABASE, AUTH_DATABASE))
+        ServerUser.when_root()  # refused before anything starts
         if allowed_hosts:
             host_names(allowed_hosts)
         if self.cluster.initialised() or (self.root / STATE_FILE).exists():
@@ -218,9 +240,7 @@ class TeamServer:
                 f"backup {source} holds accounts; restore it with --auth (and the admin password)."
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.admin:
-            self._new_database_password()
-        self.cluster.init()
+        self._set_up()
         postgres_port = self.cluster.start()
         for database in manifest["databases"]:
             self.cluster.restore(postgres_port, database, source / f"{database}.dump")
@@ -237,10 +257,11 @@ class TeamServer:
         state.tracking_port = port or free_port()
         self._save(state)
         self.cluster.ensure_database(state.postgres_port, DATABASE)
+        self.tracking_dir.mkdir(mode=0o700, exist_ok=True)
         if state.auth:
             self.cluster.ensure_database(state.postgres_port, AUTH_DATABASE)
             write_auth_config(
-                self.secrets / "basic_auth.ini",
+                self.tracking_dir / "basic_auth.ini",
                 self.cluster.uri(state.postgres_port, AUTH_DATABASE),
                 self.admin.username,
             )
@@ -255,11 +276,13 @@ class TeamServer:
         return state
 
     def _check_mode(self) -> None:
-        """--auth and a folder first started without it (or the reverse) do not mix."""
+        """--auth and a folder first started without it (or the reverse) do not mix; a
+        server user that does not exist is refused too, before anything starts."""
+        ServerUser.when_root()
         if self.admin and not self.auth and self.cluster.initialised():
             raise ConfigError(
-                f"{self.root} holds a server set up without --auth (its PostgreSQL trusts local "
-                "connections). Start it without --auth, or move its runs to an --auth server: "
+                f"{self.root} holds a server set up without --auth (no accounts). Start it "
+                "without --auth, or move its runs to an --auth server: "
                 f"`xlinfluence server backup --dir {self.root} --to BACKUP`, then "
                 "`xlinfluence server restore --from BACKUP --dir NEW_DIR --auth`."
             )
@@ -283,6 +306,17 @@ class TeamServer:
             return (self.secrets / "postgres-password").read_text().strip()
         except OSError:
             return None
+
+    def _set_up(self) -> None:
+        """A new folder: its mode (accounts when started with --auth), its database
+        password and a cluster that asks for it."""
+        self._write_mode()
+        self._new_database_password()
+        self.cluster.init()
+
+    def _write_mode(self) -> None:
+        self.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.secrets / MODE_FILE).write_text("accounts\n" if self.admin else "open\n")
 
     def _new_database_password(self) -> None:
         (self.secrets / "postgres-password").unlink(missing_ok=True)

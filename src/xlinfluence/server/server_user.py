@@ -1,0 +1,83 @@
+"""Who the MLflow server process runs as.
+
+The MLflow server is the process a network reaches, so when root starts the team server
+it must not be root: it runs as an unprivileged user (`nobody`, or the user named by
+XLINFLUENCE_SERVER_USER), as PostgreSQL runs as `postgres`. That user owns only what the
+server writes (the artifact store and the server's own folder, which holds no secret);
+the secrets folder stays root's, and the database password and Flask key reach the
+process through its environment. Started by anyone else, the server runs as that user
+and nothing here applies.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from xlinfluence.errors import ConfigError
+from xlinfluence.server.processes import ServerError
+
+SERVER_USER_ENV = "XLINFLUENCE_SERVER_USER"
+DEFAULT_SERVER_USER = "nobody"
+
+
+@dataclass(frozen=True)
+class ServerUser:
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def when_root(cls) -> ServerUser | None:
+        """The unprivileged user to run the MLflow server as, or None when this process
+        is not root (the server then runs as whoever started it)."""
+        if os.geteuid() != 0:
+            return None
+        name = os.environ.get(SERVER_USER_ENV, DEFAULT_SERVER_USER)
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ConfigError(
+                f"{SERVER_USER_ENV}={name!r} is not a user on this machine; name an existing "
+                f"unprivileged user (default {DEFAULT_SERVER_USER!r}) for the MLflow server."
+            ) from None
+        if entry.pw_uid == 0:
+            raise ConfigError(
+                f"{SERVER_USER_ENV}={name!r} is root; the MLflow server must run as an "
+                "unprivileged user: name another one."
+            )
+        return cls(name, entry.pw_uid, entry.pw_gid)
+
+    def popen(self) -> dict:
+        """subprocess arguments that run a child as this user, root's groups dropped."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+    def check_can_run_mlflow(self) -> None:
+        """Refuse, before anything starts, when this user cannot run this interpreter's
+        MLflow (a Python under /root, or a virtual env in a private home)."""
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-c", "import mlflow.server"],
+                capture_output=True, text=True, cwd="/", check=False, **self.popen(),
+            )  # fmt: skip
+            said = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        except OSError as err:  # the interpreter itself out of reach
+            probe, said = None, str(err)
+        if probe is None or probe.returncode != 0:
+            raise ServerError(
+                f"started as root, the MLflow server runs as the unprivileged user {self.name!r}, "
+                f"which cannot run {sys.executable} with MLflow ({said}). Install xlinfluence "
+                f"where {self.name} can read it (a virtual env under /opt or /srv, made from "
+                f"a Python outside /root), set {SERVER_USER_ENV} to a user that can, or start "
+                "the server as a normal user."
+            )
+
+    def own(self, folder: Path) -> None:
+        """Hand `folder` and everything in it to this user (what a restore copied in)."""
+        for path in (folder, *folder.rglob("*")):
+            if path.lstat().st_uid != self.uid:
+                os.chown(path, self.uid, self.gid, follow_symlinks=False)
