@@ -24,7 +24,7 @@ from xlinfluence.config.steps import (
 )
 from xlinfluence.experiments import EXPERIMENTS
 
-BACKENDS = ("local", "kubernetes")
+BACKENDS = ("local", "slurm", "kubernetes")
 #: MainConfig fields that only an experiment reads; without_experiment resets them.
 EXPERIMENT_FIELDS = (
     "experiment",
@@ -155,17 +155,18 @@ class MainConfig(DataSettings, StepConfig):
     )
     workers: int = param(
         0,
-        "retrainings run at once (0: what this machine's cores and memory bear)",
+        "retrainings run at once (0: what this machine's cores and memory bear; on a cluster "
+        "backend, all)",
         checks.AtLeast(0),
     )
     backend: str = param(
         "local",
-        "MLflow Projects backend for retrainings: local, or kubernetes (docs/cluster.md)",
+        "MLflow Projects backend for retrainings: local, slurm or kubernetes (docs/cluster.md)",
         checks.OneOf(BACKENDS),
     )
     backend_config: str = param(
         "",
-        "the backend's config file (kubernetes: JSON, docs/cluster.md)",
+        "the backend's config file (slurm, kubernetes: JSON, docs/cluster.md)",
         checks.PathRef("file"),
     )
 

@@ -2,9 +2,11 @@
 
 A study needs tens to hundreds of retrainings. Each is an ordinary train run submitted
 with `mlflow.projects.run(synchronous=False)`, `workers` at a time, on MLflow's local
-backend or on a cluster backend MLflow ships (Kubernetes: docs/cluster.md). A finished run
-with the same parameters and code is reused, so a stopped experiment resumes with the
-retrainings it already has.
+backend, on Slurm (backends/slurm.py) or on MLflow's Kubernetes backend (docs/cluster.md).
+A finished run with the same parameters and code is reused, so a stopped experiment
+resumes with the retrainings it already has; on Slurm, whose jobs outlive the experiment,
+a restarted experiment also waits for the jobs still queued or running instead of
+launching them again, and resubmits a failed one into its own run, which resumes.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from xlinfluence import tracking
+from xlinfluence.backends import slurm
 from xlinfluence.config import TrainConfig
 from xlinfluence.errors import XlinfluenceError
 
 log = logging.getLogger(__name__)
 MEMORY_PER_WORKER_GIB = 6  # one e5-small retraining at batch 16 stays under this
 _ENDED = ("FINISHED", "FAILED", "KILLED")  # MLflow RunStatus names of a run that ended
+#: backends whose jobs outlive the experiment that launched them -> their submitted run,
+#: which finds its job again from the run's tags
+REATTACHABLE = {"slurm": slurm.SlurmRun}
 
 
 def default_workers(cores: int | None = None, memory_gib: float | None = None) -> int:
@@ -43,8 +49,11 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 
 def workers_of(config) -> int:
-    """A MainConfig's workers, 0 resolved to what this machine bears."""
-    return config.workers or default_workers()
+    """A MainConfig's workers, 0 resolved to what this machine bears; on a cluster
+    backend, to every retraining at once (the scheduler queues them)."""
+    if config.workers:
+        return config.workers
+    return default_workers() if config.backend == "local" else 10**6
 
 
 def cheap_base(config) -> TrainConfig:
@@ -96,15 +105,25 @@ def run_all(
         )
     done: dict[str, str] = {}
     pending: list[str] = []
+    running: dict[str, object] = {}
+    into: dict[str, str] = {}  # name -> an unfinished run of an earlier launch, resumed
     for name, config in configs.items():
         reused = tracking.find_reusable(config, experiment_id=experiment_id)
         if reused:
             done[name] = reused
-        else:
-            pending.append(name)
-    if done:
-        log.info("reusing %d finished retrainings of %d", len(done), len(configs))
-    running: dict[str, object] = {}
+            continue
+        earlier = _launched_before(config, experiment_id, backend)
+        if earlier is not None and earlier.get_status() == "RUNNING":
+            running[name] = earlier  # still queued or running: waited for, not relaunched
+            continue
+        if earlier is not None:
+            into[name] = earlier.run_id
+        pending.append(name)
+    if done or running or into:
+        log.info(
+            "of %d retrainings: %d finished (reused), %d still running from an earlier "
+            "launch, %d resumed in their runs", len(configs), len(done), len(running), len(into),
+        )  # fmt: skip
     failed: list[str] = []
     config_file = _backend_config(backend_config)
     with (
@@ -116,7 +135,7 @@ def run_all(
                 name = pending.pop(0)
                 running[name] = tracking.submit(
                     configs[name], project, experiment_id, synchronous=False,
-                    backend=backend, backend_config=config_file,
+                    backend=backend, backend_config=config_file, run_id=into.get(name),
                 )  # fmt: skip
             statuses = {name: submitted.get_status() for name, submitted in running.items()}
             finished = {n: status for n, status in statuses.items() if status in _ENDED}
@@ -129,7 +148,8 @@ def run_all(
                     done[name] = submitted.run_id
                 else:
                     _end_in_store(submitted.run_id, status)
-                    failed.append(f"{name} (run {submitted.run_id})")
+                    where = getattr(submitted, "describe", lambda: "")()
+                    failed.append(f"{name} (run {submitted.run_id}{', ' + where if where else ''})")
                 bar.update(1)
     if failed:
         raise XlinfluenceError(
@@ -150,6 +170,16 @@ def _cancel_on_error(running: dict[str, object]):
         for submitted in running.values():
             submitted.cancel()
         raise
+
+
+def _launched_before(config: TrainConfig, experiment_id: str, backend: str):
+    """A job this backend launched for `config` in an earlier run of the experiment and
+    that has not finished (a backend whose jobs outlive the experiment: Slurm), or None."""
+    job = REATTACHABLE.get(backend)
+    if job is None:
+        return None
+    run = tracking.find_launched(config, experiment_id=experiment_id, tag=job.TAG)
+    return None if run is None else job.of(run)
 
 
 def _end_in_store(run_id: str, status: str) -> None:

@@ -27,9 +27,11 @@ from xlinfluence.tracking.records import (
 )
 from xlinfluence.tracking.reuse import (
     HOW_NOT_WHAT,
+    RUN_ID_CONFIG,
     _expected_digests,
     active_run_experiment_id,
     end_if_running,
+    find_launched,
     find_reusable,
     run_or_reuse,
     submit,
@@ -72,13 +74,15 @@ from xlinfluence.tracking.store import (
 
 __all__ = [
     "CHILD_TAG", "CODE_VERSION_TAG", "DEFAULT_DB", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG",
-    "HOW_NOT_WHAT", "MODEL_URI_TAG", "PARENT_TAG", "RESUMED_TAG", "REUSED_TAG", "RUN_NAME_TAG",
+    "HOW_NOT_WHAT", "MODEL_URI_TAG", "PARENT_TAG", "RESUMED_TAG", "REUSED_TAG", "RUN_ID_CONFIG",
+    "RUN_NAME_TAG",
     "SETTING_TAG", "STEP_TAG", "SYSTEM_METRICS_INTERVAL_S", "TEMPORARY_EXPERIMENT",
     "THREADS_TAG", "UPSTREAM_TAG", "AccessError", "StepRun", "TrackingError",
     "_expected_digests", "active_experiment_id", "active_run_experiment_id",
     "artifact_files", "artifact_names", "check_access", "code_version",
     "create_finished_run", "download", "download_partial", "end_if_running",
-    "epoch_metrics", "fetch_run", "find_reusable", "log_final_model", "log_upstream_inputs",
+    "epoch_metrics", "fetch_run", "find_launched", "find_reusable", "log_final_model",
+    "log_upstream_inputs",
     "params_as_given", "refused", "run_or_reuse", "run_params", "run_record", "run_step",
     "run_tags", "runs_tagged", "set_run_tag", "setup", "step_run", "store_is_local",
     "submit", "temporary_store",

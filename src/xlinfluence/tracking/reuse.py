@@ -57,6 +57,10 @@ def _computing(config: StepConfig, experiment_id: str):
         yield
 
 
+#: backend_config key with the run a backend of ours (backends/) submits into.
+RUN_ID_CONFIG = "xlinfluence.run_id"
+
+
 def submit(
     config: StepConfig,
     project: Path,
@@ -65,9 +69,14 @@ def submit(
     synchronous: bool = True,
     backend: str = "local",
     backend_config: dict | None = None,
+    run_id: str | None = None,
 ):
     """The step's entry point as an MLflow project run in this environment (the one way
-    every step and retraining is launched); returns MLflow's SubmittedRun."""
+    every step and retraining is launched); returns MLflow's SubmittedRun. run_id: run it
+    in that existing run, which resumes (MLflow passes it to its local backend; a backend
+    of ours reads it from the config)."""
+    if run_id and backend != "local":
+        backend_config = {**(backend_config or {}), RUN_ID_CONFIG: run_id}
     try:
         with _experiment_by_id_only():
             return mlflow.projects.run(
@@ -79,6 +88,7 @@ def submit(
                 backend=backend,
                 backend_config=backend_config,
                 synchronous=synchronous,
+                run_id=run_id if backend == "local" else None,
             )
     except ExecutionException as err:
         if synchronous:
@@ -161,6 +171,31 @@ def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
                 digests = _expected_digests(config)
             if _digests_match(run, digests):
                 return run.info.run_id
+    return None
+
+
+def find_launched(config: StepConfig, *, experiment_id: str, tag: str) -> Run | None:
+    """The newest unfinished run of this step with the same parameters that carries `tag`:
+    a job a cluster backend launched (waiting, running, or ended without finishing), which
+    a restarted experiment takes up again instead of launching a duplicate. Such a run may
+    not have started yet, so it is found by MLflow's entry-point tag and the parameters
+    MLflow logged when it created it."""
+    wanted = _reuse_key(config.to_params())
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{tag}` LIKE '%' and tags.`mlflow.project.entryPoint` = '{config.step}' "
+            "and attributes.status != 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=50000,
+    )
+    for run in runs:
+        try:
+            if _reuse_key(type(config).canonical(run_params(run))) == wanted:
+                return run
+        except Exception:  # a run with params from another version: not a match
+            continue
     return None
 
 

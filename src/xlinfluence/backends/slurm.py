@@ -1,0 +1,229 @@
+"""`backend=slurm`: each retraining one Slurm job, submitted with submitit.
+
+Why submitit and not MLflow's Slurm plugin (`mlflow-slurm` 1.0.6, released before MLflow 3):
+that plugin builds a conda or virtualenv environment on every job (no `local` env
+manager, which the retrainings use), its `get_status` never polls Slurm, `cancel` only
+prints, a job Slurm no longer lists reads as FINISHED, and it imports MLflow's private
+modules. submitit (Meta's, maintained) writes and submits the sbatch script, keeps each
+job's logs in one folder, and knows Slurm's options; what it does not do (reading job
+states without Slurm's accounting database, re-attaching after a restart) is the few
+lines of `SlurmRun` below.
+
+The backend runs the project's entry point command as MLflow's local backend would, in
+the checkout (which, with the Python environment, must be on a filesystem the nodes
+share), with MLFLOW_RUN_ID naming the run MLflow created for it; the run carries the
+job's id and log path as tags, so a restarted experiment finds a job it had launched
+(`SlurmRun.of`, steps/retrain.py) instead of launching it again, and a failed one is
+resubmitted into the same run, which resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from mlflow.entities import Run, RunStatus
+from mlflow.projects import load_project
+from mlflow.projects.backend.abstract_backend import AbstractBackend
+from mlflow.projects.submitted_run import SubmittedRun
+from mlflow.projects.utils import (
+    PROJECT_BUILD_IMAGE,
+    PROJECT_DOCKER_ARGS,
+    PROJECT_DOCKER_AUTH,
+    PROJECT_ENV_MANAGER,
+    PROJECT_STORAGE_DIR,
+    PROJECT_SYNCHRONOUS,
+    fetch_and_validate_project,
+    get_or_create_run,
+)
+from mlflow.tracking import MlflowClient
+
+from xlinfluence.errors import ConfigError
+from xlinfluence.tracking.reuse import RUN_ID_CONFIG
+
+log = logging.getLogger(__name__)
+
+JOB_TAG = "xlinfluence.slurm.job_id"
+LOG_TAG = "xlinfluence.slurm.log"
+#: Slurm job states (squeue %T) of a job that has not ended.
+_ALIVE = {
+    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+    "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
+}  # fmt: skip
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The backend config (a JSON file, `backend_config=...`): where and how each
+    retraining runs. Keys are these fields' names; docs/cluster.md shows a file."""
+
+    partition: str = ""
+    account: str = ""
+    time_min: int = 60  # Slurm's time limit per retraining
+    cpus_per_task: int = 1
+    gpus_per_task: int = 0  # one GPU per retraining is what a fine-tuning needs
+    mem_gb: int = 0  # 0: the partition's default
+    setup: list[str] = field(default_factory=list)  # shell lines before the run, e.g. activate
+    sbatch: dict[str, str] = field(default_factory=dict)  # more sbatch options, e.g. qos
+    log_dir: str = "slurm-jobs"  # job scripts and logs; on a filesystem the nodes share
+
+    @classmethod
+    def from_config(cls, config: dict) -> SlurmSettings:
+        known = {f.name: f for f in fields(cls)}
+        given = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"the slurm backend config has unknown key(s) {unknown}; it takes "
+                f"{', '.join(known)} (docs/cluster.md)."
+            )
+        for key, value in given.items():
+            kind, words = _KINDS[str(known[key].type)]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigError(
+                    f"the slurm backend config's {key!r} is {value!r}; give {words} "
+                    "(docs/cluster.md)."
+                )
+        return cls(**given)
+
+    def executor_parameters(self) -> dict:
+        """submitit.SlurmExecutor.update_parameters(...) for these settings."""
+        parameters = {
+            "time": self.time_min, "cpus_per_task": self.cpus_per_task, "setup": self.setup,
+            "additional_parameters": dict(self.sbatch), "job_name": "xlinfluence-retraining",
+            "stderr_to_stdout": True,
+        }  # fmt: skip
+        optional = {"partition": self.partition, "account": self.account,
+                    "gpus_per_task": self.gpus_per_task,
+                    "mem": f"{self.mem_gb}GB" if self.mem_gb else ""}  # fmt: skip
+        return parameters | {k: v for k, v in optional.items() if v}
+
+
+# A field's annotation -> (JSON type, how the error names it).
+_KINDS = {
+    "str": (str, "a string"), "int": (int, "a whole number"),
+    "list[str]": (list, "a list of strings"), "dict[str, str]": (dict, "an object of strings"),
+}  # fmt: skip
+# What MLflow and steps/retrain.py add to a backend config before it reaches the backend.
+_NOT_SETTINGS = {
+    PROJECT_ENV_MANAGER, PROJECT_SYNCHRONOUS, PROJECT_DOCKER_ARGS, PROJECT_STORAGE_DIR,
+    PROJECT_BUILD_IMAGE, PROJECT_DOCKER_AUTH, RUN_ID_CONFIG,
+}  # fmt: skip
+
+
+class SlurmBackend(AbstractBackend):
+    """The `slurm` project backend (pyproject.toml's mlflow.project_backend entry point)."""
+
+    def run(
+        self, project_uri, entry_point, params, version, backend_config, tracking_uri,
+        experiment_id,
+    ) -> SlurmRun:  # fmt: skip
+        import submitit
+        from submitit.helpers import CommandFunction
+
+        settings = SlurmSettings.from_config(backend_config)
+        work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
+        project = load_project(work_dir)
+        run = get_or_create_run(
+            backend_config.get(RUN_ID_CONFIG), project_uri, experiment_id, work_dir, version,
+            entry_point, params,
+        )  # fmt: skip
+        run_id = run.info.run_id
+        command = project.get_entry_point(entry_point).compute_command(
+            params, backend_config.get(PROJECT_STORAGE_DIR)
+        )
+        environment = {
+            "MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_EXPERIMENT_ID": experiment_id,
+        }  # fmt: skip
+        # the variables on the job's command line, not in the pickled function's environment
+        # (which would replace the node's), and no secret among them; `python` is this
+        # interpreter, which submitit's own job script runs with too (a shared filesystem)
+        interpreter = shlex.quote(str(Path(sys.executable).parent))
+        script = f'export PATH={interpreter}:"$PATH"; {command}'
+        line = ["env", *(f"{k}={v}" for k, v in environment.items()), "bash", "-c", script]
+        folder = Path(settings.log_dir).resolve()
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+        executor.update_parameters(**settings.executor_parameters())
+        try:
+            job = executor.submit(CommandFunction(line, cwd=work_dir, verbose=False))
+        except (subprocess.CalledProcessError, OSError) as err:
+            MlflowClient().set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            said = getattr(err, "stderr", b"") or b""
+            raise ConfigError(
+                f"sbatch refused the retraining ({err}; {said.decode(errors='replace').strip()}); "
+                "check the slurm backend config (partition, account, time_min; docs/cluster.md)."
+            ) from err
+        log_path = str(job.paths.stdout).replace("%j", job.job_id)
+        client = MlflowClient()
+        client.set_tag(run_id, JOB_TAG, job.job_id)
+        client.set_tag(run_id, LOG_TAG, log_path)
+        log.info("retraining run %s is Slurm job %s (log %s)", run_id, job.job_id, log_path)
+        return SlurmRun(run_id, job.job_id, log_path)
+
+
+def backend() -> SlurmBackend:
+    """The entry point's builder, as MLflow's plugin loader calls it."""
+    return SlurmBackend()
+
+
+class SlurmRun(SubmittedRun):
+    """One retraining's Slurm job and its MLflow run. Its state comes from `squeue`
+    (which lists an ended job for Slurm's MinJobAge) and from the run itself, so it needs
+    no accounting database."""
+
+    TAG = JOB_TAG  # what marks a run as launched this way
+
+    def __init__(self, run_id: str, job_id: str, log_path: str):
+        super().__init__()
+        self._run_id, self.job_id, self.log_path = run_id, job_id, log_path
+        self.job_state = ""
+
+    @classmethod
+    def of(cls, run: Run) -> SlurmRun:
+        """The job a run was launched as (its tags), e.g. after the experiment restarted."""
+        tags = run.data.tags
+        return cls(run.info.run_id, tags[JOB_TAG], tags.get(LOG_TAG, ""))
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def describe(self) -> str:
+        return f"Slurm job {self.job_id} {self.job_state or 'gone'}, log {self.log_path}"
+
+    def get_status(self) -> str:
+        """MLflow's status name: RUNNING while Slurm has the job; then the run's own,
+        FAILED where the job ended and left the run unfinished (KILLED when cancelled)."""
+        self.job_state = _job_state(self.job_id)
+        if self.job_state in _ALIVE:
+            return "RUNNING"
+        status = MlflowClient().get_run(self.run_id).info.status
+        if status == "FINISHED":
+            return status
+        return "KILLED" if self.job_state.startswith("CANCELLED") else "FAILED"
+
+    def wait(self) -> bool:
+        while (status := self.get_status()) == "RUNNING":
+            time.sleep(POLL_SECONDS)
+        return status == "FINISHED"
+
+    def cancel(self) -> None:
+        subprocess.run(["scancel", self.job_id], capture_output=True, check=False)
+
+
+def _job_state(job_id: str) -> str:
+    """squeue's state of a job ('' once Slurm has forgotten it)."""
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--states=all", "--jobs", job_id, "--format=%T"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if listed.returncode != 0 and "Invalid job id" not in listed.stderr:
+        log.warning("squeue failed for job %s: %s", job_id, shlex.quote(listed.stderr.strip()))
+    return (listed.stdout.split() or [""])[0]
