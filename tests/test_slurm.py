@@ -1,8 +1,8 @@
 """Retrainings on a real Slurm cluster (tests/slurm.py: slurmctld, slurmd and munge from
 Debian's slurm-wlm, one node) against a real tracking server: an `experiment=lds` study
-through `backend=slurm` gives the tables a local run gives; a job cancelled mid-way is
-reported with its job id and log, and the study resumes it in its own run without
-repeating the finished retrainings."""
+through `backend=slurm` gives the tables a local run gives; a restarted study takes up the
+jobs it had queued; a cancelled job is reported with its job id and log, and the study
+resumes it in its own run without repeating the finished retrainings."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,9 +21,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
-from xlinfluence.backends.slurm import SlurmSettings
 from xlinfluence.errors import ConfigError
 from xlinfluence.server import TeamServer
+from xlinfluence.tracking.slurm import JOB_TAG, SlurmSettings
 
 from .conftest import SETTING, require_team_server
 from .slurm import slurm_cluster
@@ -69,7 +70,10 @@ def _finish(process: subprocess.Popen) -> tuple[int, str]:
 
 
 def _retrainings(client: MlflowClient, experiment: str) -> list:
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    found = client.get_experiment_by_name(experiment)
+    if found is None:  # not made yet
+        return []
+    experiment_id = found.experiment_id
     runs = client.search_runs([experiment_id], max_results=1000)
     return [r for r in runs if tracking.run_params(r).get("remove", "").startswith("subset")]
 
@@ -106,38 +110,67 @@ def test_a_backend_config_is_checked_key_by_key():
 
 
 @pytest.mark.slow
-def test_a_cancelled_job_is_reported_and_resumed_and_the_tables_equal_a_local_run(
+def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes_it(
     server, slurm, tmp_path
 ):
+    """Launch 1 submits its retrainings as held jobs and is killed. Launch 2 takes the
+    queued jobs up instead of submitting them again; one is cancelled, and launch 2 names
+    it (job id, state, log). Launch 3 resumes it in its own run and repeats nothing; the
+    tables equal a local run's."""
     client = MlflowClient(tracking_uri=server.uri())
-    config = tmp_path / "slurm.json"
-    config.write_text(json.dumps({"cpus_per_task": 1, "time_min": 30,
-                                  "log_dir": str(tmp_path / "jobs")}))  # fmt: skip
-    on_slurm = ["--backend", "slurm", "--backend-config", str(config)]
+    jobs = tmp_path / "jobs"
+    held, free = tmp_path / "held.json", tmp_path / "slurm.json"
+    held.write_text(json.dumps({"time_min": 30, "log_dir": str(jobs), "sbatch": {"hold": True}}))
+    free.write_text(json.dumps({"time_min": 30, "log_dir": str(jobs)}))
 
-    process = _main(server, slurm, "on-slurm", *on_slurm)
-    deadline, cancelled = time.monotonic() + 600, None
-    while time.monotonic() < deadline and process.poll() is None and cancelled is None:
-        running = [job for job, state in slurm.jobs().items() if state == "RUNNING"]
-        if running:
-            cancelled = running[0]
-            slurm.run("scancel", cancelled)
+    first = _main(server, slurm, "on-slurm", "--backend", "slurm", "--backend-config", str(held))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and first.poll() is None:
+        if len([r for r in _retrainings(client, "on-slurm") if JOB_TAG in r.data.tags]) == 3:
+            break
         time.sleep(0.5)
-    code, output = _finish(process)
-    assert cancelled, f"no retraining job ever ran: {output[-3000:]}; {slurm.logs()}"
-    assert code != 0
-    said = output.strip().splitlines()[-1]
+    first.kill()
+    output, _ = first.communicate()
+    assert len(slurm.jobs()) == 3, f"{output[-3000:]}; {slurm.logs()}"
+
+    second = _main(server, slurm, "on-slurm", "--backend", "slurm", "--backend-config", str(held))
+    lines, reader = _lines(second)
+    _wait_for(lines, "3 still running from an earlier launch")
+    cancelled, *others = sorted(slurm.jobs(), key=int)
+    slurm.run("scancel", cancelled)
+    slurm.run("scontrol", "release", ",".join(others))
+    assert second.wait(timeout=600) != 0
+    reader.join(timeout=30)
+    said = lines[-1].strip()
     assert "1 retraining(s) failed" in said and f"Slurm job {cancelled} CANCELLED" in said
-    assert str(tmp_path / "jobs") in said  # its log
+    assert f"{jobs}/{cancelled}_0_log.out" in said
+    assert len(slurm.jobs()) == 3  # launch 2 submitted nothing
     before = {r.info.run_id: r.info.status for r in _retrainings(client, "on-slurm")}
     assert sorted(before.values()) == ["FINISHED", "FINISHED", "KILLED"]
 
-    code, output = _finish(_main(server, slurm, "on-slurm", *on_slurm))
+    code, output = _finish(
+        _main(server, slurm, "on-slurm", "--backend", "slurm", "--backend-config", str(free))
+    )
     assert code == 0, output[-3000:]
     after = {r.info.run_id: r.info.status for r in _retrainings(client, "on-slurm")}
     assert after == dict.fromkeys(before, "FINISHED")  # resumed in its run, none repeated
-    assert len(slurm.jobs()) == 4  # three retrainings, one of them twice
+    assert len(slurm.jobs()) == 4  # the cancelled one submitted again, once
 
     code, output = _finish(_main(server, slurm, "local", "--workers", "1"))
     assert code == 0, output[-3000:]
     pd.testing.assert_frame_equal(_comparison(client, "on-slurm"), _comparison(client, "local"))
+
+
+def _lines(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    """The process's output lines as they come, and the thread that reads them."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _wait_for(lines: list[str], text: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in lines):
+        assert time.monotonic() < deadline, f"never said {text!r}: {''.join(lines)[-3000:]}"
+        time.sleep(0.2)

@@ -2,7 +2,7 @@
 
 A study needs tens to hundreds of retrainings. Each is an ordinary train run submitted
 with `mlflow.projects.run(synchronous=False)`, `workers` at a time, on MLflow's local
-backend, on Slurm (backends/slurm.py) or on MLflow's Kubernetes backend (docs/cluster.md).
+backend, on Slurm (tracking/slurm.py) or on MLflow's Kubernetes backend (docs/cluster.md).
 A finished run with the same parameters and code is reused, so a stopped experiment
 resumes with the retrainings it already has; on Slurm, whose jobs outlive the experiment,
 a restarted experiment also waits for the jobs still queued or running instead of
@@ -22,16 +22,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from xlinfluence import tracking
-from xlinfluence.backends import slurm
 from xlinfluence.config import TrainConfig
 from xlinfluence.errors import XlinfluenceError
+from xlinfluence.tracking.slurm import SlurmRun
 
 log = logging.getLogger(__name__)
 MEMORY_PER_WORKER_GIB = 6  # one e5-small retraining at batch 16 stays under this
 _ENDED = ("FINISHED", "FAILED", "KILLED")  # MLflow RunStatus names of a run that ended
 #: backends whose jobs outlive the experiment that launched them -> their submitted run,
 #: which finds its job again from the run's tags
-REATTACHABLE = {"slurm": slurm.SlurmRun}
+REATTACHABLE = {"slurm": SlurmRun}
 
 
 def default_workers(cores: int | None = None, memory_gib: float | None = None) -> int:

@@ -57,7 +57,7 @@ def _computing(config: StepConfig, experiment_id: str):
         yield
 
 
-#: backend_config key with the run a backend of ours (backends/) submits into.
+#: backend_config key with the run a backend of ours (tracking/slurm.py) submits into.
 RUN_ID_CONFIG = "xlinfluence.run_id"
 
 
