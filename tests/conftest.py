@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -15,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.cli import cli
-from xlinfluence.server import ServerError, postgres_bin
+from xlinfluence.server import ServerError, TeamServer, postgres_bin
 from xlinfluence.server.server_user import ServerUser
 
 SETTING = [
@@ -112,6 +115,22 @@ def require_team_server(*modules: str) -> None:
             user.check_can_run_mlflow()
         except ServerError as err:
             pytest.skip(f"{err} (CI lets it: .ci/run)")
+
+
+@contextmanager
+def team_server():
+    """A real team server (PostgreSQL + MLflow) in a fresh folder under /tmp, stopped and
+    removed afterwards; skips where its programs are absent (require_team_server)."""
+    require_team_server()
+    root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
+    server = TeamServer(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def assert_database_asks_for_a_password(server) -> None:

@@ -59,9 +59,9 @@ class SlurmCluster:
         )
 
     def jobs(self) -> dict[str, str]:
-        """Job id -> state, of every job Slurm still lists."""
-        listed = self.run("squeue", "--noheader", "--states=all", "--format=%i %T").stdout
-        return dict(line.split() for line in listed.splitlines() if line.strip())
+        """Job id -> state, of every job Slurm still lists (a job array's tasks each)."""
+        listed = self.run("squeue", "--noheader", "--array", "--states=all", "--format=%i %T")
+        return dict(line.split() for line in listed.stdout.splitlines() if line.strip())
 
     def logs(self) -> str:
         return " | ".join(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,10 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.errors import ConfigError
-from xlinfluence.server import TeamServer
 from xlinfluence.tracking.slurm import JOB_TAG, SlurmSettings
 
-from .conftest import SETTING, require_team_server
+from .conftest import SETTING, team_server
 from .slurm import slurm_cluster
 
 LDS = [
@@ -43,14 +41,8 @@ def slurm():
 
 @pytest.fixture(scope="module")
 def server():
-    require_team_server()
-    root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
-    root.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
-    team = TeamServer(root)
-    team.start()
-    yield team
-    team.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with team_server() as started:
+        yield started
 
 
 def _main(server, slurm, experiment: str, *args: str) -> subprocess.Popen:
@@ -113,10 +105,10 @@ def test_a_backend_config_is_checked_key_by_key():
 def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes_it(
     server, slurm, tmp_path
 ):
-    """Launch 1 submits its retrainings as held jobs and is killed. Launch 2 takes the
-    queued jobs up instead of submitting them again; one is cancelled, and launch 2 names
-    it (job id, state, log). Launch 3 resumes it in its own run and repeats nothing; the
-    tables equal a local run's."""
+    """Launch 1 submits its retrainings as one held job array and is killed. Launch 2 takes
+    the queued jobs up instead of submitting them again; once released, one is cancelled
+    while it runs, and launch 2 names it (job id, state, log). Launch 3 resumes it in its
+    own run and repeats nothing; the tables equal a local run's."""
     client = MlflowClient(tracking_uri=server.uri())
     jobs = tmp_path / "jobs"
     held, free = tmp_path / "held.json", tmp_path / "slurm.json"
@@ -136,9 +128,11 @@ def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes
     second = _main(server, slurm, "on-slurm", "--backend", "slurm", "--backend-config", str(held))
     lines, reader = _lines(second)
     _wait_for(lines, "3 still running from an earlier launch")
-    cancelled, *others = sorted(slurm.jobs(), key=int)
-    slurm.run("scancel", cancelled)
-    slurm.run("scontrol", "release", ",".join(others))
+    array = sorted(slurm.jobs(), key=lambda job: [int(n) for n in job.split("_")])
+    assert len({job.split("_")[0] for job in array}) == 1, array  # one job array
+    slurm.run("scontrol", "release", ",".join(array))
+    cancelled = _first_running(slurm)
+    slurm.run("scancel", cancelled)  # mid-way
     assert second.wait(timeout=600) != 0
     reader.join(timeout=30)
     said = lines[-1].strip()
@@ -154,11 +148,21 @@ def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes
     assert code == 0, output[-3000:]
     after = {r.info.run_id: r.info.status for r in _retrainings(client, "on-slurm")}
     assert after == dict.fromkeys(before, "FINISHED")  # resumed in its run, none repeated
-    assert len(slurm.jobs()) == 4  # the cancelled one submitted again, once
+    assert len(slurm.jobs()) == 4  # the cancelled one submitted again, once (a plain job)
 
     code, output = _finish(_main(server, slurm, "local", "--workers", "1"))
     assert code == 0, output[-3000:]
     pd.testing.assert_frame_equal(_comparison(client, "on-slurm"), _comparison(client, "local"))
+
+
+def _first_running(slurm, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = sorted(job for job, state in slurm.jobs().items() if state == "RUNNING")
+        if running:
+            return running[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no job started: {slurm.jobs()}; {slurm.logs()}")
 
 
 def _lines(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:

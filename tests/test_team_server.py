@@ -28,7 +28,12 @@ from xlinfluence.server import TeamServer
 from xlinfluence.server.postgres import DB_USER, Cluster
 
 from .browser import SCREENSHOTS, browser, show_runs_and_report
-from .conftest import SETTING, assert_database_asks_for_a_password, require_team_server
+from .conftest import (
+    SETTING,
+    assert_database_asks_for_a_password,
+    require_team_server,
+    team_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +42,8 @@ CHUNKED = ["--batch-size", "1", "--train-chunk-size", "3", "--test-chunk-size", 
 
 @pytest.fixture(scope="module")
 def server():
-    require_team_server()
-    root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
-    root.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
-    team = TeamServer(root)
-    team.start()
-    yield team
-    team.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with team_server() as started:
+        yield started
 
 
 def test_without_auth_the_database_still_asks_for_a_password(server):
@@ -78,6 +77,7 @@ def _group_of(pid: int) -> int:
 def test_a_cluster_that_trusted_local_logins_asks_for_a_password_once_started():
     """A folder set up by an earlier version (initdb --auth=trust, no password) is given a
     password and SCRAM logins at its next start."""
+    require_team_server()
     root = Path(tempfile.mkdtemp(prefix="xlinfluence-server-", dir="/tmp"))
     root.chmod(0o755)
     earlier = Cluster(root, None)

@@ -131,12 +131,14 @@ def run_all(
         _cancel_on_error(running),
     ):
         while pending or running:
-            while pending and len(running) < workers:
-                name = pending.pop(0)
-                running[name] = tracking.submit(
-                    configs[name], project, experiment_id, synchronous=False,
-                    backend=backend, backend_config=config_file, run_id=into.get(name),
+            batch = pending[: max(0, workers - len(running))]
+            if batch:  # on Slurm one job array
+                del pending[: len(batch)]
+                submitted = tracking.submit_all(
+                    [(configs[name], into.get(name)) for name in batch], project,
+                    experiment_id, backend=backend, backend_config=config_file,
                 )  # fmt: skip
+                running.update(zip(batch, submitted, strict=True))
             statuses = {name: submitted.get_status() for name, submitted in running.items()}
             finished = {n: status for n, status in statuses.items() if status in _ENDED}
             if not finished:

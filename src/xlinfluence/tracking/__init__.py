@@ -35,6 +35,7 @@ from xlinfluence.tracking.reuse import (
     find_reusable,
     run_or_reuse,
     submit,
+    submit_all,
 )
 from xlinfluence.tracking.runs import (
     CHILD_TAG,
@@ -85,5 +86,5 @@ __all__ = [
     "log_upstream_inputs",
     "params_as_given", "refused", "run_or_reuse", "run_params", "run_record", "run_step",
     "run_tags", "runs_tagged", "set_run_tag", "setup", "step_run", "store_is_local",
-    "submit", "temporary_store",
+    "submit", "submit_all", "temporary_store",
 ]  # fmt: skip

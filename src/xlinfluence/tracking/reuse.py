@@ -102,6 +102,31 @@ def submit(
         ) from err
 
 
+def submit_all(
+    entries: list[tuple[StepConfig, str | None]],
+    project: Path,
+    experiment_id: str,
+    *,
+    backend: str,
+    backend_config: dict | None,
+) -> list:
+    """Several (config, run ID or None) submitted asynchronously at once: on Slurm one job
+    array (one sbatch call however many there are), elsewhere one `submit` each."""
+    if backend != "slurm":
+        return [
+            submit(config, project, experiment_id, synchronous=False, backend=backend,
+                   backend_config=backend_config, run_id=run_id)
+            for config, run_id in entries
+        ]  # fmt: skip
+    from xlinfluence.tracking.slurm import SlurmBackend
+
+    with _experiment_by_id_only():
+        return SlurmBackend().run_array(
+            str(project), [(c.step, c.to_params(), run_id) for c, run_id in entries], None,
+            backend_config or {}, mlflow.get_tracking_uri(), experiment_id,
+        )  # fmt: skip
+
+
 @contextmanager
 def _experiment_by_id_only():
     """Hide MLFLOW_EXPERIMENT_NAME while MLflow launches a run. Its local backend starts

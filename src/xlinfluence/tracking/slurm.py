@@ -42,6 +42,7 @@ from mlflow.projects.utils import (
     get_or_create_run,
 )
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
 
 from xlinfluence.errors import ConfigError
 from xlinfluence.tracking.reuse import RUN_ID_CONFIG
@@ -118,54 +119,83 @@ _NOT_SETTINGS = {
 
 
 class SlurmBackend(AbstractBackend):
-    """The `slurm` project backend (pyproject.toml's mlflow.project_backend entry point)."""
+    """The `slurm` project backend (pyproject.toml's mlflow.project_backend entry point):
+    `mlflow run -b slurm` submits one run; steps/retrain.py submits a study's retrainings
+    as one job array (`run_array`), which Slurm schedules as separate jobs."""
 
     def run(
         self, project_uri, entry_point, params, version, backend_config, tracking_uri,
         experiment_id,
     ) -> SlurmRun:  # fmt: skip
+        entry = (entry_point, params, backend_config.get(RUN_ID_CONFIG))
+        return self.run_array(
+            project_uri, [entry], version, backend_config, tracking_uri, experiment_id
+        )[0]
+
+    def run_array(
+        self, project_uri: str, entries: list[tuple[str, dict, str | None]], version,
+        backend_config: dict, tracking_uri: str, experiment_id: str,
+    ) -> list[SlurmRun]:  # fmt: skip
+        """Each (entry point, params, run ID or None) one task of one sbatch submission (a
+        job array where there are several), run in its MLflow run (created here if None)."""
         import submitit
-        from submitit.helpers import CommandFunction
 
         settings = SlurmSettings.from_config(backend_config)
-        work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
-        project = load_project(work_dir)
-        run = get_or_create_run(
-            backend_config.get(RUN_ID_CONFIG), project_uri, experiment_id, work_dir, version,
-            entry_point, params,
-        )  # fmt: skip
-        run_id = run.info.run_id
-        command = project.get_entry_point(entry_point).compute_command(
-            params, backend_config.get(PROJECT_STORAGE_DIR)
+        run_ids, functions = [], []
+        for entry_point, params, run_id in entries:
+            work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
+            run = get_or_create_run(
+                run_id, project_uri, experiment_id, work_dir, version, entry_point, params
+            )
+            run_ids.append(run.info.run_id)
+            command = (
+                load_project(work_dir)
+                .get_entry_point(entry_point)
+                .compute_command(params, backend_config.get(PROJECT_STORAGE_DIR))
+            )
+            environment = {
+                "MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": tracking_uri,
+                "MLFLOW_EXPERIMENT_ID": experiment_id,
+            }  # fmt: skip
+            functions.append(_job(command, environment, work_dir))
+        executor = submitit.SlurmExecutor(
+            folder=Path(settings.log_dir).resolve(), max_num_timeout=0
         )
-        environment = {
-            "MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": tracking_uri,
-            "MLFLOW_EXPERIMENT_ID": experiment_id,
-        }  # fmt: skip
-        # the variables on the job's command line, not in the pickled function's environment
-        # (which would replace the node's), and no secret among them; `python` is this
-        # interpreter, which submitit's own job script runs with too (a shared filesystem)
-        interpreter = shlex.quote(str(Path(sys.executable).parent))
-        script = f'export PATH={interpreter}:"$PATH"; {command}'
-        line = ["env", *(f"{k}={v}" for k, v in environment.items()), "bash", "-c", script]
-        folder = Path(settings.log_dir).resolve()
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
         executor.update_parameters(**settings.executor_parameters())
-        try:
-            job = executor.submit(CommandFunction(line, cwd=work_dir, verbose=False))
-        except (subprocess.CalledProcessError, OSError) as err:
-            MlflowClient().set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-            said = getattr(err, "stderr", b"") or b""
-            raise ConfigError(
-                f"sbatch refused the retraining ({err}; {said.decode(errors='replace').strip()}); "
-                "check the slurm backend config (partition, account, time_min; docs/cluster.md)."
-            ) from err
-        log_path = str(job.paths.stdout).replace("%j", job.job_id)
         client = MlflowClient()
-        client.set_tag(run_id, JOB_TAG, job.job_id)
-        client.set_tag(run_id, LOG_TAG, log_path)
-        log.info("retraining run %s is Slurm job %s (log %s)", run_id, job.job_id, log_path)
-        return SlurmRun(run_id, job.job_id, log_path)
+        try:
+            with executor.batch():
+                jobs = [executor.submit(function) for function in functions]
+        except (subprocess.CalledProcessError, OSError) as err:
+            for run_id in run_ids:
+                client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            said = (getattr(err, "stderr", b"") or b"").decode(errors="replace").strip()
+            raise ConfigError(
+                f"sbatch refused the retrainings ({err}; {said}); check the slurm backend "
+                "config (partition, account, time_min; docs/cluster.md)."
+            ) from err
+        submitted = []
+        for run_id, job in zip(run_ids, jobs, strict=True):
+            log_path = str(job.paths.stdout)
+            client.set_tag(run_id, JOB_TAG, job.job_id)
+            client.set_tag(run_id, LOG_TAG, log_path)
+            client.set_tag(run_id, MLFLOW_PROJECT_BACKEND, "slurm")
+            log.info("run %s is Slurm job %s (log %s)", run_id, job.job_id, log_path)
+            submitted.append(SlurmRun(run_id, job.job_id, log_path))
+        return submitted
+
+
+def _job(command: str, environment: dict[str, str], work_dir: str):
+    """The function a task runs: the entry point's command in the checkout. The variables
+    go on the job's command line, not into the pickled function's environment (which
+    would replace the node's), and no secret is among them; `python` is this interpreter,
+    which submitit's own job script runs with too (a shared filesystem)."""
+    from submitit.helpers import CommandFunction
+
+    interpreter = shlex.quote(str(Path(sys.executable).parent))
+    script = f'export PATH={interpreter}:"$PATH"; {command}'
+    line = ["env", *(f"{k}={v}" for k, v in environment.items()), "bash", "-c", script]
+    return CommandFunction(line, cwd=work_dir, verbose=False)
 
 
 def backend() -> SlurmBackend:
@@ -196,7 +226,11 @@ class SlurmRun(SubmittedRun):
         return self._run_id
 
     def describe(self) -> str:
-        return f"Slurm job {self.job_id} {self.job_state or 'gone'}, log {self.log_path}"
+        state = self.job_state or (
+            "no longer listed (cancelled before it started, or ended longer ago than "
+            "Slurm's MinJobAge)"
+        )
+        return f"Slurm job {self.job_id} {state}, log {self.log_path}"
 
     def get_status(self) -> str:
         """MLflow's status name: RUNNING while Slurm has the job; then the run's own,
@@ -221,7 +255,7 @@ class SlurmRun(SubmittedRun):
 def _job_state(job_id: str) -> str:
     """squeue's state of a job ('' once Slurm has forgotten it)."""
     listed = subprocess.run(
-        ["squeue", "--noheader", "--states=all", "--jobs", job_id, "--format=%T"],
+        ["squeue", "--noheader", "--array", "--states=all", "--jobs", job_id, "--format=%T"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if listed.returncode != 0 and "Invalid job id" not in listed.stderr:
