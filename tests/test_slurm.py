@@ -95,6 +95,8 @@ def test_a_backend_config_is_checked_key_by_key():
     assert parameters["partition"] == "gpu" and parameters["gpus_per_task"] == 1
     assert parameters["mem"] == "32GB" and parameters["additional_parameters"] == {"qos": "low"}
     assert "account" not in parameters  # unset: the cluster's default
+    example = Path(__file__).resolve().parents[1] / "configs" / "slurm" / "backend_config.json"
+    assert SlurmSettings.from_config(json.loads(example.read_text())).gpus_per_task == 1
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['gpus'\]; it takes partition"):
         SlurmSettings.from_config({"gpus": 1})
     with pytest.raises(ConfigError, match="'time_min' is '2h'; give a whole number"):
