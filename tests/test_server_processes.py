@@ -112,9 +112,9 @@ def test_a_server_user_that_cannot_run_this_python_is_refused_in_one_line(tmp_pa
     private.mkdir(mode=0o700)
     (private / "python").symlink_to(sys.executable)
     monkeypatch.setattr(sys, "executable", str(private / "python"))
-    with pytest.raises(ServerError, match=r"runs as the unprivileged user 'nobody', which cannot "
-                       r"run .*private/python with MLflow .*Permission denied.*set "
-                       r"XLINFLUENCE_SERVER_USER to a user that can"):  # fmt: skip
+    with pytest.raises(ServerError, match=r"runs as the unprivileged user 'xlinfluence-server', "
+                       r"which cannot run .*private/python with MLflow .*Permission denied.*"
+                       r"set XLINFLUENCE_SERVER_USER to a user that can"):  # fmt: skip
         user.check_can_run_mlflow()
     monkeypatch.setenv("XLINFLUENCE_SERVER_USER", "root")
     with pytest.raises(ConfigError, match="is root; the MLflow server must run as an unprivileged"):

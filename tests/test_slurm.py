@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from xlinfluence import tracking
 from xlinfluence.errors import ConfigError
-from xlinfluence.tracking.slurm import JOB_TAG, SlurmSettings
+from xlinfluence.tracking.slurm import JOB_TAG, SlurmSettings, Squeue, _job_named
 
 from .conftest import SETTING, team_server
 from .slurm import slurm_cluster
@@ -103,6 +103,28 @@ def test_a_backend_config_is_checked_key_by_key():
         SlurmSettings.from_config({"time_min": "2h"})
 
 
+def test_a_failing_squeue_reads_as_not_yet_known(monkeypatch):
+    """A controller that does not answer for a moment must not fail a running job."""
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/slurm.conf")
+    monkeypatch.setenv("PATH", "/nonexistent")  # and where there is no squeue at all
+    assert Squeue().state("12") is None
+
+
+@pytest.mark.slow
+def test_a_job_whose_launcher_died_in_sbatch_is_found_by_its_name(slurm, monkeypatch):
+    """A run tagged `<job name>[<task>]` before sbatch answered is matched to its task."""
+    name = "xlinfluence-probe"
+    slurm.run("sbatch", "--hold", f"--job-name={name}", "--array=0-1", "--wrap", "true")
+    slurm.run("sbatch", "--hold", "--job-name=xlinfluence-single", "--wrap", "true")
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+    array = _job_named(name, 1)
+    assert array.endswith("_1") and array in slurm.jobs()
+    assert _job_named("xlinfluence-single", 0) in slurm.jobs()
+    assert _job_named("xlinfluence-single", 1) == _job_named("xlinfluence-none", 0) == ""
+    slurm.run("scancel", "--name", name)
+    slurm.run("scancel", "--name", "xlinfluence-single")
+
+
 @pytest.mark.slow
 def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes_it(
     server, slurm, tmp_path
@@ -117,6 +139,11 @@ def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes
     held.write_text(json.dumps({"time_min": 30, "log_dir": str(jobs), "sbatch": {"hold": True}}))
     free.write_text(json.dumps({"time_min": 30, "log_dir": str(jobs)}))
 
+    earlier = set(slurm.jobs())  # other tests' jobs on this cluster
+
+    def study_jobs() -> dict[str, str]:
+        return {job: state for job, state in slurm.jobs().items() if job not in earlier}
+
     first = _main(server, slurm, "on-slurm", "--backend", "slurm", "--backend-config", str(held))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and first.poll() is None:
@@ -125,22 +152,22 @@ def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes
         time.sleep(0.5)
     first.kill()
     output, _ = first.communicate()
-    assert len(slurm.jobs()) == 3, f"{output[-3000:]}; {slurm.logs()}"
+    assert len(study_jobs()) == 3, f"{output[-3000:]}; {slurm.logs()}"
 
     second = _main(server, slurm, "on-slurm", "--backend", "slurm", "--backend-config", str(held))
     lines, reader = _lines(second)
     _wait_for(lines, "3 still running from an earlier launch")
-    array = sorted(slurm.jobs(), key=lambda job: [int(n) for n in job.split("_")])
+    array = sorted(study_jobs(), key=lambda job: [int(n) for n in job.split("_")])
     assert len({job.split("_")[0] for job in array}) == 1, array  # one job array
     slurm.run("scontrol", "release", ",".join(array))
-    cancelled = _first_running(slurm)
+    cancelled = _first_running(study_jobs)
     slurm.run("scancel", cancelled)  # mid-way
     assert second.wait(timeout=600) != 0
     reader.join(timeout=30)
     said = lines[-1].strip()
     assert "1 retraining(s) failed" in said and f"Slurm job {cancelled} CANCELLED" in said
     assert f"{jobs}/{cancelled}_0_log.out" in said
-    assert len(slurm.jobs()) == 3  # launch 2 submitted nothing
+    assert len(study_jobs()) == 3  # launch 2 submitted nothing
     before = {r.info.run_id: r.info.status for r in _retrainings(client, "on-slurm")}
     assert sorted(before.values()) == ["FINISHED", "FINISHED", "KILLED"]
 
@@ -150,21 +177,21 @@ def test_a_restarted_study_takes_up_its_jobs_reports_a_cancelled_one_and_resumes
     assert code == 0, output[-3000:]
     after = {r.info.run_id: r.info.status for r in _retrainings(client, "on-slurm")}
     assert after == dict.fromkeys(before, "FINISHED")  # resumed in its run, none repeated
-    assert len(slurm.jobs()) == 4  # the cancelled one submitted again, once (a plain job)
+    assert len(study_jobs()) == 4  # the cancelled one submitted again, once (a plain job)
 
     code, output = _finish(_main(server, slurm, "local", "--workers", "1"))
     assert code == 0, output[-3000:]
     pd.testing.assert_frame_equal(_comparison(client, "on-slurm"), _comparison(client, "local"))
 
 
-def _first_running(slurm, timeout: float = 300) -> str:
+def _first_running(jobs, timeout: float = 300) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        running = sorted(job for job, state in slurm.jobs().items() if state == "RUNNING")
+        running = sorted(job for job, state in jobs().items() if state == "RUNNING")
         if running:
             return running[0]
         time.sleep(0.2)
-    raise AssertionError(f"no job started: {slurm.jobs()}; {slurm.logs()}")
+    raise AssertionError(f"no job started: {jobs()}")
 
 
 def _lines(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:

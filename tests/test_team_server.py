@@ -53,7 +53,7 @@ def test_without_auth_the_database_still_asks_for_a_password(server):
     assert not server.auth
 
 
-def test_started_by_root_the_server_that_listens_runs_as_nobody(server):
+def test_started_by_root_the_server_that_listens_runs_as_its_own_system_user(server):
     """The process a network reaches is not root, nor are its workers."""
     if os.geteuid() != 0:
         pytest.skip("started by a normal user, the server runs as that user; CI runs as root")
@@ -61,8 +61,8 @@ def test_started_by_root_the_server_that_listens_runs_as_nobody(server):
     group = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
              and _group_of(int(p.name)) == state.tracking_pid]  # fmt: skip
     assert len(group) >= 2, "the server and its workers"
-    nobody = pwd.getpwnam("nobody").pw_uid
-    assert {Path(f"/proc/{pid}").stat().st_uid for pid in group} == {nobody}
+    own = pwd.getpwnam("xlinfluence-server").pw_uid  # made by the first start as root
+    assert {Path(f"/proc/{pid}").stat().st_uid for pid in group} == {own}
     secrets = (server.root / "secrets").stat()  # the database password: root's alone
     assert secrets.st_uid == 0 and secrets.st_mode & 0o077 == 0
 

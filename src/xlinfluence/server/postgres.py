@@ -109,7 +109,10 @@ class Cluster:
         travels on psql's standard input, not its command line, which others can read."""
         self._run(
             "psql", *self._at(port), "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q",
-            stdin=f"ALTER ROLE {DB_USER} PASSWORD '{self.password}';\n".encode(),
+            stdin=(
+                "SET password_encryption = 'scram-sha-256';\n"  # md5 before PostgreSQL 14
+                f"ALTER ROLE {DB_USER} PASSWORD '{self.password}';\n"
+            ).encode(),
         )  # fmt: skip
         hba = self.data / "pg_hba.conf"
         rules = [
@@ -133,6 +136,18 @@ class Cluster:
         )  # fmt: skip
         if exists.strip() != "1":
             self._run("createdb", *self._at(port), name)
+
+    def has_user(self, port: int, database: str, username: str) -> bool:
+        """Whether MLflow's accounts database already holds `username` (False while its
+        tables do not exist yet). The name reaches psql as a variable, quoted by psql."""
+        try:
+            found = self._run(
+                "psql", *self._at(port), "-d", database, "-tA", "-v", f"name={username}",
+                stdin=b"SELECT 1 FROM users WHERE username = :'name';\n",
+            )  # fmt: skip
+        except ServerError:  # no users table: MLflow has not set the database up yet
+            return False
+        return found.strip() == "1"
 
     def dump(self, port: int, database: str, out: Path) -> None:
         """pg_dump's custom format (compressed; pg_restore reads it)."""

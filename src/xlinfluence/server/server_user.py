@@ -1,12 +1,14 @@
 """Who the MLflow server process runs as.
 
 The MLflow server is the process a network reaches, so when root starts the team server
-it must not be root: it runs as an unprivileged user (`nobody`, or the user named by
-XLINFLUENCE_SERVER_USER), as PostgreSQL runs as `postgres`. That user owns only what the
-server writes (the artifact store and the server's own folder, which holds no secret);
-the secrets folder stays root's, and the database password and Flask key reach the
-process through its environment. Started by anyone else, the server runs as that user
-and nothing here applies.
+it must not be root: it runs as an unprivileged system user of its own,
+`xlinfluence-server` (made at root's first start with `useradd --system`; or an existing
+user named by XLINFLUENCE_SERVER_USER), as PostgreSQL runs as `postgres`. Not `nobody`:
+other daemons run as `nobody`, and a process of the same user can read the server's
+environment, which holds the database password. That user owns only what the server
+writes (the artifact store and the server's own folder, which holds no secret); the
+secrets folder stays root's. Started by anyone else, the server runs as that user and
+nothing here applies.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from xlinfluence.errors import ConfigError
 from xlinfluence.server.processes import ServerError
 
 SERVER_USER_ENV = "XLINFLUENCE_SERVER_USER"
-DEFAULT_SERVER_USER = "nobody"
+DEFAULT_SERVER_USER = "xlinfluence-server"
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,14 @@ class ServerUser:
         if os.geteuid() != 0:
             return None
         name = os.environ.get(SERVER_USER_ENV, DEFAULT_SERVER_USER)
+        if name == DEFAULT_SERVER_USER:
+            _ensure_system_user(name)
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
             raise ConfigError(
                 f"{SERVER_USER_ENV}={name!r} is not a user on this machine; name an existing "
-                f"unprivileged user (default {DEFAULT_SERVER_USER!r}) for the MLflow server."
+                f"unprivileged user, or unset it for {DEFAULT_SERVER_USER!r}."
             ) from None
         if entry.pw_uid == 0:
             raise ConfigError(
@@ -77,7 +81,32 @@ class ServerUser:
             )
 
     def own(self, folder: Path) -> None:
-        """Hand `folder` and everything in it to this user (what a restore copied in)."""
-        for path in (folder, *folder.rglob("*")):
-            if path.lstat().st_uid != self.uid:
-                os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        """Hand `folder` and everything in it to this user (what a restore copied in).
+        Walked through directory descriptors, never following a symlink, so a link the
+        user planted in its own tree cannot make root hand over a file outside it."""
+        for _, dirs, files, fd in os.fwalk(folder, follow_symlinks=False):
+            if os.fstat(fd).st_uid != self.uid:
+                os.fchown(fd, self.uid, self.gid)
+            for name in (*dirs, *files):
+                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid != self.uid:
+                    os.chown(name, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
+
+
+def _ensure_system_user(name: str) -> None:
+    """Make the server's system user (no home, no login shell) the first time root needs it."""
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/usr/sbin/nologin", name],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if made.returncode != 0 and made.returncode != 9:  # 9: made meanwhile by another start
+        raise ServerError(
+            f"could not make the system user {name!r} for the MLflow server "
+            f"(useradd: {made.stderr.strip()}); make it, or set {SERVER_USER_ENV} to an "
+            "existing unprivileged user."
+        )

@@ -78,6 +78,7 @@ class TeamServer:
         self.artifacts = self.root / "artifacts"
         self.secrets = self.root / "secrets"
         self.tracking_dir = self.root / "tracking"  # the MLflow server's own: no secret
+        self._first_admin = False  # the accounts database has no admin yet (_serve)
         self.admin = admin  # given: serve with --auth, as this admin
         self.cluster = Cluster(self.root, self._database_password())
 
@@ -105,9 +106,9 @@ class TeamServer:
         try:
             postgres_port = self.cluster.start()
             if self.cluster.trusts_logins():  # set up by an earlier version: close it now
+                self._write_mode()  # first: the password file alone would read as --auth
                 self._new_database_password()
                 self.cluster.require_password(postgres_port)
-                self._write_mode()
             self._save(ServerState(port or 0, postgres_port, 0, auth=self.auth,
                                    allowed_hosts=allowed_hosts))  # fmt: skip
             return self._serve(port)
@@ -133,7 +134,7 @@ class TeamServer:
             command += ["--app-name", "basic-auth"]
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.tracking_dir / "basic_auth.ini")
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self._secret("flask-secret-key")
-            if self.admin:  # read only while the accounts database has no admin yet
+            if self.admin and self._first_admin:  # only until MLflow has made the account
                 env |= {ADMIN_USERNAME_ENV: self.admin.username,
                         ADMIN_PASSWORD_ENV: self.admin.password}  # fmt: skip
         self.tracking_dir.mkdir(mode=0o700, exist_ok=True)
@@ -230,7 +231,8 @@ class TeamServer:
         """A running server in this (new) folder from a backup: its runs, artifacts and,
         under --auth, accounts. A backup without accounts restored with --auth gains them."""
         manifest = backups.read_manifest(source, (DATABASE, AUTH_DATABASE))
-        ServerUser.when_root()  # refused before anything starts
+        if user := ServerUser.when_root():  # refused before anything is restored
+            user.check_can_run_mlflow()
         if allowed_hosts:
             host_names(allowed_hosts)
         if self.cluster.initialised() or (self.root / STATE_FILE).exists():
@@ -260,6 +262,9 @@ class TeamServer:
         self.tracking_dir.mkdir(mode=0o700, exist_ok=True)
         if state.auth:
             self.cluster.ensure_database(state.postgres_port, AUTH_DATABASE)
+            self._first_admin = not self.cluster.has_user(
+                state.postgres_port, AUTH_DATABASE, self.admin.username
+            )
             write_auth_config(
                 self.tracking_dir / "basic_auth.ini",
                 self.cluster.uri(state.postgres_port, AUTH_DATABASE),
@@ -277,8 +282,10 @@ class TeamServer:
 
     def _check_mode(self) -> None:
         """--auth and a folder first started without it (or the reverse) do not mix; a
-        server user that does not exist is refused too, before anything starts."""
-        ServerUser.when_root()
+        server user that cannot run the MLflow server is refused too, before anything
+        starts."""
+        if user := ServerUser.when_root():
+            user.check_can_run_mlflow()
         if self.admin and not self.auth and self.cluster.initialised():
             raise ConfigError(
                 f"{self.root} holds a server set up without --auth (no accounts). Start it "

@@ -20,10 +20,12 @@ resubmitted into the same run, which resumes.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -55,8 +57,9 @@ LOG_TAG = "xlinfluence.slurm.log"
 _ALIVE = {
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
     "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
+    "RESV_DEL_HOLD", "SPECIAL_EXIT",
 }  # fmt: skip
-POLL_SECONDS = 2.0
+POLL_SECONDS = 5.0  # between squeue calls
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class SlurmSettings:
         """submitit.SlurmExecutor.update_parameters(...) for these settings."""
         parameters = {
             "time": self.time_min, "cpus_per_task": self.cpus_per_task, "setup": self.setup,
-            "additional_parameters": dict(self.sbatch), "job_name": "xlinfluence-retraining",
+            "additional_parameters": dict(self.sbatch),
             "stderr_to_stdout": True,
         }  # fmt: skip
         optional = {"partition": self.partition, "account": self.account,
@@ -161,18 +164,21 @@ class SlurmBackend(AbstractBackend):
         executor = submitit.SlurmExecutor(
             folder=Path(settings.log_dir).resolve(), max_num_timeout=0
         )
-        executor.update_parameters(**settings.executor_parameters())
+        name = f"xlinfluence-{uuid.uuid4().hex[:12]}"
+        executor.update_parameters(**settings.executor_parameters(), job_name=name)
         client = MlflowClient()
+        for task, run_id in enumerate(run_ids):  # found again should this process die in sbatch
+            client.set_tag(run_id, JOB_TAG, f"{name}[{task}]")
         try:
             with executor.batch():
                 jobs = [executor.submit(function) for function in functions]
-        except (subprocess.CalledProcessError, OSError) as err:
+        except (RuntimeError, OSError) as err:  # submitit's FailedJobError holds sbatch's stderr
             for run_id in run_ids:
                 client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-            said = (getattr(err, "stderr", b"") or b"").decode(errors="replace").strip()
+            said = " ".join(str(err).split())[:500]
             raise ConfigError(
-                f"sbatch refused the retrainings ({err}; {said}); check the slurm backend "
-                "config (partition, account, time_min; docs/cluster.md)."
+                f"sbatch refused the retrainings ({said}); check the slurm backend config "
+                "(partition, account, time_min; docs/cluster.md)."
             ) from err
         submitted = []
         for run_id, job in zip(run_ids, jobs, strict=True):
@@ -195,7 +201,7 @@ def _job(command: str, environment: dict[str, str], work_dir: str):
     interpreter = shlex.quote(str(Path(sys.executable).parent))
     script = f'export PATH={interpreter}:"$PATH"; {command}'
     line = ["env", *(f"{k}={v}" for k, v in environment.items()), "bash", "-c", script]
-    return CommandFunction(line, cwd=work_dir, verbose=False)
+    return CommandFunction(line, cwd=work_dir, verbose=True)  # streams into the job's log
 
 
 def backend() -> SlurmBackend:
@@ -214,12 +220,18 @@ class SlurmRun(SubmittedRun):
         super().__init__()
         self._run_id, self.job_id, self.log_path = run_id, job_id, log_path
         self.job_state = ""
+        SQUEUE.watch(job_id)
 
     @classmethod
     def of(cls, run: Run) -> SlurmRun:
-        """The job a run was launched as (its tags), e.g. after the experiment restarted."""
+        """The job a run was launched as (its tags), e.g. after the experiment restarted.
+        A run tagged only provisionally (`<job name>[<task>]`: its launcher died while
+        submitting) is looked up by the job's name; not found, it was never submitted."""
         tags = run.data.tags
-        return cls(run.info.run_id, tags[JOB_TAG], tags.get(LOG_TAG, ""))
+        job_id = tags[JOB_TAG]
+        if provisional := re.fullmatch(r"(xlinfluence-\w+)\[(\d+)\]", job_id):
+            job_id = _job_named(provisional[1], int(provisional[2]))
+        return cls(run.info.run_id, job_id, tags.get(LOG_TAG, ""))
 
     @property
     def run_id(self) -> str:
@@ -235,8 +247,11 @@ class SlurmRun(SubmittedRun):
     def get_status(self) -> str:
         """MLflow's status name: RUNNING while Slurm has the job; then the run's own,
         FAILED where the job ended and left the run unfinished (KILLED when cancelled)."""
-        self.job_state = _job_state(self.job_id)
-        if self.job_state in _ALIVE:
+        state = SQUEUE.state(self.job_id)
+        if state is None:  # squeue failed this time (a busy controller): ask again later
+            return "RUNNING"
+        self.job_state = state
+        if state in _ALIVE:
             return "RUNNING"
         status = MlflowClient().get_run(self.run_id).info.status
         if status == "FINISHED":
@@ -249,15 +264,63 @@ class SlurmRun(SubmittedRun):
         return status == "FINISHED"
 
     def cancel(self) -> None:
-        subprocess.run(["scancel", self.job_id], capture_output=True, check=False)
+        if self.job_id:
+            subprocess.run(["scancel", self.job_id], capture_output=True, check=False)
 
 
-def _job_state(job_id: str) -> str:
-    """squeue's state of a job ('' once Slurm has forgotten it)."""
+class Squeue:
+    """Job states from one `squeue` call per POLL_SECONDS for every job being watched: a
+    study's hundreds of jobs cost the controller one request per poll, not one per job."""
+
+    def __init__(self):
+        self.watched: set[str] = set()
+        self.states: dict[str, str] = {}
+        self.polled_at = float("-inf")
+        self.answered = True
+
+    def watch(self, job_id: str) -> None:
+        """Include a job in the next poll, which comes at the next `state` call."""
+        if job_id and job_id not in self.watched:
+            self.watched.add(job_id)
+            self.polled_at = float("-inf")
+
+    def state(self, job_id: str) -> str | None:
+        """A job's squeue state ('' once Slurm no longer lists it; None: squeue failed)."""
+        if not job_id:
+            return ""
+        self.watch(job_id)
+        if time.monotonic() - self.polled_at > POLL_SECONDS:
+            self._poll()
+        return self.states.get(job_id, "") if self.answered else None
+
+    def _poll(self) -> None:
+        try:
+            listed = subprocess.run(
+                ["squeue", "--noheader", "--array", "--states=all", "--format=%i %T",
+                 "--jobs", ",".join(sorted(self.watched))],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            said = listed.stderr
+            self.answered = listed.returncode == 0 or "Invalid job id" in said
+        except OSError as err:  # no squeue on this machine (any more)
+            said, self.answered = str(err), False
+        if not self.answered:
+            log.warning("squeue failed (asking again): %s", said.strip()[:300])
+            return
+        self.polled_at = time.monotonic()
+        self.states = dict(line.split() for line in listed.stdout.splitlines() if line.strip())
+
+
+SQUEUE = Squeue()
+
+
+def _job_named(name: str, task: int) -> str:
+    """The id of task `task` of the job named `name` ('' where Slurm lists none)."""
     listed = subprocess.run(
-        ["squeue", "--noheader", "--array", "--states=all", "--jobs", job_id, "--format=%T"],
+        ["squeue", "--noheader", "--array", "--states=all", "--name", name, "--format=%i"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    if listed.returncode != 0 and "Invalid job id" not in listed.stderr:
-        log.warning("squeue failed for job %s: %s", job_id, shlex.quote(listed.stderr.strip()))
-    return (listed.stdout.split() or [""])[0]
+    ids = listed.stdout.split()
+    if len(ids) == 1 and "_" not in ids[0]:  # one run, submitted as a plain job
+        return ids[0] if task == 0 else ""
+    return next((i for i in ids if i.endswith(f"_{task}")), "")
