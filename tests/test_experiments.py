@@ -266,11 +266,11 @@ def test_a_retraining_that_dies_before_its_entry_point_ends_failed_in_the_store(
 
     launched = []
 
-    def submit(config, project, experiment_id, **kwargs):
-        launched.append(MlflowClient().create_run(experiment_id).info.run_id)
-        return DiedAtLaunch(launched[-1])
+    def submit_all(entries, project, experiment_id, **kwargs):
+        launched.extend(MlflowClient().create_run(experiment_id).info.run_id for _ in entries)
+        return [DiedAtLaunch(run_id) for run_id in launched[-len(entries) :]]
 
-    monkeypatch.setattr(tracking, "submit", submit)
+    monkeypatch.setattr(tracking, "submit_all", submit_all)
     config = TrainConfig(model="tiny", languages="en,de", train_per_language="8")
     with mlflow.start_run(), pytest.raises(XlinfluenceError, match="1 retraining"):
         retrain.run_all({"one": config}, find_project(), workers=1)
