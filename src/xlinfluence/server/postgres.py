@@ -101,7 +101,7 @@ class Cluster:
     def trusts_logins(self) -> bool:
         """Whether an earlier version set this cluster up to trust local logins."""
         rules = (self.data / "pg_hba.conf").read_text().splitlines()
-        return any(r.split()[-1] == "trust" for r in rules if r.strip() and r[0] != "#")
+        return any(_scram(rule) != rule for rule in rules)
 
     def require_password(self, port: int) -> None:
         """Give a running trusting cluster's superuser this cluster's password and make
@@ -115,10 +115,7 @@ class Cluster:
             ).encode(),
         )  # fmt: skip
         hba = self.data / "pg_hba.conf"
-        rules = [
-            line if not line.strip() or line[0] == "#" else _scram(line)
-            for line in hba.read_text().splitlines()
-        ]
+        rules = [_scram(rule) for rule in hba.read_text().splitlines()]
         hba.write_text("\n".join(rules) + "\n")
         self._run("pg_ctl", "-D", str(self.data), "reload")
 
@@ -206,8 +203,8 @@ class Cluster:
 
 
 def _scram(rule: str) -> str:
-    """A pg_hba.conf rule whose method `trust` becomes `scram-sha-256` (others unchanged)."""
-    fields = rule.split()
-    if fields[-1] != "trust":
+    """A pg_hba.conf line whose method `trust` becomes `scram-sha-256` (other rules,
+    comments and blank lines unchanged)."""
+    if rule.lstrip().startswith("#") or not rule.split() or rule.split()[-1] != "trust":
         return rule
     return rule[: rule.rstrip().rfind("trust")] + "scram-sha-256"

@@ -13,6 +13,7 @@ nothing here applies.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import subprocess
@@ -63,15 +64,8 @@ class ServerUser:
     def check_can_run_mlflow(self) -> None:
         """Refuse, before anything starts, when this user cannot run this interpreter's
         MLflow (a Python under /root, or a virtual env in a private home)."""
-        try:
-            probe = subprocess.run(
-                [sys.executable, "-c", "import mlflow.server"],
-                capture_output=True, text=True, cwd="/", check=False, **self.popen(),
-            )  # fmt: skip
-            said = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-        except OSError as err:  # the interpreter itself out of reach
-            probe, said = None, str(err)
-        if probe is None or probe.returncode != 0:
+        said = _mlflow_refused(self.uid, self.gid, sys.executable)
+        if said:
             raise ServerError(
                 f"started as root, the MLflow server runs as the unprivileged user {self.name!r}, "
                 f"which cannot run {sys.executable} with MLflow ({said}). Install xlinfluence "
@@ -90,6 +84,22 @@ class ServerUser:
             for name in (*dirs, *files):
                 if os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid != self.uid:
                     os.chown(name, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
+
+
+@functools.cache
+def _mlflow_refused(uid: int, gid: int, python: str) -> str:
+    """Why user uid cannot import MLflow with `python` ('' if it can). Asked once per
+    process: a start checks before anything starts and again as it launches the server."""
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import mlflow.server"], capture_output=True, text=True, cwd="/",
+            check=False, user=uid, group=gid, extra_groups=[],
+        )  # fmt: skip
+    except OSError as err:  # the interpreter itself out of reach
+        return str(err)
+    if probe.returncode == 0:
+        return ""
+    return (probe.stderr.strip().splitlines() or ["no output"])[-1]
 
 
 def _ensure_system_user(name: str) -> None:

@@ -78,7 +78,6 @@ class TeamServer:
         self.artifacts = self.root / "artifacts"
         self.secrets = self.root / "secrets"
         self.tracking_dir = self.root / "tracking"  # the MLflow server's own: no secret
-        self._first_admin = False  # the accounts database has no admin yet (_serve)
         self.admin = admin  # given: serve with --auth, as this admin
         self.cluster = Cluster(self.root, self._database_password())
 
@@ -134,7 +133,9 @@ class TeamServer:
             command += ["--app-name", "basic-auth"]
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.tracking_dir / "basic_auth.ini")
             env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self._secret("flask-secret-key")
-            if self.admin and self._first_admin:  # only until MLflow has made the account
+            if self.admin and not self.cluster.has_user(  # only until MLflow has made it
+                state.postgres_port, AUTH_DATABASE, self.admin.username
+            ):
                 env |= {ADMIN_USERNAME_ENV: self.admin.username,
                         ADMIN_PASSWORD_ENV: self.admin.password}  # fmt: skip
         self.tracking_dir.mkdir(mode=0o700, exist_ok=True)
@@ -262,9 +263,6 @@ class TeamServer:
         self.tracking_dir.mkdir(mode=0o700, exist_ok=True)
         if state.auth:
             self.cluster.ensure_database(state.postgres_port, AUTH_DATABASE)
-            self._first_admin = not self.cluster.has_user(
-                state.postgres_port, AUTH_DATABASE, self.admin.username
-            )
             write_auth_config(
                 self.tracking_dir / "basic_auth.ini",
                 self.cluster.uri(state.postgres_port, AUTH_DATABASE),

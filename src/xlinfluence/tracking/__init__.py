@@ -27,7 +27,6 @@ from xlinfluence.tracking.records import (
 )
 from xlinfluence.tracking.reuse import (
     HOW_NOT_WHAT,
-    RUN_ID_CONFIG,
     _expected_digests,
     active_run_experiment_id,
     end_if_running,
@@ -75,7 +74,7 @@ from xlinfluence.tracking.store import (
 
 __all__ = [
     "CHILD_TAG", "CODE_VERSION_TAG", "DEFAULT_DB", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG",
-    "HOW_NOT_WHAT", "MODEL_URI_TAG", "PARENT_TAG", "RESUMED_TAG", "REUSED_TAG", "RUN_ID_CONFIG",
+    "HOW_NOT_WHAT", "MODEL_URI_TAG", "PARENT_TAG", "RESUMED_TAG", "REUSED_TAG",
     "RUN_NAME_TAG",
     "SETTING_TAG", "STEP_TAG", "SYSTEM_METRICS_INTERVAL_S", "TEMPORARY_EXPERIMENT",
     "THREADS_TAG", "UPSTREAM_TAG", "AccessError", "StepRun", "TrackingError",

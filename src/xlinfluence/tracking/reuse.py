@@ -57,10 +57,6 @@ def _computing(config: StepConfig, experiment_id: str):
         yield
 
 
-#: backend_config key with the run a backend of ours (tracking/slurm.py) submits into.
-RUN_ID_CONFIG = "xlinfluence.run_id"
-
-
 def submit(
     config: StepConfig,
     project: Path,
@@ -73,10 +69,8 @@ def submit(
 ):
     """The step's entry point as an MLflow project run in this environment (the one way
     every step and retraining is launched); returns MLflow's SubmittedRun. run_id: run it
-    in that existing run, which resumes (MLflow passes it to its local backend; a backend
-    of ours reads it from the config)."""
-    if run_id and backend != "local":
-        backend_config = {**(backend_config or {}), RUN_ID_CONFIG: run_id}
+    in that existing run, which resumes (MLflow's local backend; submit_all passes it to
+    the Slurm backend)."""
     try:
         with _experiment_by_id_only():
             return mlflow.projects.run(
@@ -88,7 +82,7 @@ def submit(
                 backend=backend,
                 backend_config=backend_config,
                 synchronous=synchronous,
-                run_id=run_id if backend == "local" else None,
+                run_id=run_id,
             )
     except ExecutionException as err:
         if synchronous:
@@ -187,10 +181,7 @@ def find_reusable(config: StepConfig, *, experiment_id: str) -> str | None:
             max_results=50000,
         )
         for run in runs:
-            try:
-                if _reuse_key(type(config).canonical(run_params(run))) != wanted:
-                    continue
-            except Exception:  # a run with params from another version: not a match
+            if not _same_params(run, config, wanted):
                 continue
             if digests is None:
                 digests = _expected_digests(config)
@@ -215,13 +206,15 @@ def find_launched(config: StepConfig, *, experiment_id: str, tag: str) -> Run | 
         order_by=["attributes.start_time DESC"],
         max_results=50000,
     )
-    for run in runs:
-        try:
-            if _reuse_key(type(config).canonical(run_params(run))) == wanted:
-                return run
-        except Exception:  # a run with params from another version: not a match
-            continue
-    return None
+    return next((run for run in runs if _same_params(run, config, wanted)), None)
+
+
+def _same_params(run: Run, config: StepConfig, wanted: dict[str, str]) -> bool:
+    """Whether a run's parameters, in canonical form, are `wanted` (config's reuse key)."""
+    try:
+        return _reuse_key(type(config).canonical(run_params(run))) == wanted
+    except Exception:  # a run with params from another version: not a match
+        return False
 
 
 def _digests_match(run: Run, digests: dict[str, str]) -> bool:

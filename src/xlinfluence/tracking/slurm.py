@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run, RunStatus, RunTag
 from mlflow.projects import load_project
 from mlflow.projects.backend.abstract_backend import AbstractBackend
 from mlflow.projects.submitted_run import SubmittedRun
@@ -47,7 +47,6 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
 
 from xlinfluence.errors import ConfigError
-from xlinfluence.tracking.reuse import RUN_ID_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +113,10 @@ _KINDS = {
     "str": (str, "a string"), "int": (int, "a whole number"),
     "list[str]": (list, "a list of strings"), "dict[str, str]": (dict, "an object of strings"),
 }  # fmt: skip
-# What MLflow and steps/retrain.py add to a backend config before it reaches the backend.
+# What MLflow adds to a backend config before it reaches the backend.
 _NOT_SETTINGS = {
     PROJECT_ENV_MANAGER, PROJECT_SYNCHRONOUS, PROJECT_DOCKER_ARGS, PROJECT_STORAGE_DIR,
-    PROJECT_BUILD_IMAGE, PROJECT_DOCKER_AUTH, RUN_ID_CONFIG,
+    PROJECT_BUILD_IMAGE, PROJECT_DOCKER_AUTH,
 }  # fmt: skip
 
 
@@ -130,7 +129,7 @@ class SlurmBackend(AbstractBackend):
         self, project_uri, entry_point, params, version, backend_config, tracking_uri,
         experiment_id,
     ) -> SlurmRun:  # fmt: skip
-        entry = (entry_point, params, backend_config.get(RUN_ID_CONFIG))
+        entry = (entry_point, params, None)
         return self.run_array(
             project_uri, [entry], version, backend_config, tracking_uri, experiment_id
         )[0]
@@ -144,15 +143,17 @@ class SlurmBackend(AbstractBackend):
         import submitit
 
         settings = SlurmSettings.from_config(backend_config)
-        run_ids, functions = [], []
+        run_ids, functions, projects = [], [], {}
         for entry_point, params, run_id in entries:
             work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
             run = get_or_create_run(
                 run_id, project_uri, experiment_id, work_dir, version, entry_point, params
             )
             run_ids.append(run.info.run_id)
+            if work_dir not in projects:
+                projects[work_dir] = load_project(work_dir)
             command = (
-                load_project(work_dir)
+                projects[work_dir]
                 .get_entry_point(entry_point)
                 .compute_command(params, backend_config.get(PROJECT_STORAGE_DIR))
             )
@@ -183,9 +184,8 @@ class SlurmBackend(AbstractBackend):
         submitted = []
         for run_id, job in zip(run_ids, jobs, strict=True):
             log_path = str(job.paths.stdout)
-            client.set_tag(run_id, JOB_TAG, job.job_id)
-            client.set_tag(run_id, LOG_TAG, log_path)
-            client.set_tag(run_id, MLFLOW_PROJECT_BACKEND, "slurm")
+            tags = {JOB_TAG: job.job_id, LOG_TAG: log_path, MLFLOW_PROJECT_BACKEND: "slurm"}
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             log.info("run %s is Slurm job %s (log %s)", run_id, job.job_id, log_path)
             submitted.append(SlurmRun(run_id, job.job_id, log_path))
         return submitted
